@@ -1,0 +1,34 @@
+# Two commands set up a fresh machine:  `make demo`  and  `make test`.
+# Both create .venv in the repo root and install the pinned versions of constraints.txt.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required; set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	# torch first and alone, pinned: on these machines pip takes the CPU wheel from local disk;
+	# an unpinned torch would pull a multi-GB CUDA build.
+	$(BIN)/python -m pip install -q -c constraints.txt torch
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/dynamo demo
+
+lint: install
+	$(BIN)/ruff check .
+
+test: install lint
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python benchmarks/population_forward.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

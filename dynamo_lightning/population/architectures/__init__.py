@@ -1,0 +1,37 @@
+"""Architecture plugins: stacked recurrent networks and a small CNN.
+
+``dl.register_architecture("name")(cls)`` adds one; ``dl.architectures.names()`` lists them.
+"""
+
+# Built-ins register themselves on import (order = the order of names()).
+from dynamo_lightning.population.architectures import cnn, gru, lstm, ugrnn, vanilla
+from dynamo_lightning.population.architectures.base import (
+    Architecture,
+    MemberNetwork,
+    check_member_state,
+)
+from dynamo_lightning.population.architectures.recurrent import RecurrentArchitecture
+from dynamo_lightning.population.architectures.registry import (
+    REGISTRY,
+    build,
+    get,
+    names,
+    register_architecture,
+)
+
+__all__ = [
+    "REGISTRY",
+    "Architecture",
+    "MemberNetwork",
+    "RecurrentArchitecture",
+    "build",
+    "check_member_state",
+    "cnn",
+    "get",
+    "gru",
+    "lstm",
+    "names",
+    "register_architecture",
+    "ugrnn",
+    "vanilla",
+]

@@ -1,0 +1,231 @@
+"""``Population``: an ordered, immutable collection of frozen members that runs stacked."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, overload
+
+import torch
+from torch import Tensor
+
+from dynamo_lightning.population import architectures
+from dynamo_lightning.population.architectures import Architecture
+from dynamo_lightning.population.format import load_population, save_population
+from dynamo_lightning.population.member import Member
+from dynamo_lightning.population.trajectories import Trajectories
+
+
+class Population(Sequence[Member]):
+    """Members in a stable order, indexable by position or id.
+
+    Members of one architecture and shape (one ``group_key``) are run as one stacked module
+    (see ``groups()``), never one by one.
+
+    Args:
+        members: the members, in order; ids must be unique.
+        device: where ``groups()`` stacks live and ``trajectories`` runs (default CPU).
+
+    Example::
+
+        pop = Population.load("runs/demo/population")
+        traj = pop.trajectories(x)        # x [B, T, I] -> traj.hidden [N, B, T, H]
+    """
+
+    def __init__(self, members: Iterable[Member], device: torch.device | str = "cpu") -> None:
+        self._members = list(members)
+        self._index: dict[str, int] = {}
+        for i, m in enumerate(self._members):
+            if not isinstance(m, Member):
+                raise TypeError(f"Population takes Member objects, got {type(m).__name__} at {i}")
+            if m.id in self._index:
+                raise ValueError(f"duplicate member id {m.id!r} (positions "
+                                 f"{self._index[m.id]} and {i})")
+            self._index[m.id] = i
+        self.device = torch.device(device)
+        self._groups: list[tuple[list[int], Architecture]] | None = None
+
+    # ------------------------------------------------------------------ construction / IO
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> Population:
+        """Read a population directory (JSON + safetensors, never pickle).
+
+        Raises:
+            PopulationFormatError: one line naming the bad file and the fault.
+        """
+        return cls(load_population(path), device=device)
+
+    def save(self, path: str | Path, **manifest_extras: str) -> Path:
+        """Write atomically to ``path`` (``created_by``/``description`` go to the manifest)."""
+        return save_population(self._members, path, **manifest_extras)
+
+    @classmethod
+    def from_stack(cls, architecture_name: str, stack: Architecture, ids: Sequence[str],
+                   metadata_list: Sequence[dict[str, Any]] | None = None) -> Population:
+        """Members from a (trained) stack: member i gets ``ids[i]`` and ``metadata_list[i]``.
+
+        ``architecture`` and ``hidden_size`` are added to the metadata when absent; member
+        weights are copied to the CPU (``groups()`` puts stacks on ``self.device``).
+        """
+        if not isinstance(stack, architectures.get(architecture_name)):
+            raise ValueError(f"stack is a {type(stack).__name__}, not a {architecture_name!r}")
+        metadata_list = metadata_list or [{} for _ in ids]
+        if not len(ids) == len(metadata_list) == stack.num_members:
+            raise ValueError(f"stack has {stack.num_members} members but got {len(ids)} ids "
+                             f"and {len(metadata_list)} metadata dicts")
+        config = stack.config()
+        members = []
+        for i, (member_id, meta) in enumerate(zip(ids, metadata_list, strict=True)):
+            meta = {"architecture": architecture_name, "hidden_size": stack.hidden_size, **meta}
+            state = {k: v.cpu() for k, v in stack.member_state(i).items()}
+            members.append(Member(member_id, architecture_name, dict(config), meta, state))
+        return cls(members)
+
+    @classmethod
+    def concat(cls, populations: Iterable[Population]) -> Population:
+        """One population holding all members in order (ids must stay unique)."""
+        populations = list(populations)
+        device = populations[0].device if populations else "cpu"
+        return cls([m for pop in populations for m in pop], device=device)
+
+    def __add__(self, other: Population) -> Population:
+        if not isinstance(other, Population):
+            return NotImplemented
+        return Population.concat([self, other])
+
+    # ------------------------------------------------------------------ sequence protocol
+    def __len__(self) -> int:
+        return len(self._members)
+
+    @overload
+    def __getitem__(self, index: int | str) -> Member: ...
+    @overload
+    def __getitem__(self, index: slice) -> Population: ...
+    def __getitem__(self, index: int | str | slice) -> Member | Population:
+        if isinstance(index, str):
+            if index not in self._index:
+                known = ", ".join(self.ids[:5]) + (", ..." if len(self) > 5 else "")
+                raise KeyError(f"no member {index!r} in the population (ids: {known})")
+            return self._members[self._index[index]]
+        if isinstance(index, slice):
+            return Population(self._members[index], device=self.device)
+        return self._members[index]
+
+    def __iter__(self) -> Iterator[Member]:
+        return iter(self._members)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._index if isinstance(item, str) else item in self._members
+
+    def __repr__(self) -> str:
+        counts: dict[str, int] = {}
+        for m in self._members:
+            counts[m.architecture] = counts.get(m.architecture, 0) + 1
+        return f"Population({len(self)} members: {counts})"
+
+    @property
+    def ids(self) -> list[str]:
+        """Member ids in population order."""
+        return [m.id for m in self._members]
+
+    # ------------------------------------------------------------------ summaries
+    @property
+    def checksum(self) -> str:
+        """SHA-256 over ids, architectures, configs and weights; equal after save/load.
+
+        Recomputed on each access (hashes every weight), so it keys trajectory caches safely.
+        """
+        digest = hashlib.sha256()
+        for m in self._members:
+            digest.update(json.dumps([m.id, m.architecture, m.config], sort_keys=True).encode())
+            digest.update(_weights_hash(m.state).encode())
+        return digest.hexdigest()
+
+    def metadata_table(self) -> list[dict[str, Any]]:
+        """One flat dict per member (``id``, ``architecture``, then its metadata)."""
+        return [{"id": m.id, "architecture": m.architecture, **m.metadata} for m in self]
+
+    # ------------------------------------------------------------------ running
+    def groups(self) -> list[tuple[list[int], Architecture]]:
+        """``(indices, stack)`` per architecture and shape, in order of first appearance.
+
+        Each stack is one frozen, eval-mode module holding the members at ``indices`` (built
+        once, on ``self.device``).
+        """
+        if self._groups is None:
+            by_key: dict[tuple[str, str], list[int]] = {}
+            for i, m in enumerate(self._members):
+                by_key.setdefault(m.group_key, []).append(i)
+            self._groups = []
+            for indices in by_key.values():
+                first = self._members[indices[0]]
+                stack = architectures.get(first.architecture).from_member_states(
+                    [self._members[i].state for i in indices], **first.config)
+                stack.requires_grad_(False).eval().to(self.device)
+                self._groups.append((indices, stack))
+        return self._groups
+
+    def to(self, device: torch.device | str) -> Population:
+        """Run (and keep the stacks) on ``device`` from now on; returns ``self``."""
+        self.device = torch.device(device)
+        for _, stack in self._groups or []:
+            stack.to(self.device)
+        return self
+
+    @torch.no_grad()
+    def trajectories(self, inputs: Tensor, batch_size: int | None = None) -> Trajectories:
+        """Run every member on the same inputs, one stacked call per group (and batch chunk).
+
+        Args:
+            inputs: ``[B, T, I]``, shared by all members.
+            batch_size: evaluate at most this many trials per call (None: all at once).
+
+        Returns:
+            ``Trajectories`` on ``self.device``, in population order.
+
+        Raises:
+            ValueError: ``inputs`` is not 3-d, or its size ``I`` does not fit some members.
+        """
+        if not isinstance(inputs, Tensor) or inputs.dim() != 3:
+            shape = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
+            raise ValueError(f"trajectories expects inputs [B, T, I], got {shape}")
+        self._check_input_size(inputs.shape[-1])
+        inputs = inputs.to(self.device)
+        chunks = inputs.split(batch_size) if batch_size else (inputs,)
+        hidden: list[Tensor | None] = [None] * len(self)
+        outputs: list[Tensor | None] = [None] * len(self)
+        for indices, stack in self.groups():
+            runs = [stack(chunk) for chunk in chunks]
+            out = torch.cat([o for o, _ in runs], dim=1)
+            hid = torch.cat([h for _, h in runs], dim=1)
+            for j, i in enumerate(indices):
+                outputs[i], hidden[i] = out[j], hid[j]
+        return Trajectories(hidden=_stack_if_uniform(hidden), outputs=_stack_if_uniform(outputs),
+                            ids=self.ids)
+
+    def _check_input_size(self, size: int) -> None:
+        bad = [f"{m.id!r} expects {m.config.get('input_size')}" for m in self
+               if m.config.get("input_size") != size]
+        if bad:
+            shown = "; ".join(bad[:5]) + ("; ..." if len(bad) > 5 else "")
+            raise ValueError(f"inputs have input size {size}, which does not fit {len(bad)} "
+                             f"member(s): {shown}")
+
+
+def _stack_if_uniform(tensors: list[Any]) -> Tensor | list[Tensor]:
+    """One ``[N, ...]`` tensor when all shapes agree (and N > 0), else the list."""
+    if tensors and all(t.shape == tensors[0].shape for t in tensors):
+        return torch.stack(tensors)
+    return list(tensors)
+
+
+def _weights_hash(state: dict[str, Tensor]) -> str:
+    """SHA-256 of a member's tensors: names, dtypes, shapes and raw bytes, by name."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,120 @@
+"""``PopulationWriter``: snapshots members during training and writes the population.
+
+At the end of fit every member (and every snapshot) is scored on fresh test trials of its
+task and written in the population format with its metadata. Snapshots taken at chosen
+global steps become extra members (metadata ``step``), so a population can also be one
+network's learning trajectory.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+from typing_extensions import override
+
+from dynamo_lightning.population import architectures
+from dynamo_lightning.population.evaluation import evaluate_stack
+from dynamo_lightning.population.grid import GroupSpec
+from dynamo_lightning.population.population import Population
+from dynamo_lightning.population.training import PopulationModule
+from dynamo_lightning.seeding import derive_seed
+
+
+class PopulationWriter(pl.Callback):
+    """Writes the trained population (DESIGN §6) when fit ends.
+
+    Args:
+        path: output directory; default ``<trainer.default_root_dir>/population``.
+        snapshot_steps: global steps at which every member is also saved as an extra member
+            with id ``<id>-step<k>`` and metadata ``step: k``.
+        eval_trials: fresh test trials per task used to score each member (``task_metric``).
+        eval_seed: seed of those trials.
+
+    Raises:
+        ValueError: negative snapshot steps or non-positive ``eval_trials``.
+    """
+
+    def __init__(self, path: str | None = None, snapshot_steps: list[int] | None = None,
+                 eval_trials: int = 512, eval_seed: int = 12345) -> None:
+        steps = sorted(set(snapshot_steps or []))
+        if any(not isinstance(s, int) or s < 0 for s in steps):
+            raise ValueError(f"PopulationWriter: snapshot_steps must be ints >= 0, got {steps}")
+        if eval_trials < 1:
+            raise ValueError(f"PopulationWriter: eval_trials must be positive, got {eval_trials}")
+        self.path = path
+        self.snapshot_steps = steps
+        self.eval_trials = eval_trials
+        self.eval_seed = eval_seed
+        self._snapshots: list[tuple[int, int, list[dict[str, torch.Tensor]]]] = []
+        self._started = time.perf_counter()
+        self.written_path: Path | None = None
+
+    @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not isinstance(pl_module, PopulationModule):
+            raise TypeError("PopulationWriter needs a PopulationModule, "
+                            f"got {type(pl_module).__name__}")
+        self._started = time.perf_counter()
+        if 0 in self.snapshot_steps and trainer.global_step == 0:
+            self._snapshot(pl_module, 0)
+
+    @override
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        if step in self.snapshot_steps and all(s != step for s, _, _ in self._snapshots):
+            self._snapshot(pl_module, step)  # type: ignore[arg-type]
+
+    def _snapshot(self, module: PopulationModule, step: int) -> None:
+        for index, stack in enumerate(module.stacks):
+            states = [stack.member_state(i) for i in range(stack.num_members)]
+            cpu_states = [{k: v.cpu() for k, v in s.items()} for s in states]
+            self._snapshots.append((step, index, cpu_states))
+
+    @override
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write(trainer, pl_module)  # type: ignore[arg-type]
+
+    @rank_zero_only
+    def _write(self, trainer: pl.Trainer, module: PopulationModule) -> None:
+        path = Path(self.path) if self.path else Path(trainer.default_root_dir) / "population"
+        step = trainer.global_step
+        parts = [self._score(module, group, stack, None) for group, stack
+                 in zip(module.groups, module.stacks, strict=True)]
+        for snap_step, index, states in self._snapshots:
+            if snap_step == step:
+                continue  # identical to the final members
+            group = module.groups[index]
+            stack = architectures.get(group.architecture).from_member_states(states, **group.config)
+            parts.append(self._score(module, group, stack.to(module.device), snap_step))
+        population = Population.concat(parts)
+        for member in population:
+            member.metadata.setdefault("step", step)
+            member.metadata["trained_steps"] = step
+            member.metadata["train_seconds"] = round(time.perf_counter() - self._started, 2)
+        population.save(path)
+        self.written_path = path
+        print(f"Population of {len(population)} members written to {path}")
+
+    def _score(self, module: PopulationModule, group: GroupSpec,
+               stack: architectures.Architecture, step: int | None) -> Population:
+        task = module.tasks[group.task.label]
+        generator = torch.Generator().manual_seed(derive_seed(self.eval_seed, group.task.label))
+        scores = evaluate_stack(stack, task, self.eval_trials, generator, split="test")
+        suffix = "" if step is None else f"-step{step}"
+        metadata = []
+        for seed, score in zip(group.seeds, scores, strict=True):
+            entry = {"architecture": group.architecture, "task": group.task.name,
+                     "task_config": task.config(), "task_label": group.task.label, "seed": seed,
+                     "hidden_size": group.config["hidden_size"], "task_metric": score,
+                     "metric_name": task.metric_name}
+            if step is not None:
+                entry["step"] = step
+            metadata.append(entry)
+        return Population.from_stack(group.architecture, stack,
+                                     [i + suffix for i in group.ids], metadata)

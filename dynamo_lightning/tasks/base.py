@@ -1,0 +1,94 @@
+"""The task plugin interface: an input generator, targets, a training loss and a metric.
+
+Every task speaks the population's calling convention: inputs are ``x [batch, time, input]``
+(images are read as rows = time, columns = input), and networks return
+``outputs [batch, steps, output]`` where ``steps`` is the number of time steps for recurrent
+networks and 1 for feed-forward ones. Tasks never import Lightning.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import Tensor
+
+Split = Literal["train", "val", "test"]
+OutputKind = Literal["regression", "classification"]
+
+
+class Task(ABC):
+    """Base class of a task plugin.
+
+    Subclasses set ``input_size``, ``output_size`` and ``seq_len`` in ``__init__``, declare
+    ``output_kind`` and ``metric_name``, and implement ``sample``, ``loss`` and ``metric``.
+    Constructor arguments must be JSON-serialisable keywords: ``config()`` returns them so
+    that ``tasks.get(name, **task.config())`` rebuilds the same task (this is what manifests
+    store).
+
+    Attributes:
+        output_kind: "regression" (outputs compared by MSE) or "classification" (outputs are
+            logits; members are emulated by matching their output distribution).
+        metric_name: what ``metric`` returns, e.g. "bit_accuracy"; higher is better unless
+            ``higher_is_better`` is False.
+    """
+
+    registered_name: ClassVar[str] = ""
+    output_kind: ClassVar[OutputKind] = "regression"
+    metric_name: ClassVar[str] = "metric"
+    higher_is_better: ClassVar[bool] = True
+
+    input_size: int
+    output_size: int
+    seq_len: int
+
+    def __init__(self, **config: Any) -> None:
+        self._config = dict(config)
+
+    @property
+    def name(self) -> str:
+        """The registered name (stored in manifests and checkpoints)."""
+        return self.registered_name or type(self).__name__
+
+    def config(self) -> dict[str, Any]:
+        """Keyword arguments that rebuild this task with ``dl.tasks.get(name, **config)``."""
+        return dict(self._config)
+
+    @abstractmethod
+    def sample(
+        self, batch_size: int, generator: torch.Generator | None = None, split: Split = "train"
+    ) -> tuple[Tensor, Tensor]:
+        """Draw a batch, deterministic given the generator's state.
+
+        Args:
+            batch_size: number of trials.
+            generator: source of randomness; a fresh unseeded one if None.
+            split: which data to draw from. Synthetic tasks draw fresh trials for every split;
+                dataset-backed tasks (digits) draw from disjoint train/val/test images.
+
+        Returns:
+            ``x [batch, time, input]`` (float32) and targets ``y``: ``[batch, time, output]``
+            for regression tasks, integer labels ``[batch]`` for classification tasks.
+        """
+
+    @abstractmethod
+    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """Scalar training loss of ``outputs [batch, steps, output]`` against ``targets``."""
+
+    @abstractmethod
+    def metric(self, outputs: Tensor, targets: Tensor) -> float:
+        """Task metric (``metric_name``) of ``outputs`` against ``targets``."""
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._config.items())
+        return f"{type(self).__name__}({args})"
+
+
+def new_generator(generator: torch.Generator | None) -> torch.Generator:
+    """The generator to draw from: the caller's, or a fresh randomly seeded one."""
+    if generator is not None:
+        return generator
+    g = torch.Generator()
+    g.seed()
+    return g

@@ -1,0 +1,124 @@
+"""K-bit flip-flop (Sussillo & Barak 2013): a memory task whose solution has 2^K fixed points.
+
+Each of K input channels receives sparse +1/−1 pulses; the matching output must hold the sign
+of the most recent pulse on its channel until the next one. A trained RNN stores each bit in
+a stable fixed point, which is why this is the canonical task for fixed-point analysis.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dynamo_lightning.tasks import register
+from dynamo_lightning.tasks.base import Split, Task, new_generator
+
+
+@register("flipflop")
+class FlipFlop(Task):
+    """K-bit flip-flop.
+
+    Inputs ``x [batch, time, n_bits]``: at every step each channel independently gets a pulse
+    of +1 or −1 (equally likely) with probability ``pulse_prob``, else 0. Targets
+    ``y [batch, time, n_bits]``: the sign of the most recent pulse on that channel, including
+    the current step, and 0 before the channel's first pulse. Entries with target 0 carry no
+    information (nothing to remember yet), so the loss and the metric ignore them.
+
+    Args:
+        n_bits: number of independent bits K (input and output size).
+        seq_len: number of time steps T.
+        pulse_prob: probability of a pulse per channel and step, in (0, 1).
+
+    Raises:
+        ValueError: an argument out of range; the message names it and its value.
+
+    Example::
+
+        task = FlipFlop(n_bits=3)
+        x, y = task.sample(16, torch.Generator().manual_seed(0))  # [16, 64, 3] each
+    """
+
+    output_kind = "regression"
+    metric_name = "bit_accuracy"
+
+    def __init__(self, n_bits: int = 3, seq_len: int = 64, pulse_prob: float = 0.05) -> None:
+        n_bits = _positive_int("n_bits", n_bits)
+        seq_len = _positive_int("seq_len", seq_len)
+        if (isinstance(pulse_prob, bool) or not isinstance(pulse_prob, Real)
+                or not 0.0 < pulse_prob < 1.0):
+            raise ValueError(f"pulse_prob must be a number in (0, 1), got {pulse_prob!r}")
+        pulse_prob = float(pulse_prob)
+        super().__init__(n_bits=n_bits, seq_len=seq_len, pulse_prob=pulse_prob)
+        self.n_bits = n_bits
+        self.pulse_prob = pulse_prob
+        self.input_size = n_bits
+        self.output_size = n_bits
+        self.seq_len = seq_len
+
+    def sample(
+        self, batch_size: int, generator: torch.Generator | None = None, split: Split = "train"
+    ) -> tuple[Tensor, Tensor]:
+        """Fresh trials (``split`` is ignored): ``x`` and ``y``, both ``[batch, time, n_bits]``."""
+        g = new_generator(generator)
+        shape = (batch_size, self.seq_len, self.n_bits)
+        pulse = torch.rand(shape, generator=g) < self.pulse_prob
+        sign = torch.where(torch.rand(shape, generator=g) < 0.5, 1.0, -1.0)
+        x = torch.where(pulse, sign, 0.0).to(torch.float32)
+        return x, flipflop_targets(x)
+
+    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """MSE over the entries whose target is nonzero (a bit has been set)."""
+        _check_same_shape(outputs, targets)
+        mask = targets != 0
+        if not bool(mask.any()):
+            return outputs.sum() * 0.0  # nothing to fit; keep the graph for backward()
+        return F.mse_loss(outputs[mask], targets[mask].to(outputs.dtype))
+
+    @torch.no_grad()
+    def metric(self, outputs: Tensor, targets: Tensor) -> float:
+        """Fraction of set ``(trial, time, bit)`` entries where ``sign(output) == target``.
+
+        Returns NaN when no entry is set (no pulse at all in the batch).
+        """
+        _check_same_shape(outputs, targets)
+        mask = targets != 0
+        if not bool(mask.any()):
+            return math.nan
+        correct = torch.sign(outputs[mask].float()) == targets[mask].float()
+        return correct.float().mean().item()
+
+
+def flipflop_targets(inputs: Tensor) -> Tensor:
+    """The flip-flop targets of pulse inputs.
+
+    Args:
+        inputs: ``[batch, time, bits]``; nonzero entries are pulses, read by their sign.
+
+    Returns:
+        ``[batch, time, bits]`` float32: sign of the latest pulse at or before each step,
+        0 before a channel's first pulse.
+    """
+    pulse = inputs != 0
+    steps = torch.arange(inputs.shape[1], device=inputs.device).view(1, -1, 1)
+    # Index of the latest pulse so far (−1 while none): running max of the pulse times.
+    last = torch.where(pulse, steps, -1).cummax(dim=1).values
+    held = torch.sign(inputs.float()).gather(1, last.clamp(min=0))
+    return torch.where(last >= 0, held, 0.0).to(torch.float32)
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _check_same_shape(outputs: Tensor, targets: Tensor) -> None:
+    if outputs.shape != targets.shape:
+        raise ValueError(
+            f"outputs {tuple(outputs.shape)} must match targets {tuple(targets.shape)} "
+            "[batch, time, n_bits]"
+        )
