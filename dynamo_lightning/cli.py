@@ -1,6 +1,7 @@
 """The ``dynamo`` command.
 
     dynamo population fit --config configs/population/flipflop.yaml   # train a population
+    dynamo fit --config configs/dynamo/flipflop.yaml                  # train the meta-model
     dynamo demo                                                       # the built-in default
 
 Every ``fit``-style command is a LightningCLI run: all Trainer flags work and the resolved
@@ -10,16 +11,23 @@ config is saved with the run.
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from dynamo_lightning.data import TrajectoryDataModule
+from dynamo_lightning.module import DynamoModule
 from dynamo_lightning.population.datamodule import TaskDataModule
 from dynamo_lightning.population.training import PopulationModule
 from dynamo_lightning.population.writer import PopulationWriter
 
 COMMANDS = {
     "population": "train a population of networks (LightningCLI: fit | validate)",
+    "fit": "train the DYNAMO meta-model on a population (LightningCLI)",
+    "validate": "evaluate a DYNAMO checkpoint on validation trials (LightningCLI)",
+    "test": "evaluate a DYNAMO checkpoint on test trials (LightningCLI)",
     "demo": "train the built-in default population and write it under runs/demo/",
 }
 
@@ -33,9 +41,34 @@ class PopulationCLI(LightningCLI):
         parser.link_arguments("data.tasks", "model.tasks", apply_on="parse")
 
 
-def population_main(args: Sequence[str]) -> PopulationCLI:
-    """``dynamo population <fit|validate> ...``."""
-    return PopulationCLI(PopulationModule, TaskDataModule, args=list(args),
+# Sizes and the population's identity are read from the data module and written once.
+DATA_TO_MODEL = ("num_members", "input_size", "output_size", "num_components", "output_kind",
+                 "member_ids", "member_metadata", "population_path", "population_checksum",
+                 "task_spec")
+
+
+class DynamoCLI(LightningCLI):
+    """LightningCLI for the meta-model; links the data module's sizes into the model."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        for name in DATA_TO_MODEL:
+            parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
+
+
+def dynamo_main(args: Sequence[str] | dict[str, Any]) -> DynamoCLI:
+    """``dynamo <fit|validate|test> ...``; ``args`` may be a config dict ``{"fit": {...}}``."""
+    _quiet_known_warnings()
+    return DynamoCLI(DynamoModule, TrajectoryDataModule,
+                     args=args if isinstance(args, dict) else list(args),
+                     save_config_kwargs={"overwrite": True}, parser_kwargs={"prog": "dynamo"})
+
+
+def population_main(args: Sequence[str] | dict[str, Any]) -> PopulationCLI:
+    """``dynamo population <fit|validate> ...``; ``args`` may also be a config dict
+    ``{"fit": {...}}`` (how ``dynamo demo`` calls it)."""
+    _quiet_known_warnings()
+    return PopulationCLI(PopulationModule, TaskDataModule,
+                         args=args if isinstance(args, dict) else list(args),
                          save_config_kwargs={"overwrite": True},
                          parser_kwargs={"prog": "dynamo population"})
 
@@ -50,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "population":
         population_main(rest)
         return 0
+    if command in {"fit", "validate", "test"}:
+        dynamo_main(args)
+        return 0
     if command == "demo":
         from dynamo_lightning.demo import run_demo
 
@@ -57,6 +93,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     print(f"dynamo: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
     return 2
+
+
+def _quiet_known_warnings() -> None:
+    """Silence warnings that are expected here and would only confuse users."""
+    # We pass `args` ourselves because `dynamo <command>` consumes argv[1].
+    warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
+    # Our task streams are single-process IterableDatasets with an exact length.
+    warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined.*")
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*litlogger.*")
 
 
 def _usage() -> str:

@@ -8,8 +8,6 @@ than the plain integrator's, which makes it a good stress test for the model emb
 
 from __future__ import annotations
 
-import math
-from numbers import Integral, Real
 from typing import ClassVar
 
 import torch
@@ -18,6 +16,14 @@ from torch import Tensor
 
 from dynamo_lightning.tasks import register
 from dynamo_lightning.tasks.base import Split, Task, new_generator
+from dynamo_lightning.tasks.checks import (
+    check_same_shape,
+    finite_real,
+    positive_int,
+    sign_accuracy,
+)
+
+_LAYOUT = "[batch, time, 1]"
 
 
 @register("context")
@@ -50,14 +56,9 @@ class ContextIntegration(Task):
 
     def __init__(self, seq_len: int = 64, noise: float = 0.5,
                  coherence_scale: float = 0.1) -> None:
-        if isinstance(seq_len, bool) or not isinstance(seq_len, Integral) or seq_len < 1:
-            raise ValueError(f"seq_len must be a positive integer, got {seq_len!r}")
-        if _not_finite_number(noise) or noise < 0:
-            raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
-        if _not_finite_number(coherence_scale) or coherence_scale <= 0:
-            raise ValueError(f"coherence_scale must be a finite number > 0, "
-                             f"got {coherence_scale!r}")
-        seq_len, noise, coherence_scale = int(seq_len), float(noise), float(coherence_scale)
+        seq_len = positive_int("seq_len", seq_len)
+        noise = finite_real("noise", noise, lambda v: v >= 0, ">= 0")
+        coherence_scale = finite_real("coherence_scale", coherence_scale, lambda v: v > 0, "> 0")
         super().__init__(seq_len=seq_len, noise=noise, coherence_scale=coherence_scale)
         self.noise = noise
         self.coherence_scale = coherence_scale
@@ -95,23 +96,13 @@ class ContextIntegration(Task):
 
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
         """MSE over the response period only; before it the network is free."""
-        self._check_shape(outputs, targets)
+        check_same_shape(outputs, targets, _LAYOUT)
         r = self.response_steps
         return F.mse_loss(outputs[:, -r:], targets[:, -r:].to(outputs.dtype))
 
     @torch.no_grad()
     def metric(self, outputs: Tensor, targets: Tensor) -> float:
         """Fraction of trials whose mean output over the response period has the right sign."""
-        self._check_shape(outputs, targets)
+        check_same_shape(outputs, targets, _LAYOUT)
         r = self.response_steps
-        decision = torch.sign(outputs[:, -r:, 0].float().mean(dim=1))
-        return (decision == targets[:, -1, 0].float()).float().mean().item()
-
-    def _check_shape(self, outputs: Tensor, targets: Tensor) -> None:
-        if outputs.shape != targets.shape:
-            raise ValueError(f"outputs {tuple(outputs.shape)} must match targets "
-                             f"{tuple(targets.shape)} [batch, time, 1]")
-
-
-def _not_finite_number(value: object) -> bool:
-    return isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value)
+        return sign_accuracy(outputs[:, -r:, 0].float().mean(dim=1), targets[:, -1, 0])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import math
-from numbers import Integral, Real
 from typing import get_args
 
 import torch
@@ -18,6 +17,7 @@ from torch import Tensor
 
 from dynamo_lightning.tasks import register
 from dynamo_lightning.tasks.base import Split, Task, new_generator
+from dynamo_lightning.tasks.checks import fraction, non_negative_int
 
 N_CLASSES = 10
 
@@ -65,22 +65,19 @@ class _DigitsTask(Task):
 
     def __init__(self, val_fraction: float = 0.15, test_fraction: float = 0.15,
                  split_seed: int = 0) -> None:
-        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if (isinstance(value, bool) or not isinstance(value, Real)
-                    or not 0.0 < value < 1.0):
-                raise ValueError(f"{name} must be a number in (0, 1), got {value!r}")
+        val = fraction("val_fraction", val_fraction)
+        test = fraction("test_fraction", test_fraction)
         if val_fraction + test_fraction >= 1.0:
             raise ValueError(f"val_fraction + test_fraction must be < 1 to leave training "
                              f"images, got val_fraction={val_fraction!r}, "
                              f"test_fraction={test_fraction!r}")
-        if isinstance(split_seed, bool) or not isinstance(split_seed, Integral) or split_seed < 0:
-            raise ValueError(f"split_seed must be a non-negative integer, got {split_seed!r}")
-        val_fraction, test_fraction = float(val_fraction), float(test_fraction)
+        split_seed = non_negative_int("split_seed", split_seed)
+        val_fraction, test_fraction = val, test
         super().__init__(val_fraction=val_fraction, test_fraction=test_fraction,
-                         split_seed=int(split_seed))
+                         split_seed=split_seed)
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
-        self.split_seed = int(split_seed)
+        self.split_seed = split_seed
         self.input_size = 8
         self.output_size = N_CLASSES
         self.seq_len = 8

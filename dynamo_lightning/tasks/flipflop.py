@@ -8,7 +8,6 @@ a stable fixed point, which is why this is the canonical task for fixed-point an
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +15,9 @@ from torch import Tensor
 
 from dynamo_lightning.tasks import register
 from dynamo_lightning.tasks.base import Split, Task, new_generator
+from dynamo_lightning.tasks.checks import check_same_shape, fraction, positive_int, sign_accuracy
+
+_LAYOUT = "[batch, time, n_bits]"
 
 
 @register("flipflop")
@@ -46,12 +48,9 @@ class FlipFlop(Task):
     metric_name = "bit_accuracy"
 
     def __init__(self, n_bits: int = 3, seq_len: int = 64, pulse_prob: float = 0.05) -> None:
-        n_bits = _positive_int("n_bits", n_bits)
-        seq_len = _positive_int("seq_len", seq_len)
-        if (isinstance(pulse_prob, bool) or not isinstance(pulse_prob, Real)
-                or not 0.0 < pulse_prob < 1.0):
-            raise ValueError(f"pulse_prob must be a number in (0, 1), got {pulse_prob!r}")
-        pulse_prob = float(pulse_prob)
+        n_bits = positive_int("n_bits", n_bits)
+        seq_len = positive_int("seq_len", seq_len)
+        pulse_prob = fraction("pulse_prob", pulse_prob)
         super().__init__(n_bits=n_bits, seq_len=seq_len, pulse_prob=pulse_prob)
         self.n_bits = n_bits
         self.pulse_prob = pulse_prob
@@ -72,7 +71,7 @@ class FlipFlop(Task):
 
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
         """MSE over the entries whose target is nonzero (a bit has been set)."""
-        _check_same_shape(outputs, targets)
+        check_same_shape(outputs, targets, _LAYOUT)
         mask = targets != 0
         if not bool(mask.any()):
             return outputs.sum() * 0.0  # nothing to fit; keep the graph for backward()
@@ -84,12 +83,11 @@ class FlipFlop(Task):
 
         Returns NaN when no entry is set (no pulse at all in the batch).
         """
-        _check_same_shape(outputs, targets)
+        check_same_shape(outputs, targets, _LAYOUT)
         mask = targets != 0
         if not bool(mask.any()):
             return math.nan
-        correct = torch.sign(outputs[mask].float()) == targets[mask].float()
-        return correct.float().mean().item()
+        return sign_accuracy(outputs[mask], targets[mask])
 
 
 def flipflop_targets(inputs: Tensor) -> Tensor:
@@ -109,16 +107,3 @@ def flipflop_targets(inputs: Tensor) -> Tensor:
     held = torch.sign(inputs.float()).gather(1, last.clamp(min=0))
     return torch.where(last >= 0, held, 0.0).to(torch.float32)
 
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _check_same_shape(outputs: Tensor, targets: Tensor) -> None:
-    if outputs.shape != targets.shape:
-        raise ValueError(
-            f"outputs {tuple(outputs.shape)} must match targets {tuple(targets.shape)} "
-            "[batch, time, n_bits]"
-        )

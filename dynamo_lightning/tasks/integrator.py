@@ -8,19 +8,17 @@ the flip-flop's discrete attractors when DYNAMO maps populations trained on diff
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from numbers import Integral, Real
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from dynamo_lightning.tasks import register
 from dynamo_lightning.tasks.base import Split, Task, new_generator
+from dynamo_lightning.tasks.checks import EveryEntryRegression, finite_real, positive_int
 
 
 @register("integrator")
-class Integrator(Task):
+class Integrator(EveryEntryRegression, Task):
     """Leaky, bounded integration of noisy evidence.
 
     Each trial draws one constant drift per channel, ``mu ~ U(-bound, bound) / seq_len``, so
@@ -32,6 +30,8 @@ class Integrator(Task):
     a deterministic function of the input, so a perfect network exists. The noise part of the
     integral has standard deviation ``noise · sqrt(t)`` (0.8 at t = 64 with the defaults), so
     with the defaults about 5% of target entries sit at the bound.
+    The loss (MSE) and the metric (pooled R², ``r2``) use every entry; see
+    ``checks.EveryEntryRegression``.
 
     Args:
         n_channels: number of independent channels (input and output size).
@@ -46,15 +46,14 @@ class Integrator(Task):
     """
 
     output_kind = "regression"
-    metric_name = "r2"
 
     def __init__(self, n_channels: int = 1, seq_len: int = 64, noise: float = 0.1,
                  leak: float = 0.0, bound: float = 1.0) -> None:
-        n_channels = _positive_int("n_channels", n_channels)
-        seq_len = _positive_int("seq_len", seq_len)
-        noise = _real("noise", noise, lambda v: v >= 0, ">= 0")
-        leak = _real("leak", leak, lambda v: 0 <= v < 1, "in [0, 1)")
-        bound = _real("bound", bound, lambda v: v > 0, "> 0")
+        n_channels = positive_int("n_channels", n_channels)
+        seq_len = positive_int("seq_len", seq_len)
+        noise = finite_real("noise", noise, lambda v: v >= 0, ">= 0")
+        leak = finite_real("leak", leak, lambda v: 0 <= v < 1, "in [0, 1)")
+        bound = finite_real("bound", bound, lambda v: v > 0, "> 0")
         super().__init__(n_channels=n_channels, seq_len=seq_len, noise=noise, leak=leak,
                          bound=bound)
         self.n_channels = n_channels
@@ -76,17 +75,6 @@ class Integrator(Task):
         x = (drift + self.noise * torch.randn(shape, generator=g)).to(torch.float32)
         return x, integrate(x, self.leak, self.bound)
 
-    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
-        """MSE over all entries."""
-        _check_same_shape(outputs, targets)
-        return F.mse_loss(outputs, targets.to(outputs.dtype))
-
-    @torch.no_grad()
-    def metric(self, outputs: Tensor, targets: Tensor) -> float:
-        """Coefficient of determination over all entries (1 is perfect; can be negative)."""
-        _check_same_shape(outputs, targets)
-        return r2_score(outputs, targets)
-
 
 def integrate(inputs: Tensor, leak: float = 0.0, bound: float = math.inf) -> Tensor:
     """Leaky, bounded running sum over time.
@@ -106,39 +94,3 @@ def integrate(inputs: Tensor, leak: float = 0.0, bound: float = math.inf) -> Ten
         out.append(y)
     return torch.stack(out, dim=1)
 
-
-def r2_score(outputs: Tensor, targets: Tensor) -> float:
-    """Coefficient of determination ``1 - SS_res / SS_tot`` over all entries, pooled.
-
-    Pooling (rather than averaging per channel) keeps the score defined for channels that are
-    constant in a batch. Constant targets give 1.0 if matched exactly, else 0.0 (as
-    scikit-learn's ``force_finite``).
-    """
-    y = targets.detach().double().flatten()
-    p = outputs.detach().double().flatten().to(y.device)
-    ss_res = ((y - p) ** 2).sum()
-    ss_tot = ((y - y.mean()) ** 2).sum()
-    if ss_tot == 0:
-        return 1.0 if ss_res == 0 else 0.0
-    return (1.0 - ss_res / ss_tot).item()
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _real(name: str, value: object, ok: Callable[[float], bool], valid: str) -> float:
-    if (isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value)
-            or not ok(value)):
-        raise ValueError(f"{name} must be a finite number {valid}, got {value!r}")
-    return float(value)
-
-
-def _check_same_shape(outputs: Tensor, targets: Tensor) -> None:
-    if outputs.shape != targets.shape:
-        raise ValueError(
-            f"outputs {tuple(outputs.shape)} must match targets {tuple(targets.shape)} "
-            "[batch, time, output]"
-        )

@@ -8,19 +8,17 @@ family of cycles, indexed by the input, is the structure DYNAMO maps across memb
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from dynamo_lightning.tasks import register
 from dynamo_lightning.tasks.base import Split, Task, new_generator
-from dynamo_lightning.tasks.integrator import r2_score
+from dynamo_lightning.tasks.checks import EveryEntryRegression, open_interval, positive_int
 
 
 @register("sine")
-class Sine(Task):
+class Sine(EveryEntryRegression, Task):
     """Generate ``sin(2π f t)`` with ``f`` cued by a constant input level.
 
     Frequencies are in **cycles per step**: ``f_j`` for ``j = 0 .. n_frequencies - 1`` are
@@ -28,6 +26,8 @@ class Sine(Task):
     steps). Trial ``j`` has the constant input ``x_t = j / n_frequencies + 0.25`` (levels
     0.25 .. 1.125 with the defaults; offset from 0 so every cue drives the network) and the
     target ``y_t = sin(2π f_j t)`` for ``t = 0 .. seq_len - 1``.
+    The loss (MSE) and the metric (pooled R², ``r2``) use every entry; see
+    ``checks.EveryEntryRegression``.
 
     Args:
         seq_len: number of time steps T.
@@ -40,21 +40,18 @@ class Sine(Task):
     """
 
     output_kind = "regression"
-    metric_name = "r2"
+    shape_hint = "[batch, time, 1]"
 
     def __init__(self, seq_len: int = 64, n_frequencies: int = 8, min_freq: float = 0.02,
                  max_freq: float = 0.1) -> None:
-        seq_len = _positive_int("seq_len", seq_len)
-        n_frequencies = _positive_int("n_frequencies", n_frequencies)
-        for name, value in (("min_freq", min_freq), ("max_freq", max_freq)):
-            if (isinstance(value, bool) or not isinstance(value, Real)
-                    or not 0.0 < value < 0.5):
-                raise ValueError(f"{name} must be a number in (0, 0.5) cycles per step, "
-                                 f"got {value!r}")
+        seq_len = positive_int("seq_len", seq_len)
+        n_frequencies = positive_int("n_frequencies", n_frequencies)
+        low = open_interval("min_freq", min_freq, 0.0, 0.5, "cycles per step")
+        high = open_interval("max_freq", max_freq, 0.0, 0.5, "cycles per step")
         if max_freq < min_freq:
             raise ValueError(f"max_freq must be >= min_freq, got max_freq={max_freq!r} < "
                              f"min_freq={min_freq!r}")
-        min_freq, max_freq = float(min_freq), float(max_freq)
+        min_freq, max_freq = low, high
         super().__init__(seq_len=seq_len, n_frequencies=n_frequencies, min_freq=min_freq,
                          max_freq=max_freq)
         self.n_frequencies = n_frequencies
@@ -85,28 +82,3 @@ class Sine(Task):
         x = self.levels[j].view(-1, 1, 1).expand(-1, self.seq_len, 1)
         y = torch.sin(2 * math.pi * self.frequencies[j].view(-1, 1) * t).unsqueeze(-1)
         return x.to(torch.float32).contiguous(), y.to(torch.float32)
-
-    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
-        """MSE over all entries."""
-        _check_same_shape(outputs, targets)
-        return F.mse_loss(outputs, targets.to(outputs.dtype))
-
-    @torch.no_grad()
-    def metric(self, outputs: Tensor, targets: Tensor) -> float:
-        """Coefficient of determination over all entries (1 is perfect; can be negative)."""
-        _check_same_shape(outputs, targets)
-        return r2_score(outputs, targets)
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _check_same_shape(outputs: Tensor, targets: Tensor) -> None:
-    if outputs.shape != targets.shape:
-        raise ValueError(
-            f"outputs {tuple(outputs.shape)} must match targets {tuple(targets.shape)} "
-            "[batch, time, 1]"
-        )

@@ -3,8 +3,10 @@
 ``dl.register_architecture("name")(cls)`` adds one; ``dl.architectures.names()`` lists them.
 """
 
-# Built-ins register themselves on import (order = the order of names()).
-from dynamo_lightning.population.architectures import cnn, gru, lstm, ugrnn, vanilla
+# Built-ins register themselves on import (order = the order of names()); keep isort out.
+# isort: off
+from dynamo_lightning.population.architectures import vanilla, gru, lstm, ugrnn, cnn
+# isort: on
 from dynamo_lightning.population.architectures.base import (
     Architecture,
     MemberNetwork,

@@ -34,7 +34,8 @@ class Architecture(nn.Module, ABC):
         num_members: G, the number of stacked members.
         seeds: one initialisation seed per member; member i is initialised from
             ``torch.Generator().manual_seed(seeds[i])`` whatever stack it is in.
-        **options: architecture-specific JSON-serialisable options.
+        **options: architecture-specific JSON-serialisable options, declared by the
+            subclass's own ``__init__``; a class without one takes none.
     """
 
     registered_name: ClassVar[str] = ""
@@ -55,6 +56,10 @@ class Architecture(nn.Module, ABC):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{type(self).__name__}: {key} must be a positive int, "
                                  f"got {value!r}")
+        if options and type(self).__init__ is Architecture.__init__:
+            # Options are declared by a class's own __init__ (see CNN); a typo must not be
+            # stored silently in the config and the manifest.
+            raise TypeError(f"{type(self).__name__} takes no options, got {sorted(options)}")
         self.input_size = input_size
         self.output_size = output_size
         self.hidden_size = hidden_size

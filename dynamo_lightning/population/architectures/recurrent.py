@@ -1,8 +1,12 @@
 """Shared machinery of the stacked recurrent architectures.
 
-Input projections for all time steps and members are one einsum; the recurrence is one
-batched matmul per step (``baddbmm`` over the member axis). ``step`` and ``forward`` both go
-through ``cell``, so the single-step map agrees with the sequence forward by construction.
+The recurrence is one batched matmul per step (``baddbmm`` over the member axis). Input
+projections are one einsum per chunk of time steps, the chunk sized so that its projections
+stay within ``PROJECTION_CHUNK_BYTES``: a small stack projects the whole sequence at once (few
+ops), a large one a step at a time, so no ``[T, G, B, gH]`` temporary ever leaves the cache
+(at G=64, B=128, H=64, T=100 that temporary was 630 MB and cost more than the recurrence).
+``step`` and ``forward`` both go through ``cell``, so the single-step map agrees with the
+sequence forward by construction.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ import torch
 from torch import Tensor
 
 from dynamo_lightning.population.architectures.base import Architecture, fan_in_bound, uniform
+
+#: Upper bound on the input projections computed ahead of the recurrence (one chunk of steps).
+PROJECTION_CHUNK_BYTES = 8 * 2**20
 
 
 class RecurrentArchitecture(Architecture):
@@ -50,7 +57,9 @@ class RecurrentArchitecture(Architecture):
     def project_inputs(self, x: Tensor) -> Tensor:
         """``x [B,T,I]`` or ``[G,B,T,I]`` → ``W_ih x + b_ih`` as ``[T, G, B, gH]``."""
         x, shared = self._input_batch(x)
-        x = x.to(self.weight_ih.dtype)
+        return self._project(x.to(self.weight_ih.dtype), shared)
+
+    def _project(self, x: Tensor, shared: bool) -> Tensor:
         pattern = "bti,gij->tgbj" if shared else "gbti,gij->tgbj"
         return torch.einsum(pattern, x, self.weight_ih) + self.bias_ih[None, :, None, :]
 
@@ -75,11 +84,28 @@ class RecurrentArchitecture(Architecture):
         return out.reshape(*units.shape[:-1], self.output_size)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        u = self.project_inputs(x)
-        h = self.initial_state(u.shape[2])
-        states = []
-        for u_t in u:
-            h = self.cell(h, u_t)
-            states.append(h)
-        hidden = torch.stack(states, dim=2)
+        x, shared = self._input_batch(x)
+        x = x.to(self.weight_ih.dtype)
+        batch, steps = x.shape[-3], x.shape[-2]
+        per_step = self.num_members * batch * self.weight_ih.shape[-1] * x.element_size()
+        chunk = max(1, min(steps, PROJECTION_CHUNK_BYTES // per_step))
+        # Autograd keeps every state anyway, so stack them; without it, write each state into
+        # the output as it comes (one pass over [G, B, T, state] instead of two).
+        graph = torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        h = self.initial_state(batch)
+        states: list[Tensor] = []
+        hidden: Tensor | None = None
+        for start in range(0, steps, chunk):
+            for t, u_t in enumerate(self._project(x[..., start : start + chunk, :], shared),
+                                    start):
+                h = self.cell(h, u_t)
+                if graph:
+                    states.append(h)
+                    continue
+                if hidden is None:  # allocated from h, so it is batched under torch.func.vmap
+                    hidden = h.new_empty(*h.shape[:2], steps, h.shape[-1])
+                hidden[:, :, t] = h
+        if graph or hidden is None:
+            hidden = torch.stack(states, dim=2)
         return self.readout(hidden), hidden

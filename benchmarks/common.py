@@ -1,0 +1,125 @@
+"""Helpers shared by the benchmark scripts: machine description, timing, results files.
+
+Every script measures a fast form against its naive form side by side in one run and writes
+``benchmarks/results/<name>.json`` = ``{"name", "machine": {...}, "rows": [{"case", "metric",
+"value", "unit"}, ...], "ratios": {"<label>": float}}`` (DESIGN.md §7), so a number is never
+read without the machine it ran on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import statistics
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def cpu_model() -> str:
+    """The processor's model name from ``/proc/cpuinfo`` (``platform.processor()`` elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    """What a timing depends on: host, CPU, cores, torch build and threads, GPU if any."""
+    info: dict[str, Any] = {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "processor": cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    try:
+        info["load_average"] = [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        pass
+    return info
+
+
+def time_call(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
+    """Median wall-clock seconds of ``fn()`` over ``repeats`` calls after ``warmup`` calls.
+
+    On CUDA the device is synchronised before and after each call, so the time covers the
+    kernels and not only their launch.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _synchronize()
+        start = time.perf_counter()
+        fn()
+        _synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _synchronize() -> None:
+    # Only once CUDA is in use: a CPU benchmark must not create a CUDA context.
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def row(case: str, metric: str, value: float, unit: str) -> dict[str, Any]:
+    """One result row."""
+    return {"case": case, "metric": metric, "value": float(value), "unit": unit}
+
+
+def write_results(name: str, rows: Iterable[Mapping[str, Any]], ratios: Mapping[str, float],
+                  results_dir: Path | None = None) -> Path:
+    """Write ``<results_dir>/<name>.json`` with the machine description; returns its path."""
+    directory = RESULTS_DIR if results_dir is None else Path(results_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "name": name,
+        "machine": machine_info(),
+        "rows": [dict(r) for r in rows],
+        "ratios": {label: float(value) for label, value in ratios.items()},
+    }
+    path = directory / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def print_table(rows: Iterable[Mapping[str, Any]]) -> None:
+    """Print rows as an aligned text table (case, metric, value, unit)."""
+    rows = list(rows)
+    header = ("case", "metric", "value", "unit")
+    cells = [[str(r["case"]), str(r["metric"]), _format(r["value"]), str(r["unit"])]
+             for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
+              for i, h in enumerate(header)]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
+    print(line)
+    print("-" * len(line))
+    for c in cells:
+        print("  ".join([c[0].ljust(widths[0]), c[1].ljust(widths[1]),
+                         c[2].rjust(widths[2]), c[3].ljust(widths[3])]))
+
+
+def _format(value: float) -> str:
+    value = float(value)
+    if value == 0 or 1e-3 <= abs(value) < 1e5:
+        return f"{value:.4g}"
+    return f"{value:.3e}"

@@ -1,0 +1,16 @@
+"""Lightning callbacks that draw and log DYNAMO's analyses while it trains.
+
+Every figure goes through :func:`log_figure` (every attached logger + a PNG in the run
+directory); tables through :func:`log_table`.
+"""
+
+from dynamo_lightning.callbacks.embedding_manifold import EmbeddingManifold
+from dynamo_lightning.callbacks.figures import log_figure, log_table
+from dynamo_lightning.callbacks.wandb_logger import DynamoWandbLogger
+
+__all__ = [
+    "DynamoWandbLogger",
+    "EmbeddingManifold",
+    "log_figure",
+    "log_table",
+]

@@ -1,0 +1,79 @@
+"""A WandbLogger that runs offline unless W&B credentials are present.
+
+Used by ``configs/logger/wandb.yaml`` so that the same config works on a laptop without an
+account (the run is written under ``<save_dir>/wandb/offline-run-*``; upload it later with
+``wandb sync``) and on a machine that has run ``wandb login`` or sets ``WANDB_API_KEY``.
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+__all__ = ["DynamoWandbLogger", "wandb_credentials_available"]
+
+_DEFAULT_HOST = "https://api.wandb.ai"
+
+
+class DynamoWandbLogger(WandbLogger):
+    """:class:`~lightning.pytorch.loggers.WandbLogger` whose ``offline`` default is decided at
+    run time: offline unless an API key is available, so no run ever blocks on a login prompt.
+
+    Args:
+        project: W&B project name.
+        offline: ``True``/``False`` to force a mode; ``None`` (default) runs online only when
+            :func:`wandb_credentials_available` finds a key (``WANDB_API_KEY`` or the netrc
+            entry that ``wandb login`` writes). No network call is made to decide.
+        log_model: Upload checkpoints as W&B artifacts (``True``, ``"all"`` or ``False``).
+            Ignored, with a warning, when the run was made offline for lack of credentials.
+        save_dir: Folder that holds the ``wandb/`` run directory (and the figures PNGs).
+        **kwargs: Everything else :class:`~lightning.pytorch.loggers.WandbLogger` accepts
+            (``name``, ``entity``, ``tags``, ``group``, ...).
+
+    Example::
+
+        trainer = Trainer(logger=DynamoWandbLogger(save_dir="runs/flipflop"))
+    """
+
+    def __init__(
+        self,
+        project: str = "dynamo-lightning",
+        offline: bool | None = None,
+        log_model: Literal["all"] | bool = False,
+        save_dir: str | Path = ".",
+        **kwargs: Any,
+    ) -> None:
+        if offline is None:
+            offline = not wandb_credentials_available()
+            if offline:
+                rank_zero_info("W&B: no API key found, logging offline (upload later with "
+                               "`wandb sync`)")
+                if log_model:
+                    rank_zero_warn(f"W&B is offline (no API key), so log_model={log_model!r} "
+                                   "is ignored: checkpoints stay in the run directory.")
+                    log_model = False
+        super().__init__(project=project, offline=offline, log_model=log_model,
+                         save_dir=save_dir, **kwargs)
+
+
+def wandb_credentials_available() -> bool:
+    """Whether W&B has an API key: ``WANDB_API_KEY`` is set, or the netrc file (``NETRC`` or
+    ``~/.netrc``) has an entry for the W&B host (``WANDB_BASE_URL``, default api.wandb.ai).
+
+    Reads only local files; never contacts the server.
+    """
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlsplit(os.environ.get("WANDB_BASE_URL", _DEFAULT_HOST)).netloc
+    path = Path(os.environ.get("NETRC", Path.home() / ".netrc")).expanduser()
+    try:
+        entry = netrc.netrc(path).authenticators(host) if host else None
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return bool(entry and entry[2])

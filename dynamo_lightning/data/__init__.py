@@ -1,0 +1,18 @@
+"""Trajectory data: per-member projections, the input source, the cache and the datamodule.
+
+``TrajectoryDataModule`` is the Lightning entry point; ``fit_projections``/``project`` are the
+pure-torch maths behind its targets (usable without Lightning).
+"""
+
+from dynamo_lightning.data.datamodule import TrajectoryDataModule
+from dynamo_lightning.data.input_source import MixtureTask, build_input_source
+from dynamo_lightning.data.projection import MemberProjections, fit_projections, project
+
+__all__ = [
+    "MemberProjections",
+    "MixtureTask",
+    "TrajectoryDataModule",
+    "build_input_source",
+    "fit_projections",
+    "project",
+]

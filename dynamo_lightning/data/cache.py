@@ -1,0 +1,155 @@
+"""An atomic, memory-mapped on-disk cache of numpy arrays, keyed by content.
+
+A cache entry is a directory ``<cache_dir>/<key>/`` holding one ``.npy`` per array and a
+``meta.json`` that lists every array's shape and dtype. It is written into a temporary sibling
+directory and moved into place with ``os.replace``, so readers see a complete entry or none;
+an entry damaged afterwards (truncated file, edited JSON) is reported with a warning naming
+the file and treated as absent, so the caller rebuilds it. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Bump when the layout or meaning of cached arrays changes: old entries stop matching.
+CACHE_FORMAT_VERSION = 1
+
+_META = "meta.json"
+
+
+def cache_key(**parts: Any) -> str:
+    """SHA-256 (hex) of the canonical JSON of ``parts`` plus ``CACHE_FORMAT_VERSION``.
+
+    Args:
+        **parts: JSON-serialisable values that determine the cached content (population
+            checksum, task spec, seeds, sizes, ...). Key order does not matter.
+
+    Raises:
+        TypeError: a part is not JSON-serialisable.
+    """
+    payload = {"format_version": CACHE_FORMAT_VERSION, "parts": parts}
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def write_cache(cache_dir: str | Path, key: str, arrays: dict[str, np.ndarray],
+                meta: dict[str, Any]) -> Path:
+    """Write ``arrays`` (one ``<name>.npy`` each) and ``meta`` atomically under ``<dir>/<key>``.
+
+    An existing entry (e.g. a corrupted one) is replaced. If another process moves a complete
+    entry into place first, that one is kept and ours is discarded.
+
+    Args:
+        cache_dir: parent directory (created when missing).
+        key: entry name, usually from ``cache_key``.
+        arrays: name → array; names must be plain file stems.
+        meta: JSON-serialisable description stored in ``meta.json`` (under ``"meta"``).
+
+    Returns:
+        The entry's directory.
+    """
+    root = Path(cache_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / key
+    for name in arrays:
+        if not name or Path(name).name != name or name.startswith("."):
+            raise ValueError(f"cache array name {name!r} is not a plain file name")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=root))
+    try:
+        listing = {}
+        for name, array in arrays.items():
+            array = np.ascontiguousarray(array)
+            if array.dtype == object:
+                raise ValueError(f"cache array {name!r} has dtype object (would need pickle)")
+            np.save(tmp / f"{name}.npy", array, allow_pickle=False)
+            listing[name] = {"shape": list(array.shape), "dtype": array.dtype.str}
+        record = {"format_version": CACHE_FORMAT_VERSION, "key": key, "arrays": listing,
+                  "meta": meta}
+        (tmp / _META).write_text(json.dumps(record, indent=1, sort_keys=True))
+        for file in [*tmp.iterdir(), tmp]:
+            _fsync(file)
+        if final.exists():
+            trash = root / f".{key}.old-{uuid.uuid4().hex}"
+            os.replace(final, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if not (final / _META).exists():
+                raise
+        _fsync(root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def read_cache(cache_dir: str | Path, key: str
+               ) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+    """Open the entry ``<dir>/<key>`` memory-mapped (read-only).
+
+    Returns:
+        ``(arrays, meta)`` with arrays as ``np.memmap`` (``np.load(mmap_mode="r")``), or None
+        when there is no entry or it is damaged (then a ``UserWarning`` names the bad file).
+    """
+    entry = Path(cache_dir) / key
+    meta_file = entry / _META
+    if not entry.is_dir():
+        return None
+    try:
+        record = json.loads(meta_file.read_text())
+        listing = record["arrays"]
+        if record.get("format_version") != CACHE_FORMAT_VERSION:
+            raise ValueError(f"format version {record.get('format_version')!r} is not "
+                             f"{CACHE_FORMAT_VERSION}")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        warnings.warn(f"ignoring damaged trajectory cache {meta_file}: {err}; rebuilding",
+                      stacklevel=2)
+        return None
+    arrays: dict[str, np.ndarray] = {}
+    for name, spec in listing.items():
+        path = entry / f"{name}.npy"
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+            if list(array.shape) != list(spec["shape"]) or array.dtype.str != spec["dtype"]:
+                raise ValueError(f"has shape {array.shape} and dtype {array.dtype.str}, "
+                                 f"expected {tuple(spec['shape'])} and {spec['dtype']}")
+        except (OSError, ValueError, KeyError, TypeError, EOFError) as err:
+            arrays.clear()
+            warnings.warn(f"ignoring damaged trajectory cache {path}: {err}; rebuilding",
+                          stacklevel=2)
+            return None
+        arrays[name] = array
+    return arrays, record.get("meta", {})
+
+
+def close_arrays(arrays: dict[str, np.ndarray]) -> None:
+    """Drop the references to memory-mapped arrays so their files get closed.
+
+    A ``np.memmap`` keeps its file mapped while any view of it is alive (``mmap.close``
+    refuses exported buffers), so releasing our references is all that can safely be done.
+    """
+    arrays.clear()
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's or a directory's entries to disk where the OS allows it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

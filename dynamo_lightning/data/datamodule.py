@@ -1,0 +1,271 @@
+"""``TrajectoryDataModule``: member trajectories on shared task inputs, in member-major batches.
+
+Trials are drawn once per split (``derive_seed(seed, split)``). ``setup`` runs the frozen
+population on them (stacked, in chunks of ``TRAJECTORY_CHUNK`` trials), fits each member's
+PCA on the *train* trials only, and then either
+
+- ``mode="cached"``: stores inputs, projected hidden states ``[N, n, S, k]`` and member outputs
+  ``[N, n, S_out, O]`` per split, plus the projections, in an atomic on-disk cache keyed by
+  the population checksum, task spec, seed, trial counts and k; later runs memory-map it.
+  Disk: ``4 · N · n · (S·k + S_out·O)`` bytes per split.
+- ``mode="online"``: keeps only inputs; ``on_after_batch_transfer`` runs the population on
+  the batch's device (see ``batches.run_members`` for the cost: up to ``N/M`` times the
+  members a batch needs). Setup still runs the population once over the train trials.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from dynamo_lightning.data.batches import (
+    ArrayStore,
+    Batch,
+    EpochSampler,
+    PassBatches,
+    TrainBatches,
+    run_members,
+)
+from dynamo_lightning.data.cache import cache_key, read_cache, write_cache
+from dynamo_lightning.data.input_source import MixtureTask, build_input_source, task_spec_of
+from dynamo_lightning.data.projection import MemberProjections, ProjectionFitter, project
+from dynamo_lightning.population import Population
+from dynamo_lightning.seeding import derive_seed
+
+SPLITS = ("train", "val", "test")
+#: Trials per stacked population call while building (bounds peak memory).
+TRAJECTORY_CHUNK = 256
+
+
+class TrajectoryDataModule(pl.LightningDataModule):
+    """Serves member-major batches of the population's trajectories.
+
+    Batches are dicts: ``member [M]`` (population indices), ``trial [M, S]`` (trial indices in
+    the split), ``inputs [M, S, T, I]``, ``targets [M, S, ...]`` (task targets),
+    ``task_id [M, S]`` (sub-task of a ``MixtureTask``, else 0), ``hidden [M, S, T_h, k]``
+    (projected member states) and ``outputs [M, S, T_o, O]`` (member outputs). Training
+    batch d draws M distinct members and S distinct trials per member from
+    ``derive_seed(seed, "train", d)``; val/test batches cover every (member, trial) once
+    (under DDP, Lightning's ``DistributedSampler`` pads the pass, repeating a few batches).
+
+    Args:
+        population: directory of the population (``manifest.json`` + weights).
+        task: explicit input task ``{name, config}``; None: the members' own task(s).
+        num_components: k, principal components kept per member.
+        members_per_batch: M (capped at N with a warning).
+        samples_per_member: S (≤ ``train_trials``).
+        train_trials, val_trials, test_trials: fixed trials drawn per split.
+        batches_per_epoch: training batches per epoch; None: ``ceil(N·train_trials/(M·S))``,
+            so each member sees each train trial about once per epoch.
+        mode: ``"cached"`` or ``"online"`` (see the module docstring).
+        cache_dir: where cached entries go; None: ``<population>/../.dynamo_cache``.
+        seed: seed of the trial draws and the training batch stream.
+        num_workers: DataLoader workers.
+
+    Raises:
+        ValueError: a bad argument (named); members whose tasks cannot share inputs.
+        PopulationFormatError: ``population`` is missing or malformed.
+    """
+
+    def __init__(self, population: str, task: dict[str, Any] | None = None,
+                 num_components: int = 8, members_per_batch: int = 8,
+                 samples_per_member: int = 32, train_trials: int = 1024, val_trials: int = 256,
+                 test_trials: int = 256, batches_per_epoch: int | None = None,
+                 mode: Literal["cached", "online"] = "cached", cache_dir: str | None = None,
+                 seed: int = 0, num_workers: int = 0) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        counts = {"num_components": num_components, "members_per_batch": members_per_batch,
+                  "samples_per_member": samples_per_member, "train_trials": train_trials,
+                  "val_trials": val_trials, "test_trials": test_trials}
+        if batches_per_epoch is not None:
+            counts["batches_per_epoch"] = batches_per_epoch
+        for name, value in counts.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"TrajectoryDataModule: {name} must be a positive int, "
+                                 f"got {value!r}")
+        for name, value in (("seed", seed), ("num_workers", num_workers)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"TrajectoryDataModule: {name} must be a non-negative int, "
+                                 f"got {value!r}")
+        if mode not in ("cached", "online"):
+            raise ValueError(f"TrajectoryDataModule: mode must be 'cached' or 'online', "
+                             f"got {mode!r}")
+        if samples_per_member > train_trials:
+            raise ValueError(f"TrajectoryDataModule: samples_per_member ({samples_per_member}) "
+                             f"must not exceed train_trials ({train_trials})")
+        self.population_path = str(Path(population).expanduser().resolve())
+        self._population = Population.load(self.population_path)
+        self.task = build_input_source(self._population, task)
+        self.task_spec = task_spec_of(self.task)
+        self.num_members = len(self._population)
+        self.member_ids = self._population.ids
+        self.member_metadata = [dict(m.metadata) for m in self._population]
+        self.input_size, self.output_size = self.task.input_size, self.task.output_size
+        self.output_kind, self.seq_len = self.task.output_kind, self.task.seq_len
+        self.population_checksum = self._population.checksum
+        self.num_components = num_components
+        if members_per_batch > self.num_members:
+            rank_zero_warn(f"members_per_batch={members_per_batch} exceeds the population's "
+                           f"{self.num_members} members; using {self.num_members}")
+            members_per_batch = self.num_members
+        self.members_per_batch, self.samples_per_member = members_per_batch, samples_per_member
+        self.trials = {"train": train_trials, "val": val_trials, "test": test_trials}
+        self.batches_per_epoch = batches_per_epoch or math.ceil(
+            self.num_members * train_trials / (members_per_batch * samples_per_member))
+        self.mode, self.seed, self.num_workers = mode, seed, num_workers
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else (
+            Path(self.population_path).parent / ".dynamo_cache")
+        self.cache_key = cache_key(population=self.population_checksum, task=self.task_spec,
+                                   seed=seed, trials=self.trials, num_components=num_components,
+                                   dtype="float32")
+        self.cache_path: Path | None = None
+        self.reused_cache = False
+        self.projections: MemberProjections | None = None
+        self._stores: dict[str, ArrayStore] = {}
+        self._sampler = EpochSampler(self.batches_per_epoch)
+
+    # ------------------------------------------------------------------ building
+    def prepare_data(self) -> None:
+        """Cached mode: build the cache entry once per node (before ``setup`` on each rank)."""
+        if self.mode == "cached" and read_cache(self.cache_dir, self.cache_key) is None:
+            self._write_entry(torch.device("cpu"))
+
+    def setup(self, stage: str | None = None) -> None:
+        """Open the cache (building it when absent) or, online, fit the projections."""
+        if self._stores:
+            return
+        if self.mode == "online":
+            draws = {split: self._draw(split) for split in SPLITS}
+            self.projections = self._fit(draws["train"]["inputs"], self._device())
+            self._stores = {s: ArrayStore({f"{s}_{k}": v for k, v in draws[s].items()})
+                            for s in SPLITS}
+            return
+        entry = read_cache(self.cache_dir, self.cache_key)
+        self.reused_cache = entry is not None
+        if entry is None:
+            self._write_entry(self._device())
+            entry = read_cache(self.cache_dir, self.cache_key)
+            if entry is None:
+                raise RuntimeError(f"trajectory cache {self.cache_dir / self.cache_key} "
+                                   "is unreadable right after writing it")
+        else:
+            rank_zero_info(f"reusing trajectory cache {self.cache_dir / self.cache_key}")
+        arrays, _ = entry
+        self.cache_path = self.cache_dir / self.cache_key
+        self.projections = MemberProjections.from_state_dict(
+            {k.removeprefix("projection_"): torch.from_numpy(np.array(v))
+             for k, v in arrays.items() if k.startswith("projection_")})
+        self._stores = {s: ArrayStore({k: v for k, v in arrays.items()
+                                       if k.startswith(f"{s}_")}, entry=self.cache_path)
+                        for s in SPLITS}
+
+    def _draw(self, split: str) -> dict[str, np.ndarray]:
+        """The split's fixed trials: ``inputs [n, T, I]``, ``targets [n, ...]``, ``task_id [n]``."""
+        g = torch.Generator().manual_seed(derive_seed(self.seed, split))
+        n = self.trials[split]
+        if isinstance(self.task, MixtureTask):
+            x, y, ids = self.task.sample_with_ids(n, generator=g, split=split)
+        else:
+            (x, y), ids = self.task.sample(n, generator=g, split=split), torch.zeros(n)
+        return {"inputs": x.float().numpy(), "targets": y.numpy(), "task_id": ids.long().numpy()}
+
+    def _run(self, inputs: np.ndarray, device: torch.device
+             ) -> Iterator[tuple[Tensor | list[Tensor], Tensor]]:
+        """Trajectories of every member, chunk by chunk: yields ``(hidden, outputs)``."""
+        population = self._population.to(device)
+        for chunk in torch.from_numpy(inputs).split(TRAJECTORY_CHUNK):
+            traj = population.trajectories(chunk.to(device))
+            steps = {h.shape[1] for h in traj.hidden}
+            if len(steps) > 1 or not isinstance(traj.outputs, Tensor):
+                raise ValueError("members' trajectories differ in length or output shape "
+                                 f"(stages {sorted(steps)}); one meta-model cannot emulate "
+                                 "them all — split the population")
+            yield traj.hidden, traj.outputs
+
+    def _fit(self, train_inputs: np.ndarray, device: torch.device) -> MemberProjections:
+        fitter: ProjectionFitter | None = None
+        for hidden, _ in self._run(train_inputs, device):
+            fitter = fitter or ProjectionFitter([h.shape[-1] for h in hidden])
+            fitter.update(hidden)
+        assert fitter is not None
+        return fitter.fit(self.num_components)
+
+    def _write_entry(self, device: torch.device) -> None:
+        draws = {split: self._draw(split) for split in SPLITS}
+        projections = self._fit(draws["train"]["inputs"], device).to(device)
+        arrays = {f"projection_{k}": v.numpy() for k, v in projections.to_state_dict().items()}
+        for split, drawn in draws.items():
+            arrays.update({f"{split}_{k}": v for k, v in drawn.items()})
+            runs = [(project(projections, h).float().cpu(), o.float().cpu())
+                    for h, o in self._run(drawn["inputs"], device)]
+            arrays[f"{split}_hidden"] = torch.cat([h for h, _ in runs], dim=1).numpy()
+            arrays[f"{split}_outputs"] = torch.cat([o for _, o in runs], dim=1).numpy()
+        write_cache(self.cache_dir, self.cache_key, arrays,
+                    {"population_path": self.population_path, "member_ids": self.member_ids,
+                     "task": self.task_spec, "seed": self.seed, "trials": self.trials})
+        self._population.to("cpu")
+
+    def _device(self) -> torch.device:
+        trainer = getattr(self, "trainer", None)
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+
+    # ------------------------------------------------------------------ serving
+    def train_dataloader(self) -> DataLoader:
+        dataset = TrainBatches(self._store("train"), self.num_members, self.trials["train"],
+                               self.members_per_batch, self.samples_per_member, self.seed)
+        return DataLoader(dataset, batch_size=None, sampler=self._sampler,
+                          num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._pass_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._pass_loader("test")
+
+    def _pass_loader(self, split: str) -> DataLoader:
+        dataset = PassBatches(self._store(split), split, self.num_members, self.trials[split],
+                              self.members_per_batch, self.samples_per_member)
+        return DataLoader(dataset, batch_size=None, num_workers=self.num_workers)
+
+    def _store(self, split: str) -> ArrayStore:
+        if not self._stores:
+            raise RuntimeError("TrajectoryDataModule: call setup() before asking for data")
+        return self._stores[split]
+
+    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        """Online mode: add ``hidden`` and ``outputs`` computed on the batch's device."""
+        if self.mode == "online" and "hidden" not in batch:
+            assert self.projections is not None
+            if self.projections.mean.device != batch["inputs"].device:
+                self.projections = self.projections.to(batch["inputs"].device)
+            batch["hidden"], batch["outputs"] = run_members(
+                self._population, self.projections, batch["member"], batch["inputs"])
+        return batch
+
+    # ------------------------------------------------------------------ state
+    def projection_state(self) -> dict[str, Tensor]:
+        """The fitted PCA tensors (``MemberProjections.to_state_dict``) for checkpoints."""
+        if self.projections is None:
+            raise RuntimeError("TrajectoryDataModule: projections exist only after setup()")
+        return self.projections.to_state_dict()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_epoch": self._sampler.epoch, "cache_key": self.cache_key}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._sampler.set_epoch(int(state_dict.get("train_epoch", 0)))
+
+    def teardown(self, stage: str | None = None) -> None:
+        """Release memory maps (they reopen lazily if the module is used again)."""
+        for store in self._stores.values():
+            store.close()

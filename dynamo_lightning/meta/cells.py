@@ -1,0 +1,111 @@
+"""Cell equations shared by every conditioning of the meta-RNN.
+
+The meta-RNN owns the cell type; a conditioning only decides how θ enters the gate
+pre-activations. Keeping the equations here, written once, is what makes every
+conditioning's single step agree with its sequence forward and with ``torch.nn.GRU`` /
+``nn.LSTM`` / ``nn.RNN`` (whose weights the ``concat`` conditioning uses directly).
+
+Conventions follow torch: gate blocks ``r, z, n`` (GRU) and ``i, f, g, o`` (LSTM), weights
+``[gates·H, in]`` used as ``F.linear(v, weight, bias)``. The LSTM state is the concatenation
+``[h, c]`` (size 2H), like the population's LSTM, so trajectories, fixed points and Jacobians
+see the whole dynamical state.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+GATES: dict[str, int] = {"gru": 3, "lstm": 4, "vanilla": 1}
+"""Gate blocks per cell type; the keys are the known cell names."""
+
+
+def check_cell(cell: str) -> str:
+    """Return ``cell`` if known, else raise a ValueError listing the known cells."""
+    if cell not in GATES:
+        raise ValueError(f"unknown cell {cell!r} (known: {', '.join(GATES)})")
+    return cell
+
+
+def state_size(cell: str, hidden_size: int) -> int:
+    """Size of the full state: ``2·H`` for LSTM (``[h, c]``), else ``H``."""
+    return 2 * hidden_size if cell == "lstm" else hidden_size
+
+
+def _modulate(a: Tensor, gamma: Tensor | None, beta: Tensor | None, start: int,
+              stop: int) -> Tensor:
+    """FiLM ``γ ⊙ a + β`` on gate columns ``start:stop`` (identity without modulation)."""
+    if gamma is None or beta is None:
+        return a
+    return torch.addcmul(beta[..., start:stop], gamma[..., start:stop], a)
+
+
+def cell_update(cell: str, state: Tensor, gx: Tensor, gh: Tensor, gamma: Tensor | None = None,
+                beta: Tensor | None = None) -> Tensor:
+    """One step of the cell from precomputed gate inputs.
+
+    With pre-activations ``a = gx + gh`` per gate (GRU's candidate: ``a_n = gx_n + r ⊙ gh_n``)
+    and optional FiLM ``a ↦ γ ⊙ a + β`` applied to every gate's pre-activation just before
+    its nonlinearity:
+
+    - vanilla: ``h' = tanh(a)``;
+    - gru: ``r = σ(a_r)``, ``z = σ(a_z)``, ``n = tanh(a_n)``, ``h' = (1 − z) ⊙ n + z ⊙ h``;
+    - lstm: ``i, f, o = σ(a_i), σ(a_f), σ(a_o)``, ``g = tanh(a_g)``, ``c' = f ⊙ c + i ⊙ g``,
+      ``h' = o ⊙ tanh(c')``; returns ``[h', c']``.
+
+    Args:
+        cell: ``"gru" | "lstm" | "vanilla"``.
+        state: ``[B, state]``.
+        gx: input contribution ``W_ih x + b_ih``, ``[B, gates·H]``.
+        gh: recurrent contribution ``W_hh h + b_hh``, ``[B, gates·H]``.
+        gamma, beta: optional per-unit gain and bias ``[B, gates·H]``.
+
+    Returns:
+        The next state ``[B, state]``.
+    """
+    size = gh.shape[-1] // GATES[cell]
+    if cell == "vanilla":
+        return torch.tanh(_modulate(gx + gh, gamma, beta, 0, size))
+    if cell == "gru":
+        rz = torch.sigmoid(_modulate(gx[..., : 2 * size] + gh[..., : 2 * size], gamma, beta,
+                                     0, 2 * size))
+        r, z = rz[..., :size], rz[..., size:]
+        a_n = torch.addcmul(gx[..., 2 * size :], r, gh[..., 2 * size :])
+        n = torch.tanh(_modulate(a_n, gamma, beta, 2 * size, 3 * size))
+        return torch.lerp(n, state, z)
+    memory = state[..., size:]
+    i, f, g, o = _modulate(gx + gh, gamma, beta, 0, 4 * size).split(size, dim=-1)
+    memory = torch.addcmul(torch.sigmoid(f) * memory, torch.sigmoid(i), torch.tanh(g))
+    return torch.cat([torch.sigmoid(o) * torch.tanh(memory), memory], dim=-1)
+
+
+def lstm_memory(gates: Tensor, initial: Tensor) -> Tensor:
+    """Every LSTM cell state ``c_t`` from all pre-activations at once.
+
+    ``torch.nn.LSTM`` returns ``h_t`` at every step but ``c`` only at the end. Given the
+    pre-activations of all steps (one parallel matmul over ``h_{t−1}``, known from the fused
+    output), ``c_t = f_t ⊙ c_{t−1} + i_t ⊙ g_t`` is a linear recurrence, solved here by a
+    Hillis–Steele scan: ``⌈log2 T⌉`` elementwise passes instead of T sequential steps, and
+    numerically stable because it only multiplies forget gates in (0, 1).
+
+    Args:
+        gates: pre-activations ``[B, T, 4·H]`` (order i, f, g, o).
+        initial: ``c_0 [B, H]``.
+
+    Returns:
+        ``c [B, T, H]`` (after each step).
+    """
+    i, f, g, _ = gates.chunk(4, dim=-1)
+    decay = torch.sigmoid(f)
+    drive = torch.sigmoid(i) * torch.tanh(g)
+    # Fold c_0 into the first step; element t then holds the map c_{t-1} ↦ decay·c + drive.
+    drive = torch.cat([torch.addcmul(drive[:, :1], decay[:, :1], initial[:, None]),
+                       drive[:, 1:]], dim=1)
+    shift, steps = 1, drive.shape[1]
+    while shift < steps:
+        drive = torch.cat([drive[:, :shift],
+                           torch.addcmul(drive[:, shift:], decay[:, shift:], drive[:, :-shift])],
+                          dim=1)
+        decay = torch.cat([decay[:, :shift], decay[:, shift:] * decay[:, :-shift]], dim=1)
+        shift *= 2
+    return drive

@@ -1,0 +1,62 @@
+"""Conditioning plugins: how the embedding θ enters the meta-RNN.
+
+``names()`` lists them, ``get(name)`` returns the class, ``register(name)`` is the
+decorator. Third-party conditionings register with the decorator or through the entry-point
+group ``dynamo_lightning.conditionings``. Subclass ``LoopConditioning`` to change only how θ
+enters the gates (see ``conditionings/base.py`` for the interface)::
+
+    from dynamo_lightning.meta import conditioning
+
+    @conditioning.register("additive")
+    class Additive(conditioning.LoopConditioning):
+        def __init__(self, cell, input_size, hidden_size, embedding_dim):
+            super().__init__(cell, input_size, hidden_size, embedding_dim)
+            self.shift = torch.nn.Linear(embedding_dim, self.gate_size, bias=False)
+
+        def input_gates(self, x, theta):
+            return super().input_gates(x, theta) + self.shift(theta)[:, None]
+
+    MetaRNN(3, 3, 2, conditioning="additive")
+"""
+
+from __future__ import annotations
+
+from dynamo_lightning.meta.conditionings.base import Conditioning, LoopConditioning
+from dynamo_lightning.registry import Registry
+
+REGISTRY: Registry[type[Conditioning]] = Registry("conditioning", "dynamo_lightning.conditionings")
+register = REGISTRY.register
+
+DEFAULT = "concat"
+"""The default conditioning: lets a fused (cuDNN) RNN run the whole sequence."""
+
+
+def names() -> list[str]:
+    """Names of all registered conditionings, built-ins first."""
+    return REGISTRY.names()
+
+
+def get(name: str) -> type[Conditioning]:
+    """The conditioning class registered as ``name``.
+
+    Raises:
+        UnknownNameError: unknown name; the message lists the known ones.
+    """
+    return REGISTRY.get(name)
+
+
+# Built-in conditionings register themselves on import.
+from dynamo_lightning.meta.conditionings import concat, film, lowrank  # noqa: E402
+
+__all__ = [
+    "DEFAULT",
+    "REGISTRY",
+    "Conditioning",
+    "LoopConditioning",
+    "concat",
+    "film",
+    "get",
+    "lowrank",
+    "names",
+    "register",
+]

@@ -1,0 +1,87 @@
+"""Per-member emulation metrics as torchmetrics (exact under DDP: states are sums).
+
+Each metric keeps per-member sufficient statistics (``[N, ...]`` sums reduced with
+``dist_reduce_fx="sum"``) so that a full validation pass gives each member's exact score,
+whatever the batching and the number of processes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+
+class PerMemberR2(Metric):
+    """Coefficient of determination per member, pooled over samples, steps and components.
+
+    ``R²_n = 1 − Σ (pred − target)² / Σ (target − mean_n)²`` where the mean is taken per
+    member and component over everything seen. ``compute()`` returns ``[N]`` (NaN for members
+    never seen).
+    """
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, num_members: int, num_features: int) -> None:
+        super().__init__()
+        self.add_state("sse", torch.zeros(num_members, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("total", torch.zeros(num_members, num_features, dtype=torch.float64),
+                       dist_reduce_fx="sum")
+        self.add_state("total_sq", torch.zeros(num_members, num_features, dtype=torch.float64),
+                       dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros(num_members, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, pred: Tensor, target: Tensor, member: Tensor) -> None:
+        """``pred``/``target`` ``[M, ..., F]`` for members ``member [M]``."""
+        pred = pred.detach().double().flatten(1, -2)
+        target = target.detach().double().flatten(1, -2)
+        self.sse.index_add_(0, member, (pred - target).pow(2).sum((1, 2)))
+        self.total.index_add_(0, member, target.sum(1))
+        self.total_sq.index_add_(0, member, target.pow(2).sum(1))
+        entries = torch.full_like(member, target.shape[1], dtype=torch.float64)
+        self.count.index_add_(0, member, entries)
+
+    def compute(self) -> Tensor:
+        count = self.count.unsqueeze(1)
+        sst = (self.total_sq - self.total.pow(2) / count.clamp(min=1)).sum(1)
+        r2 = 1 - self.sse / sst.clamp(min=1e-12)
+        return torch.where(self.count > 0, r2, torch.full_like(r2, float("nan"))).float()
+
+
+class PerMemberAgreement(Metric):
+    """How often the meta-model makes the member's decision, per member.
+
+    Classification (``kind="classification"``): the argmax of the last output step agrees.
+    Regression: the sign agrees, counted on entries where the member is committed
+    (``|y| ≥ commit · RMS(y)`` of the member's outputs in the batch) — near-zero outputs
+    carry no decision (e.g. a flip-flop bit before its first pulse).
+    """
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, num_members: int, kind: str = "regression", commit: float = 0.5) -> None:
+        super().__init__()
+        if kind not in ("regression", "classification"):
+            raise ValueError(f"kind must be 'regression' or 'classification', got {kind!r}")
+        self.kind, self.commit = kind, commit
+        self.add_state("agree", torch.zeros(num_members, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros(num_members, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, pred: Tensor, target: Tensor, member: Tensor) -> None:
+        """``pred``/``target`` member outputs ``[M, S, T, O]``; ``member [M]``."""
+        pred, target = pred.detach(), target.detach()
+        if self.kind == "classification":
+            same = pred[:, :, -1].argmax(-1) == target[:, :, -1].argmax(-1)
+            counted = torch.ones_like(same)
+        else:
+            rms = target.flatten(1).pow(2).mean(1).sqrt().view(-1, *([1] * (target.dim() - 1)))
+            counted = target.abs() >= self.commit * rms
+            same = (torch.sign(pred) == torch.sign(target)) & counted
+        self.agree.index_add_(0, member, same.flatten(1).double().sum(1))
+        self.count.index_add_(0, member, counted.flatten(1).double().sum(1))
+
+    def compute(self) -> Tensor:
+        return (self.agree / self.count.clamp(min=1)).where(
+            self.count > 0, torch.full_like(self.agree, float("nan"))).float()

@@ -1,0 +1,247 @@
+"""``DynamoModule``: the meta-model, the θ table and the per-member alignment maps.
+
+Loss (DESIGN §2), averaged over the members in the batch, their inputs and time steps::
+
+    L = mean_n [ ||A_n h̃_t(θ_n) − P_n h^n_t||² + λ_out · ℓ_out(ỹ_t(θ_n), y^n_t) ] + λ_θ ||θ_n||²
+
+``P_n h^n_t`` are the member's hidden states projected on its own top-k PCs (served by
+``TrajectoryDataModule``); ``A_n`` is one ``[k, H̃]`` affine map per member, all stored in
+one tensor and applied with one batched matmul. ℓ_out is MSE for regression members and KL
+to the member's output distribution for classifiers: the meta-model emulates members, not
+task labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dynamo_lightning.meta.embedded import EmbeddedNetwork
+from dynamo_lightning.meta.rnn import MetaRNN
+from dynamo_lightning.metrics import PerMemberAgreement, PerMemberR2
+from dynamo_lightning.module_api import EmbeddingAPI
+
+
+@dataclass
+class MetaModelConfig:
+    """The meta-model: recurrent ``cell`` (gru | lstm | vanilla) of ``hidden_size`` units and
+    how θ enters it (``conditioning``: concat | film | lowrank, with its options)."""
+
+    cell: str = "gru"
+    hidden_size: int = 64
+    conditioning: str = "concat"
+    conditioning_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LossWeights:
+    """λ_out weighs the output term, λ_θ the squared norm of the embeddings."""
+
+    output: float = 1.0
+    theta: float = 1e-3
+
+
+@dataclass
+class Optimization:
+    """Adam learning rates: ``lr`` for the meta-model and alignment maps, ``theta_lr`` for the
+    embeddings (they see one member's gradient each, so they need a larger step)."""
+
+    lr: float = 3e-3
+    theta_lr: float = 3e-2
+    weight_decay: float = 0.0
+
+
+def _as(cls: type, value: Any) -> Any:
+    if value is None:
+        return cls()
+    if isinstance(value, dict):
+        try:
+            return cls(**value)
+        except TypeError as err:
+            raise ValueError(f"bad {cls.__name__} entry: {err}") from None
+    return value
+
+
+class DynamoModule(EmbeddingAPI, pl.LightningModule):
+    """Trains one meta-model that emulates every member of a population.
+
+    Sizes and the population's identity come from ``TrajectoryDataModule`` (the CLI links
+    them), so a config only chooses the meta-model and the optimisation.
+
+    Args:
+        num_members: N, members in the population.
+        input_size: I; output_size: O; num_components: k (PCs per member).
+        output_kind: "regression" or "classification" (which ℓ_out).
+        embedding_dim: d, size of θ (2 gives a map that needs no projection).
+        meta: the meta-model (``MetaModelConfig`` or a dict of its fields).
+        loss: loss weights (``LossWeights`` or dict).
+        optim: learning rates (``Optimization`` or dict).
+        theta_init_scale: std of the initial θ's.
+        member_ids, member_metadata, population_path, population_checksum, task_spec:
+            identity of the population, stored in the checkpoint for analysis.
+
+    Raises:
+        ValueError: a non-positive size, an unknown output kind, or a bad sub-config.
+    """
+
+    def __init__(self, num_members: int, input_size: int, output_size: int, num_components: int,
+                 output_kind: str = "regression", embedding_dim: int = 2,
+                 meta: MetaModelConfig | dict | None = None, loss: LossWeights | dict | None = None,
+                 optim: Optimization | dict | None = None, theta_init_scale: float = 0.1,
+                 member_ids: list[str] | None = None,
+                 member_metadata: list[dict[str, Any]] | None = None,
+                 population_path: str | None = None, population_checksum: str | None = None,
+                 task_spec: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        for key, value in (("num_members", num_members), ("input_size", input_size),
+                           ("output_size", output_size), ("num_components", num_components),
+                           ("embedding_dim", embedding_dim)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"DynamoModule: {key} must be a positive int, got {value!r}")
+        if output_kind not in ("regression", "classification"):
+            raise ValueError(f"DynamoModule: output_kind must be 'regression' or "
+                             f"'classification', got {output_kind!r}")
+        meta, loss = _as(MetaModelConfig, meta), _as(LossWeights, loss)
+        optim = _as(Optimization, optim)
+        ids = list(member_ids) if member_ids else [str(i) for i in range(num_members)]
+        if len(ids) != num_members:
+            raise ValueError(f"DynamoModule: {len(ids)} member_ids for {num_members} members")
+        self.save_hyperparameters({
+            "num_members": num_members, "input_size": input_size, "output_size": output_size,
+            "num_components": num_components, "output_kind": output_kind,
+            "embedding_dim": embedding_dim, "meta": asdict(meta), "loss": asdict(loss),
+            "optim": asdict(optim), "theta_init_scale": theta_init_scale, "member_ids": ids,
+            "member_metadata": list(member_metadata or [{} for _ in ids]),
+            "population_path": population_path, "population_checksum": population_checksum,
+            "task_spec": task_spec})
+        self.meta = MetaRNN(input_size, output_size, embedding_dim, hidden_size=meta.hidden_size,
+                            cell=meta.cell, conditioning=meta.conditioning,
+                            **meta.conditioning_options)
+        self.theta = nn.Embedding(num_members, embedding_dim)
+        nn.init.normal_(self.theta.weight, std=theta_init_scale)
+        state = self.meta.state_size
+        self.align_weight = nn.Parameter(
+            torch.randn(num_members, num_components, state) / state**0.5)
+        self.align_bias = nn.Parameter(torch.zeros(num_members, num_components))
+        self.projections: dict[str, Tensor] = {}
+        self.metrics = nn.ModuleDict({stage: nn.ModuleDict({
+            "hidden_r2": PerMemberR2(num_members, num_components),
+            "output_r2": PerMemberR2(num_members, output_size),
+            "output_agreement": PerMemberAgreement(num_members, output_kind),
+        }) for stage in ("val", "test")})
+
+    # ------------------------------------------------------------------ model
+    def forward(self, member: Tensor, inputs: Tensor) -> tuple[Tensor, Tensor]:
+        """Emulate members ``member [M]`` on their inputs ``[M, S, T, I]``.
+
+        Returns:
+            meta outputs ``[M, S, T, O]`` and aligned hidden states ``[M, S, T, k]``.
+        """
+        m, s, t = inputs.shape[:3]
+        theta = self.theta(member).repeat_interleave(s, dim=0)
+        outputs, hidden = self.meta(inputs.reshape(m * s, t, -1), theta)
+        hidden = hidden.reshape(m, s * t, -1)
+        aligned = torch.baddbmm(self.align_bias[member].unsqueeze(1), hidden,
+                                self.align_weight[member].transpose(1, 2))
+        return outputs.reshape(m, s, t, -1), aligned.reshape(m, s, t, -1)
+
+    def losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The three loss terms and their weighted sum for a member-major batch."""
+        member, target_hidden, target_out = batch["member"], batch["hidden"], batch["outputs"]
+        if target_hidden.shape[2] != batch["inputs"].shape[2]:
+            raise ValueError("MetaRNN emulates recurrent members: their hidden trajectories need "
+                             f"one state per input step, got {target_hidden.shape[2]} states for "
+                             f"{batch['inputs'].shape[2]} steps (feed-forward members?)")
+        outputs, aligned = self(member, batch["inputs"])
+        hidden_loss = (aligned - target_hidden).pow(2).sum(-1).mean()
+        output_loss = self.output_loss(outputs, target_out)
+        theta_loss = self.theta(member).pow(2).sum(-1).mean()
+        weights = self.hparams.loss
+        total = hidden_loss + weights["output"] * output_loss + weights["theta"] * theta_loss
+        return {"loss": total, "hidden_loss": hidden_loss, "output_loss": output_loss,
+                "theta_loss": theta_loss, "outputs": outputs, "aligned": aligned}
+
+    def output_loss(self, outputs: Tensor, member_outputs: Tensor) -> Tensor:
+        """MSE for regression; KL(member ‖ meta) of the output distributions for classifiers."""
+        if self.hparams.output_kind == "regression":
+            return F.mse_loss(outputs, member_outputs)
+        classes = outputs.shape[-1]
+        return F.kl_div(F.log_softmax(outputs.reshape(-1, classes), -1),
+                        F.log_softmax(member_outputs.reshape(-1, classes).to(outputs.dtype), -1),
+                        log_target=True, reduction="batchmean")
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        terms = self.losses(batch)
+        if not torch.isfinite(terms["loss"]):
+            raise FloatingPointError(
+                f"DYNAMO loss became {terms['loss'].item()} at step {self.global_step} "
+                f"(hidden {terms['hidden_loss'].item():.4g}, output "
+                f"{terms['output_loss'].item():.4g}); lower model.optim.lr / theta_lr")
+        for key in ("loss", "hidden_loss", "output_loss", "theta_loss"):
+            self.log(f"train/{key}", terms[key], prog_bar=key == "loss")
+        return terms["loss"]
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def _evaluate(self, batch: dict[str, Tensor], stage: str) -> None:
+        terms = self.losses(batch)
+        member = batch["member"]
+        metrics = self.metrics[stage]
+        metrics["hidden_r2"].update(terms["aligned"], batch["hidden"], member)
+        metrics["output_r2"].update(terms["outputs"], batch["outputs"], member)
+        metrics["output_agreement"].update(terms["outputs"], batch["outputs"], member)
+        self.log(f"{stage}/loss", terms["loss"], batch_size=member.numel())
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_member_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_member_metrics("test")
+
+    def _log_member_metrics(self, stage: str) -> None:
+        self.member_scores: dict[str, list[float]] = {}
+        for name, metric in self.metrics[stage].items():
+            values = metric.compute()
+            metric.reset()
+            seen = values[~values.isnan()]
+            if seen.numel() == 0:
+                continue
+            self.member_scores[name] = values.tolist()
+            self.log(f"{stage}/{name}", seen.median(), prog_bar=name == "hidden_r2")
+            self.log(f"{stage}/{name}_min", seen.min())
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        optim = self.hparams.optim
+        rest = [p for name, p in self.named_parameters() if not name.startswith("theta.")]
+        return torch.optim.Adam([
+            {"params": rest, "lr": optim["lr"], "weight_decay": optim["weight_decay"]},
+            {"params": self.theta.parameters(), "lr": optim["theta_lr"], "weight_decay": 0.0},
+        ])
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if datamodule is not None and hasattr(datamodule, "projection_state"):
+            state = datamodule.projection_state()
+            self.projections = {k: v.detach().cpu() for k, v in state.items()}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["dynamo_projections"] = self.projections
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.projections = dict(checkpoint.get("dynamo_projections", {}))
+
+    # ------------------------------------------------------------------ public API
+    def meta_model_at(self, theta: Tensor) -> EmbeddedNetwork:
+        """The meta-model at θ ``[d]``: a plain frozen module that runs like a member."""
+        return EmbeddedNetwork(self.meta, torch.as_tensor(theta, dtype=self.theta.weight.dtype,
+                                                          device=self.theta.weight.device))

@@ -1,0 +1,135 @@
+"""The read-out half of ``DynamoModule``'s public API (DESIGN §4).
+
+Kept apart from the training code so ``module.py`` stays about training: ``embeddings()``,
+``member_ids``, ``member_metadata``, the input-source ``task`` and ``fit_embedding``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from dynamo_lightning import tasks
+from dynamo_lightning.data.projection import fit_projections, project
+from dynamo_lightning.meta.embedding_fit import EmbeddingFit, fit_theta, least_squares_map
+from dynamo_lightning.tasks.base import Task
+
+
+class EmbeddingAPI:
+    """Mixin for ``DynamoModule``: needs ``hparams``, ``meta``, ``theta`` and ``output_loss``."""
+
+    hparams: Any
+    meta: torch.nn.Module
+    theta: torch.nn.Embedding
+
+    def embeddings(self) -> Tensor:
+        """The learned θ's, ``[N, d]``, rows in ``member_ids`` order (a detached CPU copy)."""
+        return self.theta.weight.detach().cpu().clone()
+
+    @property
+    def member_ids(self) -> list[str]:
+        """Member ids in population order."""
+        return list(self.hparams.member_ids)
+
+    @property
+    def member_metadata(self) -> list[dict[str, Any]]:
+        """Each member's metadata from the population manifest."""
+        return [dict(m) for m in self.hparams.member_metadata]
+
+    @property
+    def task(self) -> Task | None:
+        """The task whose inputs the members were compared on, when it is a registered one."""
+        spec = self.hparams.task_spec or {}
+        if spec.get("name") not in tasks.REGISTRY:
+            return None
+        return tasks.get(spec["name"], **spec.get("config", {}))
+
+    def fit_embedding(self, inputs: Tensor, outputs: Tensor | None = None,
+                      hidden: Tensor | None = None, targets: Tensor | None = None,
+                      steps: int = 300, lr: float = 0.05,
+                      return_details: bool = False) -> Tensor | EmbeddingFit:
+        """Fit θ for a new network or a few labels, the meta-model frozen.
+
+        Args:
+            inputs: ``[B, T, I]`` inputs the evidence was recorded on.
+            outputs: the new network's outputs ``[B, T, O]`` (emulate them, as in training).
+            hidden: the new network's states ``[B, T, H_new]``; they are projected on their own
+                top-k PCs and a new alignment map ``[k, H̃]`` is fitted jointly with θ.
+            targets: task targets (few-shot labels), scored with the input task's loss.
+            steps, lr: Adam steps and learning rate.
+            return_details: return an ``EmbeddingFit`` (θ, loss curve, alignment map).
+
+        Returns:
+            θ ``[d]`` (or the ``EmbeddingFit``).
+
+        Raises:
+            ValueError: no evidence given, shapes that do not fit, or targets without a task.
+        """
+        if outputs is None and hidden is None and targets is None:
+            raise ValueError("fit_embedding needs outputs, hidden and/or targets to fit θ to")
+        device = self.theta.weight.device
+        inputs = self._check_inputs(inputs).to(device)
+        task = self.task if targets is not None else None
+        if targets is not None and task is None:
+            raise ValueError("targets need the input task, which this checkpoint does not name")
+        projected = None
+        if hidden is not None:
+            if hidden.dim() != 3 or hidden.shape[:2] != inputs.shape[:2]:
+                raise ValueError(f"hidden must be [B, T, H] matching inputs {tuple(inputs.shape)},"
+                                 f" got {tuple(hidden.shape)}")
+            projection = fit_projections(hidden.unsqueeze(0).float().cpu(),
+                                         self.hparams.num_components)
+            projected = project(projection, hidden.unsqueeze(0).float().cpu())[0].to(device)
+        weights = self.hparams.loss
+
+        def loss_fn(theta: Tensor, extra: dict[str, Tensor]) -> Tensor:
+            out, states = self.meta(inputs, theta.expand(inputs.shape[0], -1))
+            loss = weights["theta"] * theta.pow(2).sum()
+            if outputs is not None:
+                loss = loss + weights["output"] * self.output_loss(out, outputs.to(device))
+            if targets is not None:
+                loss = loss + task.loss(out, targets.to(device))
+            if projected is not None:
+                aligned = states @ extra["align_weight"].T + extra["align_bias"]
+                loss = loss + (aligned - projected).pow(2).sum(-1).mean()
+            return loss
+
+        table = self.theta.weight.detach()
+        candidates = torch.cat([table, table.new_zeros(1, table.shape[1])])  # members and origin
+        was_training = self.meta.training
+        self.meta.eval()
+        self.meta.requires_grad_(False)
+        try:
+            extra = self._initial_alignment(inputs, candidates, projected)
+            result = fit_theta(loss_fn, candidates if extra is None else extra[0],
+                               extra=None if extra is None else extra[1], steps=steps, lr=lr)
+        finally:
+            self.meta.requires_grad_(True)
+            self.meta.train(was_training)
+        return result if return_details else result.theta
+
+    def _check_inputs(self, inputs: Tensor) -> Tensor:
+        size = self.hparams.input_size
+        if inputs.dim() != 3 or inputs.shape[-1] != size:
+            raise ValueError(f"inputs must be [B, T, {size}], got {tuple(inputs.shape)}")
+        return inputs.float()
+
+    @torch.no_grad()
+    def _initial_alignment(self, inputs: Tensor, candidates: Tensor, projected: Tensor | None,
+                           ) -> tuple[Tensor, dict[str, Tensor]] | None:
+        """For hidden-state fits: the candidate θ whose least-squares alignment fits best."""
+        if projected is None:
+            return None
+        best: tuple[float, int, Tensor, Tensor] | None = None
+        target = projected.reshape(-1, projected.shape[-1])
+        for index, theta in enumerate(candidates):
+            _, states = self.meta(inputs, theta.expand(inputs.shape[0], -1))
+            flat = states.reshape(-1, states.shape[-1])
+            weight, bias = least_squares_map(flat, target)
+            error = float((flat @ weight.T + bias - target).pow(2).sum(-1).mean())
+            if best is None or error < best[0]:
+                best = (error, index, weight, bias)
+        assert best is not None
+        return candidates[best[1]].unsqueeze(0), {"align_weight": best[2], "align_bias": best[3]}
