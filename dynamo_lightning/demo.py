@@ -2,14 +2,20 @@
 
 The built-in default is the mixed-architecture 3-bit flip-flop population (vanilla, GRU,
 LSTM and UGRNN × 4 seeds, hidden size 32), the same grid as
-``configs/population/flipflop.yaml``. Stages that exist today:
+``configs/population/flipflop.yaml``; the meta-model is the one of
+``configs/dynamo/flipflop.yaml``. Stages:
 
 1. ``runs/demo/population/`` — the trained population (manifest.json + weights/).
+2. ``runs/demo/fit/`` — the DYNAMO fit: ``checkpoints/last.ckpt``, ``map.png`` (the model
+   embedding map), logs, and ``emulation.json`` (per-member test scores).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +42,15 @@ DEMO_POPULATION: dict[str, Any] = {
     "population": {"eval_trials": 512},
 }
 
+DEMO_DYNAMO: dict[str, Any] = {
+    "seed_everything": 0,
+    "trainer": {"max_epochs": 30, "log_every_n_steps": 10, "gradient_clip_val": 1.0},
+    "model": {"embedding_dim": 2, "meta": {"cell": "gru", "hidden_size": 64},
+              "optim": {"lr": 0.003, "theta_lr": 0.03}},
+    "data": {"num_components": 8, "members_per_batch": 8, "samples_per_member": 32,
+             "train_trials": 512, "val_trials": 128, "test_trials": 128},
+}
+
 
 def run_demo(argv: Sequence[str] = ()) -> Path:
     """Run every demo stage; returns the demo directory."""
@@ -44,14 +59,21 @@ def run_demo(argv: Sequence[str] = ()) -> Path:
     parser.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     parser.add_argument("--max-steps", type=int, default=None,
                         help="cap on population training steps (for a quick look)")
+    parser.add_argument("--max-epochs", type=int, default=None,
+                        help="cap on DYNAMO training epochs (for a quick look)")
     args = parser.parse_args(list(argv))
     out = Path(args.out)
     started = time.perf_counter()
     population_dir = train_demo_population(out, args.max_steps)
+    summary = fit_demo_dynamo(out, population_dir, args.max_epochs)
     minutes = (time.perf_counter() - started) / 60
     print(f"\nDemo finished in {minutes:.1f} min. Outputs:\n"
-          f"  population  {population_dir}/manifest.json (+ weights/)\n"
-          f"  logs        {out / 'population_run'}/")
+          f"  population   {population_dir}/manifest.json (+ weights/)\n"
+          f"  checkpoint   {out / 'fit' / 'checkpoints' / 'last.ckpt'}\n"
+          f"  map          {out / 'fit' / 'map.png'}\n"
+          f"  emulation    {out / 'fit' / 'emulation.json'}  "
+          f"(median hidden R² {summary['median_hidden_r2']:.3f}, "
+          f"output agreement {summary['median_output_agreement']:.3f})")
     return out
 
 
@@ -69,6 +91,49 @@ def train_demo_population(out: Path, max_steps: int | None = None) -> Path:
     config["population"]["path"] = str(out / "population")
     population_main({"fit": config})
     return out / "population"
+
+
+def fit_demo_dynamo(out: Path, population_dir: Path, max_epochs: int | None = None,
+                    ) -> dict[str, Any]:
+    """Stage 2: fit DYNAMO into ``out/fit``, test it, write ``emulation.json``."""
+    from dynamo_lightning.cli import dynamo_main
+
+    fit_dir = out / "fit"
+    config = _deep_copy(DEMO_DYNAMO)
+    config["trainer"]["default_root_dir"] = str(fit_dir)
+    config["trainer"]["logger"] = {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                                   "init_args": {"save_dir": str(fit_dir), "name": "logs"}}
+    config["trainer"]["callbacks"] = [
+        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+         "init_args": {"dirpath": str(fit_dir / "checkpoints"), "save_last": True,
+                       "save_top_k": 0}},
+        {"class_path": "dynamo_lightning.callbacks.EmbeddingManifold",
+         "init_args": {"every_n_epochs": 10, "map_path": str(fit_dir / "map.png")}},
+    ]
+    if max_epochs is not None:
+        config["trainer"]["max_epochs"] = max_epochs
+    config["data"]["population"] = str(population_dir)
+    cli = dynamo_main({"fit": config})
+    cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
+    summary = emulation_summary(cli.model)
+    (fit_dir / "emulation.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def emulation_summary(model: Any) -> dict[str, Any]:
+    """Per-member test scores of a tested ``DynamoModule`` and their medians."""
+    scores = model.member_scores
+    members = []
+    for i, member_id in enumerate(model.member_ids):
+        members.append({"id": member_id, **{k: v[i] for k, v in scores.items()}})
+
+    def median(key: str) -> float:
+        values = [v for v in scores.get(key, []) if not math.isnan(v)]
+        return statistics.median(values) if values else math.nan
+
+    return {"median_hidden_r2": median("hidden_r2"),
+            "median_output_agreement": median("output_agreement"),
+            "median_output_r2": median("output_r2"), "members": members}
 
 
 def _deep_copy(value: Any) -> Any:

@@ -36,11 +36,13 @@ class PerMemberR2(Metric):
         """``pred``/``target`` ``[M, ..., F]`` for members ``member [M]``."""
         pred = pred.detach().double().flatten(1, -2)
         target = target.detach().double().flatten(1, -2)
-        self.sse.index_add_(0, member, (pred - target).pow(2).sum((1, 2)))
-        self.total.index_add_(0, member, target.sum(1))
-        self.total_sq.index_add_(0, member, target.pow(2).sum(1))
+        # Out of place: after a reset under inference mode (trainer.validate) the states are
+        # inference tensors, which may not be updated in place during fit's validation.
+        self.sse = self.sse.index_add(0, member, (pred - target).pow(2).sum((1, 2)))
+        self.total = self.total.index_add(0, member, target.sum(1))
+        self.total_sq = self.total_sq.index_add(0, member, target.pow(2).sum(1))
         entries = torch.full_like(member, target.shape[1], dtype=torch.float64)
-        self.count.index_add_(0, member, entries)
+        self.count = self.count.index_add(0, member, entries)
 
     def compute(self) -> Tensor:
         count = self.count.unsqueeze(1)
@@ -79,8 +81,9 @@ class PerMemberAgreement(Metric):
             rms = target.flatten(1).pow(2).mean(1).sqrt().view(-1, *([1] * (target.dim() - 1)))
             counted = target.abs() >= self.commit * rms
             same = (torch.sign(pred) == torch.sign(target)) & counted
-        self.agree.index_add_(0, member, same.flatten(1).double().sum(1))
-        self.count.index_add_(0, member, counted.flatten(1).double().sum(1))
+        # Out of place, as in PerMemberR2.update.
+        self.agree = self.agree.index_add(0, member, same.flatten(1).double().sum(1))
+        self.count = self.count.index_add(0, member, counted.flatten(1).double().sum(1))
 
     def compute(self) -> Tensor:
         return (self.agree / self.count.clamp(min=1)).where(

@@ -25,6 +25,7 @@ from dynamo_lightning.meta.embedded import EmbeddedNetwork
 from dynamo_lightning.meta.rnn import MetaRNN
 from dynamo_lightning.metrics import PerMemberAgreement, PerMemberR2
 from dynamo_lightning.module_api import EmbeddingAPI
+from dynamo_lightning.task_scores import TaskScores
 
 
 @dataclass
@@ -129,6 +130,8 @@ class DynamoModule(EmbeddingAPI, pl.LightningModule):
             torch.randn(num_members, num_components, state) / state**0.5)
         self.align_bias = nn.Parameter(torch.zeros(num_members, num_components))
         self.projections: dict[str, Tensor] = {}
+        self.member_scores: dict[str, list[float]] = {}
+        self._task_scores = TaskScores()
         self.metrics = nn.ModuleDict({stage: nn.ModuleDict({
             "hidden_r2": PerMemberR2(num_members, num_components),
             "output_r2": PerMemberR2(num_members, output_size),
@@ -201,15 +204,35 @@ class DynamoModule(EmbeddingAPI, pl.LightningModule):
         metrics["output_r2"].update(terms["outputs"], batch["outputs"], member)
         metrics["output_agreement"].update(terms["outputs"], batch["outputs"], member)
         self.log(f"{stage}/loss", terms["loss"], batch_size=member.numel())
+        if stage == "test" and "targets" in batch:
+            self._task_scores.update(member, terms["outputs"], batch["outputs"], batch["targets"],
+                                     batch.get("task_id"))
 
     def on_validation_epoch_end(self) -> None:
         self._log_member_metrics("val")
 
+    def on_test_epoch_start(self) -> None:
+        self._task_scores.reset()
+
     def on_test_epoch_end(self) -> None:
         self._log_member_metrics("test")
+        task = self.task
+        if task is None or not self._task_scores._parts:
+            return
+        meta, own = self._task_scores.compute(task, self.hparams.num_members)
+        self._task_scores.reset()
+        self.member_scores["task_metric_meta"] = meta
+        self.member_scores["task_metric_member"] = own
+        pairs = [(a, b) for a, b in zip(meta, own, strict=True) if a == a and b == b]
+        if pairs:
+            gaps = torch.tensor([abs(a - b) for a, b in pairs])
+            self.log("test/task_metric_meta", torch.tensor([a for a, _ in pairs]).median())
+            self.log("test/task_metric_member", torch.tensor([b for _, b in pairs]).median())
+            self.log("test/task_metric_gap_max", gaps.max())
+            self.log("test/within_2_points", (gaps <= 0.02).float().mean())
 
     def _log_member_metrics(self, stage: str) -> None:
-        self.member_scores: dict[str, list[float]] = {}
+        self.member_scores = {}
         for name, metric in self.metrics[stage].items():
             values = metric.compute()
             metric.reset()

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dynamo_lightning import tasks
+from dynamo_lightning.data.input_source import task_from_spec
 from dynamo_lightning.data.projection import fit_projections, project
 from dynamo_lightning.meta.embedding_fit import EmbeddingFit, fit_theta, least_squares_map
 from dynamo_lightning.tasks.base import Task
@@ -40,11 +40,9 @@ class EmbeddingAPI:
 
     @property
     def task(self) -> Task | None:
-        """The task whose inputs the members were compared on, when it is a registered one."""
-        spec = self.hparams.task_spec or {}
-        if spec.get("name") not in tasks.REGISTRY:
-            return None
-        return tasks.get(spec["name"], **spec.get("config", {}))
+        """The task whose inputs the members were compared on (None if not recorded)."""
+        spec = self.hparams.task_spec
+        return task_from_spec(spec) if spec else None
 
     def fit_embedding(self, inputs: Tensor, outputs: Tensor | None = None,
                       hidden: Tensor | None = None, targets: Tensor | None = None,

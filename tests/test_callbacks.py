@@ -262,3 +262,19 @@ def test_embedding_manifold_unknown_key_and_state_round_trip(tmp_path):
     callback = EmbeddingManifold()
     callback.load_state_dict({"last_step": 10, "num_drawn": 3})
     assert callback.state_dict() == {"last_step": 10, "num_drawn": 3}
+
+
+def test_wandb_logger_stores_the_population_as_an_artifact_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    population = tmp_path / "pop"
+    (population / "weights").mkdir(parents=True)
+    (population / "manifest.json").write_text("{}")
+    logger = DynamoWandbLogger(save_dir=tmp_path, offline=True, log_population=True)
+    logger.log_hyperparams({"population_path": str(population),
+                            "population_checksum": "feedbeef" * 8})
+    logger.log_hyperparams({"population_path": str(population)})  # logged once only
+    logger.experiment.finish()
+    runs = list(tmp_path.rglob("*.wandb"))
+    assert runs, "no offline W&B run was written"
+    assert b"population-feedbeeffeedbeef" in runs[0].read_bytes()

@@ -52,6 +52,7 @@ class EmbeddingManifold(Callback):
             varies across members and has at most 20 distinct values, plus varying numeric
             keys (drawn with a colorbar).
         annotate: Write each member's id next to its point.
+        map_path: Where the final map's PNG goes (default ``<run_dir>/map.png``).
 
     Raises:
         ValueError: If ``every_n_epochs`` is not a positive int, ``method`` is unknown,
@@ -71,6 +72,7 @@ class EmbeddingManifold(Callback):
         method: str = "pca",
         keys: list[str] | None = None,
         annotate: bool = False,
+        map_path: str | None = None,
     ) -> None:
         super().__init__()
         if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) \
@@ -90,6 +92,7 @@ class EmbeddingManifold(Callback):
         self._method = method
         self._keys = list(keys) if keys is not None else None
         self._annotate = annotate
+        self._map_path = Path(map_path) if map_path else None
         self._last_step: int | None = None  # global step of the last map sent to the loggers
         self._num_drawn = 0
         self._last_png: Path | None = None  # that map's PNG (not restored on resume)
@@ -121,9 +124,10 @@ class EmbeddingManifold(Callback):
     def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, final: bool) -> None:
         """Project, plot, log; ``final`` also writes ``<run_dir>/map.png``."""
         step = trainer.global_step
-        root = run_dir(trainer)
+        final_png = self._map_path or run_dir(trainer) / "map.png"
+        final_png.parent.mkdir(parents=True, exist_ok=True)
         if final and self._last_step == step and self._last_png and self._last_png.is_file():
-            shutil.copyfile(self._last_png, root / "map.png")  # the loggers have this map
+            shutil.copyfile(self._last_png, final_png)  # the loggers have this map
             return
         theta, ids, metadata = _read_members(pl_module)
         xy = project(theta, method=self._method)
@@ -138,7 +142,7 @@ class EmbeddingManifold(Callback):
         self._last_step = step
         self._num_drawn += 1
         if final and self._last_png is not None:
-            shutil.copyfile(self._last_png, root / "map.png")
+            shutil.copyfile(self._last_png, final_png)
 
     def _figure(self, xy: np.ndarray, ids: list[str], metadata: list[dict[str, Any]],
                 keys: list[str], dim: int) -> Figure:

@@ -33,6 +33,9 @@ class DynamoWandbLogger(WandbLogger):
         log_model: Upload checkpoints as W&B artifacts (``True``, ``"all"`` or ``False``).
             Ignored, with a warning, when the run was made offline for lack of credentials.
         save_dir: Folder that holds the ``wandb/`` run directory (and the figures PNGs).
+        log_population: Also store the population directory the run was fitted on as a W&B
+            artifact (type ``population``, named by its checksum), once per run. Works offline
+            too: the artifact is uploaded with ``wandb sync``.
         **kwargs: Everything else :class:`~lightning.pytorch.loggers.WandbLogger` accepts
             (``name``, ``entity``, ``tags``, ``group``, ...).
 
@@ -47,8 +50,11 @@ class DynamoWandbLogger(WandbLogger):
         offline: bool | None = None,
         log_model: Literal["all"] | bool = False,
         save_dir: str | Path = ".",
+        log_population: bool = False,
         **kwargs: Any,
     ) -> None:
+        self._log_population = log_population
+        self._population_logged = False
         if offline is None:
             offline = not wandb_credentials_available()
             if offline:
@@ -60,6 +66,23 @@ class DynamoWandbLogger(WandbLogger):
                     log_model = False
         super().__init__(project=project, offline=offline, log_model=log_model,
                          save_dir=save_dir, **kwargs)
+
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        """Log hyperparameters; with ``log_population``, also the population as an artifact."""
+        super().log_hyperparams(params, *args, **kwargs)
+        values = params if isinstance(params, dict) else vars(params)
+        path = values.get("population_path")
+        if not (self._log_population and path and not self._population_logged):
+            return
+        import wandb
+
+        checksum = str(values.get("population_checksum") or "unknown")
+        artifact = wandb.Artifact(f"population-{checksum[:16]}", type="population",
+                                  metadata={"path": str(path), "checksum": checksum})
+        artifact.add_dir(str(path))
+        self.experiment.log_artifact(artifact)
+        self._population_logged = True
 
 
 def wandb_credentials_available() -> bool:
