@@ -8,11 +8,14 @@ read without the machine it ran on.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
 import os
 import platform
 import socket
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -20,7 +23,11 @@ from typing import Any
 
 import torch
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+
+if importlib.util.find_spec("dynamo_lightning") is None:  # a checkout run without installing
+    sys.path.insert(0, str(REPO_ROOT))
 
 
 def cpu_model() -> str:
@@ -46,10 +53,8 @@ def machine_info() -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
-    try:
+    with contextlib.suppress(OSError):  # not on every platform
         info["load_average"] = [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        pass
     return info
 
 

@@ -18,6 +18,7 @@ from dynamo_lightning.population.architectures import (
     Architecture,
     MemberNetwork,
     build,
+    recurrent,
 )
 
 BUILTINS = ["vanilla", "gru", "lstm", "ugrnn", "cnn"]
@@ -176,6 +177,29 @@ def test_step_reproduces_forward(name: str, shared: bool) -> None:
             h = stack.step(h, x[:, t] if shared else x[:, :, t])
             torch.testing.assert_close(h, hidden[:, :, t], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(stack.readout(hidden), outputs, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunk", [1, 4])
+@pytest.mark.parametrize("name", RECURRENT)
+def test_forward_paths_agree(name: str, chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunked projections, states written straight into the output, autograd, and vmap."""
+    stack = make_stack(name)
+    x = make_inputs(name, G)
+    with torch.no_grad():  # tiny stack: one projection chunk, states stacked at the end
+        ref_out, ref_hid = stack(x)
+    gate_units = stack.weight_ih.shape[-1]
+    monkeypatch.setattr(recurrent, "PROJECTION_CHUNK_BYTES", chunk * G * B * gate_units * 4)
+    monkeypatch.setattr(recurrent, "DIRECT_OUTPUT_BYTES", 0)
+    with torch.no_grad():
+        out, hid = stack(x)
+        torch.testing.assert_close(hid, ref_hid, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-6)
+        both = torch.func.vmap(stack)(torch.stack([x, 2 * x]))
+        torch.testing.assert_close(both[1][0], ref_hid, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(both[1][1], stack(2 * x)[1], rtol=1e-5, atol=1e-6)
+    out, hid = stack(x)  # autograd records: the differentiable path
+    assert hid.requires_grad and out.requires_grad
+    torch.testing.assert_close(hid.detach(), ref_hid, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", BUILTINS)

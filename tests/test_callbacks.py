@@ -271,10 +271,15 @@ def test_wandb_logger_stores_the_population_as_an_artifact_offline(tmp_path, mon
     (population / "weights").mkdir(parents=True)
     (population / "manifest.json").write_text("{}")
     logger = DynamoWandbLogger(save_dir=tmp_path, offline=True, log_population=True)
-    logger.log_hyperparams({"population_path": str(population),
-                            "population_checksum": "feedbeef" * 8})
-    logger.log_hyperparams({"population_path": str(population)})  # logged once only
-    logger.experiment.finish()
-    runs = list(tmp_path.rglob("*.wandb"))
-    assert runs, "no offline W&B run was written"
-    assert b"population-feedbeeffeedbeef" in runs[0].read_bytes()
+    logged = []
+    monkeypatch.setattr(logger.experiment, "log_artifact", logged.append)
+    try:
+        logger.log_hyperparams({"population_path": str(population),
+                                "population_checksum": "feedbeef" * 8})
+        logger.log_hyperparams({"population_path": str(population)})  # logged once only
+    finally:
+        logger.experiment.finish()
+    assert len(logged) == 1
+    artifact = logged[0]
+    assert artifact.type == "population" and artifact.name == "population-feedbeeffeedbeef"
+    assert "manifest.json" in artifact.manifest.entries

@@ -6,11 +6,14 @@ directory); tables through :func:`log_table`.
 
 from dynamo_lightning.callbacks.embedding_manifold import EmbeddingManifold
 from dynamo_lightning.callbacks.figures import log_figure, log_table
+from dynamo_lightning.callbacks.fixed_points import FixedPoints, Interpolation
 from dynamo_lightning.callbacks.wandb_logger import DynamoWandbLogger
 
 __all__ = [
     "DynamoWandbLogger",
     "EmbeddingManifold",
+    "FixedPoints",
+    "Interpolation",
     "log_figure",
     "log_table",
 ]

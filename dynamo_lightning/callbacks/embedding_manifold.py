@@ -2,31 +2,26 @@
 
 from __future__ import annotations
 
-import math
 import shutil
 from collections.abc import Sequence
-from numbers import Real
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
+from dynamo_lightning.analysis.map_figure import default_keys, map_figure, metadata_keys
 from dynamo_lightning.analysis.projection import METHODS, project
 from dynamo_lightning.callbacks.figures import log_figure, log_table, run_dir
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
-    from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
-
-MAX_CATEGORIES = 20
-"""A metadata key with more distinct (non-numeric) values than this is not drawn by default."""
 
 _REQUIRED = ("embeddings", "member_ids", "member_metadata")
+
+__all__ = ["EmbeddingManifold", "default_keys"]
 
 
 class EmbeddingManifold(Callback):
@@ -134,7 +129,8 @@ class EmbeddingManifold(Callback):
         keys = self._keys if self._keys is not None else default_keys(metadata)
         _check_keys(keys, metadata)
         what = "end of fit" if final else f"epoch {trainer.current_epoch}"
-        fig = self._figure(xy, ids, metadata, keys, theta.shape[1])
+        fig = map_figure(xy, ids, metadata, keys, self._method, theta.shape[1],
+                         annotate=self._annotate)
         fig.suptitle(f"Model embedding map — {what}, step {step}")
         self._last_png = log_figure(trainer, fig, "figures/map", step=step)
         columns, rows = _table(theta, xy, ids, metadata)
@@ -143,50 +139,6 @@ class EmbeddingManifold(Callback):
         self._num_drawn += 1
         if final and self._last_png is not None:
             shutil.copyfile(self._last_png, final_png)
-
-    def _figure(self, xy: np.ndarray, ids: list[str], metadata: list[dict[str, Any]],
-                keys: list[str], dim: int) -> Figure:
-        panels: list[str | None] = list(keys) if keys else [None]
-        ncols = min(3, len(panels))
-        nrows = math.ceil(len(panels) / ncols)
-        fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 4.0 * nrows),
-                                 squeeze=False, layout="constrained")
-        try:
-            labels = _axis_labels(self._method, dim)
-            for ax, key in zip(axes.flat, panels, strict=False):
-                if key is None:
-                    ax.scatter(xy[:, 0], xy[:, 1], s=30, color="C0")
-                    ax.set_title(f"{len(ids)} members")
-                else:
-                    values = [m.get(key) for m in metadata]
-                    if _is_continuous(values):
-                        _scatter_numeric(fig, ax, xy, values, key)
-                    else:
-                        _scatter_categorical(ax, xy, values, key)
-                if self._annotate:
-                    for (x, y), name in zip(xy, ids, strict=True):
-                        ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3),
-                                    textcoords="offset points")
-                ax.set_xlabel(labels[0])
-                ax.set_ylabel(labels[1])
-            for ax in axes.flat[len(panels):]:
-                ax.set_visible(False)
-        except BaseException:
-            plt.close(fig)  # never leak a half-drawn figure
-            raise
-        return fig
-
-
-def default_keys(metadata: list[dict[str, Any]]) -> list[str]:
-    """Metadata keys worth a panel: values vary across members, and there are at most
-    :data:`MAX_CATEGORIES` of them or they are numbers (drawn with a colorbar)."""
-    chosen = []
-    for key in _all_keys(metadata):
-        values = [m.get(key) for m in metadata]
-        distinct = len({_label(v) for v in values})
-        if distinct > 1 and (distinct <= MAX_CATEGORIES or _is_continuous(values)):
-            chosen.append(key)
-    return chosen
 
 
 def _read_members(pl_module: pl.LightningModule) -> tuple[np.ndarray, list[str], list[dict]]:
@@ -209,7 +161,7 @@ def _read_members(pl_module: pl.LightningModule) -> tuple[np.ndarray, list[str],
 
 
 def _check_keys(keys: list[str], metadata: list[dict[str, Any]]) -> None:
-    known = _all_keys(metadata)
+    known = metadata_keys(metadata)
     unknown = [k for k in keys if k not in known]
     if unknown:
         raise ValueError(f"EmbeddingManifold(keys=...): no member has metadata key(s) "
@@ -218,65 +170,9 @@ def _check_keys(keys: list[str], metadata: list[dict[str, Any]]) -> None:
 
 def _table(theta: np.ndarray, xy: np.ndarray, ids: list[str],
            metadata: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-    keys = _all_keys(metadata)
+    keys = metadata_keys(metadata)
     columns = ["member", *(f"theta_{i + 1}" for i in range(theta.shape[1])), "map_x", "map_y",
                *keys]
     rows = [[name, *map(float, t), float(p[0]), float(p[1]), *(m.get(k) for k in keys)]
             for name, t, p, m in zip(ids, theta, xy, metadata, strict=True)]
     return columns, rows
-
-
-def _scatter_categorical(ax: Axes, xy: np.ndarray, values: list[Any], key: str) -> None:
-    labels = [_label(v) for v in values]
-    order = sorted(set(labels), key=_sort_key)
-    cmap = plt.get_cmap("tab10" if len(order) <= 10 else "tab20")
-    for i, category in enumerate(order):
-        mask = np.array([lab == category for lab in labels])
-        ax.scatter(xy[mask, 0], xy[mask, 1], s=30, color=cmap(i % cmap.N), label=category)
-    ax.legend(title=key, fontsize=7, title_fontsize=8, loc="best", framealpha=0.7)
-    ax.set_title(key)
-
-
-def _scatter_numeric(fig: Figure, ax: Axes, xy: np.ndarray, values: list[Any], key: str) -> None:
-    c = np.array([np.nan if v is None else float(v) for v in values])
-    known = np.isfinite(c)
-    points = ax.scatter(xy[known, 0], xy[known, 1], c=c[known], s=30, cmap="viridis")
-    if not known.all():
-        ax.scatter(xy[~known, 0], xy[~known, 1], s=30, color="lightgrey", marker="x",
-                   label="n/a")
-        ax.legend(fontsize=7)
-    fig.colorbar(points, ax=ax, label=key)
-    ax.set_title(key)
-
-
-def _is_continuous(values: list[Any]) -> bool:
-    """Numbers (missing allowed) with a non-integer value or too many values for a legend."""
-    numbers = [v for v in values if v is not None]
-    if not numbers or not all(isinstance(v, Real) and not isinstance(v, bool) for v in numbers):
-        return False
-    return (any(float(v) != int(v) for v in numbers if math.isfinite(v))
-            or len(set(numbers)) > MAX_CATEGORIES)
-
-
-def _sort_key(label: str) -> tuple[int, float, str]:
-    """Numbers in numeric order first, then other labels alphabetically."""
-    try:
-        return 0, float(label), label
-    except ValueError:
-        return 1, 0.0, label
-
-
-def _label(value: Any) -> str:
-    return "n/a" if value is None else str(value)
-
-
-def _all_keys(metadata: list[dict[str, Any]]) -> list[str]:
-    """Union of the members' metadata keys, in first-seen order."""
-    return list(dict.fromkeys(k for m in metadata for k in m))
-
-
-def _axis_labels(method: str, dim: int) -> tuple[str, str]:
-    if dim > 2:
-        name = method.upper()
-        return f"{name} 1 of θ (d = {dim})", f"{name} 2"
-    return "θ₁", "θ₂" if dim == 2 else "(d = 1)"

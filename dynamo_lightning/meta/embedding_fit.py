@@ -61,15 +61,27 @@ def fit_theta(loss_fn: Callable[[Tensor, dict[str, Tensor]], Tensor], candidates
     theta = nn.Parameter(candidates[best].detach().clone())
     optimizer = torch.optim.Adam([theta, *params.values()], lr=lr)
     losses: list[float] = []
+    best_loss, best_state = start[best], _snapshot(theta, params)
     for _ in range(steps):
         optimizer.zero_grad()
         loss = loss_fn(theta, params)
         if not torch.isfinite(loss):
             raise ValueError(f"embedding fit diverged (loss {loss.item()}); lower lr")
+        if loss.item() < best_loss:  # the loss at the parameters before this step
+            best_loss, best_state = loss.item(), _snapshot(theta, params)
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    return EmbeddingFit(theta.detach(), losses, {k: v.detach() for k, v in params.items()}, best)
+    with torch.no_grad():
+        final = float(loss_fn(theta, params))
+    if final < best_loss:
+        best_state = _snapshot(theta, params)
+    # Adam can overshoot: return the best parameters seen, never worse than the start.
+    return EmbeddingFit(best_state[0], losses, best_state[1], best)
+
+
+def _snapshot(theta: Tensor, params: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    return theta.detach().clone(), {k: v.detach().clone() for k, v in params.items()}
 
 
 def least_squares_map(states: Tensor, targets: Tensor,

@@ -1,10 +1,11 @@
 """Shared machinery of the stacked recurrent architectures.
 
 The recurrence is one batched matmul per step (``baddbmm`` over the member axis). Input
-projections are one einsum per chunk of time steps, the chunk sized so that its projections
-stay within ``PROJECTION_CHUNK_BYTES``: a small stack projects the whole sequence at once (few
-ops), a large one a step at a time, so no ``[T, G, B, gH]`` temporary ever leaves the cache
-(at G=64, B=128, H=64, T=100 that temporary was 630 MB and cost more than the recurrence).
+projections are one einsum per chunk of time steps. On CPU the chunk is sized so that its
+projections stay within ``PROJECTION_CHUNK_BYTES``: a small stack projects the whole sequence
+at once (few ops), a large one a step at a time, so no ``[T, G, B, gH]`` temporary leaves the
+cache (at G=64, B=128, H=64, T=100 that temporary is 630 MB; making it took as long as the
+recurrence, and chunking halved the forward's time: benchmarks/population_forward.py).
 ``step`` and ``forward`` both go through ``cell``, so the single-step map agrees with the
 sequence forward by construction.
 """
@@ -21,6 +22,9 @@ from dynamo_lightning.population.architectures.base import Architecture, fan_in_
 
 #: Upper bound on the input projections computed ahead of the recurrence (one chunk of steps).
 PROJECTION_CHUNK_BYTES = 8 * 2**20
+#: From this size of one step's states (all members), ``forward`` without autograd writes the
+#: states into its output as they come instead of stacking them at the end.
+DIRECT_OUTPUT_BYTES = 2**20
 
 
 class RecurrentArchitecture(Architecture):
@@ -60,6 +64,7 @@ class RecurrentArchitecture(Architecture):
         return self._project(x.to(self.weight_ih.dtype), shared)
 
     def _project(self, x: Tensor, shared: bool) -> Tensor:
+        """``project_inputs`` of an already validated ``x`` (a chunk of time steps)."""
         pattern = "bti,gij->tgbj" if shared else "gbti,gij->tgbj"
         return torch.einsum(pattern, x, self.weight_ih) + self.bias_ih[None, :, None, :]
 
@@ -87,25 +92,35 @@ class RecurrentArchitecture(Architecture):
         x, shared = self._input_batch(x)
         x = x.to(self.weight_ih.dtype)
         batch, steps = x.shape[-3], x.shape[-2]
-        per_step = self.num_members * batch * self.weight_ih.shape[-1] * x.element_size()
-        chunk = max(1, min(steps, PROJECTION_CHUNK_BYTES // per_step))
-        # Autograd keeps every state anyway, so stack them; without it, write each state into
-        # the output as it comes (one pass over [G, B, T, state] instead of two).
-        graph = torch.is_grad_enabled() and (
-            x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        # The byte budgets are for CPU caches. On an accelerator memory is fast and every extra
+        # op is a kernel launch: project the whole sequence at once and stack at the end.
+        cpu = x.device.type == "cpu"
+        row_bytes = self.num_members * batch * x.element_size()
+        chunk = steps
+        if cpu:
+            per_step = row_bytes * self.weight_ih.shape[-1]
+            chunk = max(1, min(steps, PROJECTION_CHUNK_BYTES // per_step))
+        # Large stacks run without autograd write each state straight into the output (one
+        # pass over [G, B, T, state] instead of two); small ones stack at the end (fewer ops).
+        direct = cpu and row_bytes * self.state_size >= DIRECT_OUTPUT_BYTES and not self._records(x)
         h = self.initial_state(batch)
         states: list[Tensor] = []
         hidden: Tensor | None = None
         for start in range(0, steps, chunk):
-            for t, u_t in enumerate(self._project(x[..., start : start + chunk, :], shared),
-                                    start):
+            u = self._project(x[..., start : start + chunk, :], shared)
+            for t, u_t in enumerate(u, start):
                 h = self.cell(h, u_t)
-                if graph:
+                if not direct:
                     states.append(h)
                     continue
                 if hidden is None:  # allocated from h, so it is batched under torch.func.vmap
                     hidden = h.new_empty(*h.shape[:2], steps, h.shape[-1])
                 hidden[:, :, t] = h
-        if graph or hidden is None:
+        if hidden is None:
             hidden = torch.stack(states, dim=2)
         return self.readout(hidden), hidden
+
+    def _records(self, x: Tensor) -> bool:
+        """Whether autograd records this forward."""
+        return torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in self.parameters()))

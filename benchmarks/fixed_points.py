@@ -1,0 +1,129 @@
+"""Fixed points of the meta-model at many θ's: one batched search vs a loop over θ (§7).
+
+A ``MetaRNN`` (GRU, hidden 64, d = 2, input 3; untrained, seeded) is searched for fixed
+points at G embeddings θ, 64 initial states per θ drawn from its own trajectories on
+flip-flop inputs at that θ (with each θ's trajectories as its outlier reference):
+
+- ``batched``: ``find_fixed_points(meta_step_fn(meta, thetas, 64), ...)``, all G·64 rows in
+  one optimisation (and one Newton / Jacobian / eigenvalue pass);
+- ``loop``: the naive form, one ``find_fixed_points`` call per θ on its 64 rows.
+
+Both use the same inits, ``tol`` and ``max_iters`` (500 by default, capped so the CPU run
+stays under 4 minutes; the finder's own default is 5000) and must find the same number of
+points per θ. Timed for G in ``--thetas``; the ratio is loop time / batched time.
+
+Usage::
+
+    python benchmarks/fixed_points.py                  # CPU, writes fixed_points.json
+    python benchmarks/fixed_points.py --device cuda    # writes fixed_points_cuda.json
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import torch
+from common import print_table, row, time_call, write_results
+
+import dynamo_lightning as dl
+from dynamo_lightning.analysis.fixed_points import (
+    FixedPoints,
+    find_fixed_points,
+    meta_step_fn,
+    sample_inits,
+)
+from dynamo_lightning.meta import MetaRNN
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--thetas", type=str, default="1,4,16,64",
+                        help="comma-separated numbers of θ's G")
+    parser.add_argument("--inits", type=int, default=64, help="initial states per θ")
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--max-iters", type=int, default=500)
+    parser.add_argument("--tol", type=float, default=1e-8)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads (1: the machine is shared; more oversubscribe it)")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    args.thetas = sorted({int(g) for g in args.thetas.split(",")})
+    return args
+
+
+class Problem:
+    """The meta-model, G θ's, their inits [G·n, H] and per-θ reference states."""
+
+    def __init__(self, meta: MetaRNN, count: int, args: argparse.Namespace) -> None:
+        g = torch.Generator().manual_seed(count)
+        self.meta, self.n, self.args = meta, args.inits, args
+        device = next(meta.parameters()).device
+        self.thetas = torch.randn(count, meta.embedding_dim, generator=g).to(device)
+        x, _ = dl.tasks.get("flipflop", n_bits=meta.input_size).sample(8 * count, generator=g)
+        with torch.no_grad():
+            hidden = meta(x.to(device), self.thetas.repeat_interleave(8, 0))[1]
+        self.references = list(hidden.reshape(count, -1, hidden.shape[-1]))
+        self.inits = torch.cat([sample_inits(r, self.n, 0.1, g) for r in self.references])
+        self.x = torch.zeros(meta.input_size, device=device)
+
+    def batched(self) -> FixedPoints:
+        step = meta_step_fn(self.meta, self.thetas, self.n)
+        return find_fixed_points(step, self.x, self.inits, self.args.tol,
+                                 max_iters=self.args.max_iters, reference=self.references)
+
+    def loop(self) -> list[FixedPoints]:
+        return [find_fixed_points(meta_step_fn(self.meta, self.thetas[i : i + 1], self.n),
+                                  self.x, self.inits[i * self.n : (i + 1) * self.n],
+                                  self.args.tol, max_iters=self.args.max_iters,
+                                  reference=self.references[i])
+                for i in range(len(self.thetas))]
+
+
+def check_agree(problem: Problem) -> tuple[int, int]:
+    """Both forms find the same number of points at every θ; returns (points, iterations)."""
+    batched, loop = problem.batched(), problem.loop()
+    counts = [len(part) for part in batched.split()]
+    if counts != [len(fps) for fps in loop]:
+        raise RuntimeError(f"batched and loop disagree: {counts} vs {[len(f) for f in loop]}")
+    return len(batched), batched.iterations
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    meta = MetaRNN(3, 3, embedding_dim=2, hidden_size=args.hidden, cell="gru").to(args.device)
+    Problem(meta, 1, args).batched()  # warm up torch.func (its first call costs seconds)
+    print(f"MetaRNN gru H={args.hidden}, {args.inits} inits per θ, tol={args.tol}, "
+          f"max_iters={args.max_iters} on {args.device}", flush=True)
+    rows: list[dict[str, Any]] = []
+    ratios: dict[str, float] = {}
+    for count in args.thetas:
+        problem = Problem(meta, count, args)
+        points, iterations = check_agree(problem)
+        times = {form: time_call(getattr(problem, form), repeats=args.repeats, warmup=0)
+                 for form in ("batched", "loop")}
+        for form, seconds in times.items():
+            rows.append(row(f"G={count} {form}", "time", seconds, "s"))
+            rows.append(row(f"G={count} {form}", "time_per_theta", seconds / count * 1e3, "ms"))
+        rows.append(row(f"G={count}", "points_found", points, "count"))
+        rows.append(row(f"G={count}", "adam_iterations", iterations, "count"))
+        ratios[f"G={count}: loop / batched"] = times["loop"] / times["batched"]
+        print(f"G={count:3d}: batched {times['batched']:7.2f} s, loop {times['loop']:7.2f} s, "
+              f"ratio {ratios[f'G={count}: loop / batched']:.2f}x", flush=True)
+    name = "fixed_points" + ("_cuda" if args.device == "cuda" else "")
+    path = write_results(name, rows, ratios)
+    print()
+    print_table(rows)
+    print()
+    for label, value in ratios.items():
+        print(f"{label:32s} {value:6.2f}x")
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,476 @@
+"""Fixed and slow points of recurrent maps (Sussillo & Barak 2013), batched over systems.
+
+A fixed point of ``h ↦ F(h, x*)`` minimises ``q(h) = ½‖F(h, x*) − h‖²`` to zero. The finder
+runs Adam on the *sum* of the per-point q's (so each point's gradient is its own) for all M
+initial states of a call at once, freezing each point once ``q < tol``; then refines with a
+few batched Newton steps ``h ← h − (J − I)⁻¹(F(h) − h)``, kept only where they lower q.
+Rows may belong to different systems (``groups``: e.g. the meta-model at G embeddings θ,
+see :func:`meta_step_fn`); all G·n rows are still one optimisation, and only the final
+de-duplication and outlier removal are done within each group.
+
+Why the search is anchored to data: on gated cells (GRU, LSTM), q also vanishes far outside
+the states the network visits, where the update gates saturate and ``F(h) ≈ h`` trivially;
+an unanchored search drifts there (FixedPointFinder's defaults find ‖h‖ ≈ 41 against a data
+radius of 1.8, and no stable point, on GRU flip-flop nets). So initial states come from
+trajectories (:func:`sample_inits`), every point reports its distance to the nearest
+reference state, and points farther than ``max_distance`` × the RMS radius of the reference
+cloud (the root-mean-square distance of its states from their mean) are dropped.
+
+Jacobians are ``torch.func.jacrev`` of the row-summed map ``h ↦ Σ_r F(h)_r`` (rows are
+independent, so its Jacobian w.r.t. row r is row r's own): the same vmapped vector-Jacobian
+products as vmapping a single-row map over rows, but also valid for step functions whose
+row r depends on r, like :func:`meta_step_fn` (row r runs at θ[r // n]).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, fields
+
+import torch
+from torch import Tensor, nn
+
+StepFn = Callable[[Tensor, Tensor], Tensor]
+KINDS = ("stable", "saddle", "unstable", "slow")
+_ADAM_BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8
+_CHECK_EVERY = 10  # iterations between checks that every row has converged
+_NEWTON_STEPS = (1.0, 0.5, 0.25, 0.1)  # step lengths tried by each Newton step
+_JACOBIAN_BUDGET = 2**24  # elements of one chunk of vector-Jacobian products
+_PAIR_BUDGET = 2**24  # elements of one chunk of pairwise distances
+_EXACT = "donot_use_mm_for_euclid_dist"  # the matmul form loses ~1e-3 at |h| ~ 5
+_SLACK_CAP = 0.05  # de-duplication slack at most this × the reference RMS radius
+
+
+@dataclass
+class FixedPoints:
+    """Unique fixed (and optionally slow) points found by :func:`find_fixed_points`.
+
+    Attributes:
+        points: states ``[F, H]``, sorted by group, then q.
+        q: ``½‖F(h, x*) − h‖²`` at each point ``[F]``.
+        eigvals: eigenvalues of ``∂F/∂h`` at each point ``[F, H]`` complex, by decreasing |λ|.
+        is_stable: all ``|λ| < 1`` ``[F]`` bool.
+        n_unstable: number of ``|λ| > 1`` ``[F]`` long.
+        kind: per point ``"stable"`` (``is_stable``), ``"unstable"`` (every direction
+            unstable), ``"saddle"`` (the rest) or ``"slow"`` (``tol ≤ q < slow_tol``,
+            whatever its eigenvalues).
+        group: which system (θ) of the call each point belongs to ``[F]`` long.
+        distance_to_data: distance to the nearest reference state ``[F]`` (NaN without one).
+        num_groups: G, the number of systems of the call (groups may have no point).
+        iterations: Adam iterations run.
+    """
+
+    points: Tensor
+    q: Tensor
+    eigvals: Tensor
+    is_stable: Tensor
+    n_unstable: Tensor
+    kind: list[str]
+    group: Tensor
+    distance_to_data: Tensor
+    num_groups: int = 1
+    iterations: int = 0
+
+    def __len__(self) -> int:
+        return self.points.shape[0]
+
+    def count(self, kind: str | None = None, group: int | None = None) -> int:
+        """Number of points of ``kind`` (any if None) in ``group`` (any if None)."""
+        if kind is not None and kind not in KINDS:
+            raise ValueError(f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
+        return int(self._mask(kind, group).sum())
+
+    def select(self, mask: Tensor | Sequence[bool]) -> FixedPoints:
+        """The points where ``mask [F]`` (bool, or indices) holds."""
+        index = torch.as_tensor(mask, device=self.points.device)
+        if index.dtype == torch.bool:
+            if index.shape != (len(self),):
+                raise ValueError(f"mask must be [{len(self)}] bool, got {tuple(index.shape)}")
+            index = index.nonzero().flatten()
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name, value in values.items():
+            if isinstance(value, Tensor):
+                values[name] = value[index]
+        values["kind"] = [self.kind[i] for i in index.tolist()]
+        return FixedPoints(**values)
+
+    def split(self) -> list[FixedPoints]:
+        """One :class:`FixedPoints` per group, ordered 0..G-1 (empty ones included)."""
+        return [self.select(self.group == g) for g in range(self.num_groups)]
+
+    def summary(self) -> dict:
+        """Counts per kind, overall and per group (JSON-serialisable)."""
+        def counts(group: int | None) -> dict[str, int]:
+            return {"total": int(self._mask(None, group).sum()),
+                    **{k: int(self._mask(k, group).sum()) for k in KINDS}}
+        return {**counts(None), "groups": [counts(g) for g in range(self.num_groups)]}
+
+    def _mask(self, kind: str | None, group: int | None) -> Tensor:
+        mask = torch.ones(len(self), dtype=torch.bool)
+        if kind is not None:
+            mask &= torch.tensor([k == kind for k in self.kind], dtype=torch.bool)
+        if group is not None:
+            mask &= (self.group == group).cpu()
+        return mask
+
+
+def find_fixed_points(
+    step_fn: StepFn,
+    x_const: Tensor,
+    inits: Tensor,
+    tol: float = 1e-8,
+    *,
+    groups: Tensor | None = None,
+    max_iters: int = 5000,
+    lr: float = 1e-2,
+    newton_steps: int = 3,
+    dedupe_tol: float = 1e-3,
+    slow_tol: float | None = None,
+    reference: Tensor | Sequence[Tensor] | None = None,
+    max_distance: float | None = 2.0,
+    jacobian_fn: StepFn | None = None,
+) -> FixedPoints:
+    """Find the unique fixed points of ``h ↦ step_fn(h, x_const)`` near the data.
+
+    Args:
+        step_fn: ``(h [M, H], x [M, I]) -> h_next [M, H]``, rows independent (row r may
+            depend on r, as in :func:`meta_step_fn`). Its parameters get no ``.grad``.
+        x_const: the constant input ``[I]`` (or ``[M, I]``, one per row).
+        inits: initial states ``[M, H]`` (see :func:`sample_inits`).
+        tol: a point has converged, and counts as fixed, once ``q < tol``.
+        groups: ``[M]`` long in ``[0, G)``: the system each row belongs to (default:
+            ``step_fn.groups`` if set, else one group). De-duplication and outlier removal
+            stay within a group.
+        max_iters: Adam iterations at most (stops earlier once every row has converged).
+        lr: Adam learning rate.
+        newton_steps: Newton refinements after Adam, each kept only where it lowers q.
+        dedupe_tol: points closer than ``dedupe_tol`` × the reference RMS radius (absolute
+            without a reference) are one point; the lowest-q one is kept.
+        slow_tol: if set, points with ``tol ≤ q < slow_tol`` are kept as kind ``"slow"``.
+        reference: states the network visits, ``[R, H]`` for all groups or one ``[R_g, H]``
+            per group; enables ``distance_to_data`` and outlier removal.
+        max_distance: drop points farther than this × the reference RMS radius from the
+            nearest reference state (None: keep all, still report the distance).
+        jacobian_fn: ``(h [M, H], x [M, I]) -> ∂F/∂h [M, H, H]``, for step functions that
+            ``torch.func`` cannot transform.
+
+    Returns:
+        :class:`FixedPoints`, sorted by group, then q.
+
+    Raises:
+        ValueError: inconsistent shapes or out-of-range options (named in the message).
+
+    Example::
+
+        inits = sample_inits(hidden, 1024, noise=0.05)                 # hidden [B, T, H]
+        fps = find_fixed_points(member_step_fn(net), torch.zeros(3), inits, reference=hidden)
+        fps.count("stable")
+    """
+    x, groups, num_groups = _check_call(step_fn, x_const, inits, groups, tol, slow_tol)
+    refs = _references(reference, num_groups, inits.shape[1])
+    frozen = getattr(step_fn, "frozen", contextlib.nullcontext)
+    with torch.enable_grad(), frozen():
+        h, iterations = _minimise(step_fn, x, inits.detach().clone(), tol, max_iters, lr)
+        for _ in range(newton_steps):
+            h = _newton(step_fn, x, h, jacobian_fn)
+        residual = (step_fn(h, x) - h).detach()
+        jac = _jacobians(step_fn, h, x, jacobian_fn).detach()
+    q = 0.5 * residual.pow(2).sum(-1)
+    keep = torch.isfinite(q) & (q < (tol if slow_tol is None else slow_tol))
+    distance, scale = _distances(h, groups, keep, refs, num_groups)
+    if refs is not None and max_distance is not None:
+        keep &= distance <= max_distance * scale[groups]
+    slack = _newton_length(jac, residual) * (q < tol)
+    slack = torch.minimum(slack, _SLACK_CAP * scale[groups])
+    keep &= _unique(h, q, groups, keep, dedupe_tol * scale, slack, num_groups)
+    index = keep.nonzero().flatten()
+    index = index[torch.argsort(q[index], stable=True)]
+    index = index[torch.argsort(groups[index], stable=True)]
+    return _collect(h[index], q[index], jac[index], groups[index], distance[index], tol,
+                    num_groups, iterations)
+
+
+def _collect(h: Tensor, q: Tensor, jac: Tensor, groups: Tensor, distance: Tensor,
+             tol: float, num_groups: int, iterations: int) -> FixedPoints:
+    """Eigenvalues (by decreasing |λ|, computed in float64) and kinds of the kept points."""
+    eig = torch.linalg.eigvals(jac.double())
+    eig = torch.gather(eig, 1, eig.abs().argsort(dim=1, descending=True))
+    n_unstable = (eig.abs() > 1).sum(1)
+    is_stable = (eig.abs() < 1).all(1)
+    kind = ["slow" if qi >= tol else "stable" if s else "unstable" if n == h.shape[1]
+            else "saddle" for qi, s, n in zip(q.tolist(), is_stable.tolist(),
+                                              n_unstable.tolist(), strict=True)]
+    return FixedPoints(points=h.detach(), q=q, eigvals=eig.to(_complex(h)), is_stable=is_stable,
+                       n_unstable=n_unstable, kind=kind, group=groups, distance_to_data=distance,
+                       num_groups=num_groups, iterations=iterations)
+
+
+# ------------------------------------------------------------------------------ the search
+def _q(step_fn: StepFn, h: Tensor, x: Tensor) -> Tensor:
+    """Per-row ``½‖F(h) − h‖²`` ``[M]``."""
+    return 0.5 * (step_fn(h, x) - h).pow(2).sum(-1)
+
+
+def _minimise(step_fn: StepFn, x: Tensor, h: Tensor, tol: float, max_iters: int,
+              lr: float) -> tuple[Tensor, int]:
+    """Adam on Σ q over all rows at once; a row freezes once its q < tol (or turns NaN).
+
+    Adam is torch's (``torch.optim.Adam``'s update, written out in place so that a frozen
+    row's first moment is zeroed and it moves no further). Whether every row has converged
+    is read back every ``_CHECK_EVERY`` iterations (one device sync each).
+    """
+    m, v = torch.zeros_like(h), torch.zeros_like(h)
+    (b1, b2), active = _ADAM_BETAS, torch.ones_like(h[:, :1])
+    iterations = 0
+    for t in range(1, max_iters + 1):
+        leaf = h.requires_grad_(True)
+        q = _q(step_fn, leaf, x)
+        (grad,) = torch.autograd.grad(q.sum(), leaf)
+        h = leaf.detach()
+        active.mul_(q.detach()[:, None] >= tol)  # NaN compares False: frozen, dropped later
+        if t % _CHECK_EVERY == 1 and not bool(active.any()):
+            break
+        iterations = t
+        correction = math.sqrt(1 - b2**t)
+        m.mul_(b1).add_(grad, alpha=1 - b1).mul_(active)
+        v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        denominator = v.sqrt().add_(_ADAM_EPS * correction)
+        h = h.addcdiv(m, denominator, value=-lr * correction / (1 - b1**t))
+    return h.detach(), iterations
+
+
+def _newton(step_fn: StepFn, x: Tensor, h: Tensor, jacobian_fn: StepFn | None) -> Tensor:
+    """One batched, damped Newton step on F(h) − h = 0: per row, the step length of
+    ``_NEWTON_STEPS`` with the lowest q, kept only where it lowers q. (Near a slow direction
+    J − I is nearly singular and the full step overshoots; a shorter one still helps.)"""
+    residual = (step_fn(h, x) - h).detach()
+    eye = torch.eye(h.shape[1], dtype=h.dtype, device=h.device)
+    system = _jacobians(step_fn, h, x, jacobian_fn).detach() - eye
+    delta, info = torch.linalg.solve_ex(system, residual)
+    delta = torch.where((info == 0)[:, None], delta, 0.0)
+    best, best_q = h, 0.5 * residual.pow(2).sum(-1)
+    for alpha in _NEWTON_STEPS:
+        candidate = h - alpha * delta
+        q = _q(step_fn, candidate, x).detach()
+        better = torch.isfinite(q) & (q < best_q)
+        best = torch.where(better[:, None], candidate, best)
+        best_q = torch.where(better, q, best_q)
+    return best
+
+
+def _jacobians(step_fn: StepFn, h: Tensor, x: Tensor, jacobian_fn: StepFn | None) -> Tensor:
+    """``∂F/∂h`` per row ``[M, H, H]`` (see the module docstring for the row-sum form)."""
+    if jacobian_fn is not None:
+        return jacobian_fn(h.detach(), x)
+    chunk = max(1, _JACOBIAN_BUDGET // max(1, h.numel()))
+    jac = torch.func.jacrev(lambda v: step_fn(v, x).sum(0), chunk_size=chunk)(h.detach())
+    return jac.transpose(0, 1)  # [H_out, M, H_in] → [M, H_out, H_in]
+
+
+# ------------------------------------------------------------------- filtering the results
+def _references(reference: Tensor | Sequence[Tensor] | None, num_groups: int,
+                size: int) -> list[Tensor] | None:
+    """One ``[R_g, H]`` reference per group (the shared one repeated), or None."""
+    if reference is None:
+        return None
+    refs = [reference] * num_groups if isinstance(reference, Tensor) else list(reference)
+    if len(refs) != num_groups:
+        raise ValueError(f"reference: got {len(refs)} per-group tensors for {num_groups} groups")
+    out = []
+    for g, ref in enumerate(refs):
+        ref = ref.detach().reshape(-1, ref.shape[-1]) if ref.dim() >= 2 else ref
+        if ref.dim() != 2 or ref.shape[1] != size or ref.shape[0] == 0:
+            raise ValueError(f"reference of group {g} must be [R>0, {size}], got "
+                             f"{tuple(ref.shape)}")
+        out.append(ref)
+    return out
+
+
+def _distances(h: Tensor, groups: Tensor, keep: Tensor, refs: list[Tensor] | None,
+               num_groups: int) -> tuple[Tensor, Tensor]:
+    """Distance of each kept row to its group's nearest reference state ``[M]`` (NaN
+    elsewhere) and each group's reference RMS radius ``[G]`` (1 without a reference)."""
+    distance = torch.full_like(h[:, 0], math.nan)
+    scale = torch.ones(num_groups, dtype=h.dtype, device=h.device)
+    if refs is None:
+        return distance, scale
+    shared = all(r is refs[0] for r in refs)
+    for g, ref in enumerate(refs[:1] if shared else refs):
+        ref = ref.to(h)
+        radius = (ref - ref.mean(0)).pow(2).sum(-1).mean().sqrt().clamp_min(1e-12)
+        scale[slice(None) if shared else g] = radius
+        rows = (keep if shared else keep & (groups == g)).nonzero().flatten()
+        step = max(1, _PAIR_BUDGET // ref.shape[0])
+        for start in range(0, rows.numel(), step):
+            part = rows[start : start + step]
+            distance[part] = torch.cdist(h[part], ref, compute_mode=_EXACT).min(1).values
+    return distance, scale
+
+
+def _newton_length(jac: Tensor, residual: Tensor) -> Tensor:
+    """``‖(J − I)⁻¹ (F(h) − h)‖`` per row: how far the linearisation puts each point from its
+    exact fixed point (0 where J − I is singular)."""
+    eye = torch.eye(jac.shape[-1], dtype=jac.dtype, device=jac.device)
+    delta, info = torch.linalg.solve_ex(jac - eye, residual)
+    return torch.where(info == 0, delta.norm(dim=-1), 0.0).nan_to_num(0.0, 0.0, 0.0)
+
+
+def _unique(h: Tensor, q: Tensor, groups: Tensor, keep: Tensor, radius: Tensor,
+            slack: Tensor, num_groups: int) -> Tensor:
+    """Greedy clustering within each group: a kept row is dropped when a lower-q kept row
+    of its group lies within ``radius[group]`` + both rows' ``slack`` (their Newton
+    lengths). All groups advance together, rank by rank."""
+    rows = keep.nonzero().flatten()
+    unique = torch.zeros_like(keep)
+    if rows.numel() == 0:
+        return unique
+    rows = rows[torch.argsort(q[rows], stable=True)]
+    rows = rows[torch.argsort(groups[rows], stable=True)]
+    counts = torch.bincount(groups[rows], minlength=num_groups)
+    rank = torch.arange(rows.numel(), device=h.device) - (counts.cumsum(0) - counts)[groups[rows]]
+    n_max = int(counts.max())
+    slot = torch.full((num_groups, n_max), -1, dtype=torch.long, device=h.device)
+    slot[groups[rows], rank] = rows
+    padded, margin = h[slot.clamp_min(0)], slack[slot.clamp_min(0)]  # [G, n, H], [G, n]
+    step = max(1, _PAIR_BUDGET // (n_max * n_max))
+    for start in range(0, num_groups, step):
+        part = slice(start, start + step)
+        within = (radius[part, None, None] + margin[part, :, None] + margin[part, None, :])
+        close = torch.cdist(padded[part], padded[part], compute_mode=_EXACT) <= within
+        chosen = torch.zeros_like(slot[part], dtype=torch.bool)
+        for i in range(n_max):
+            duplicate = (close[:, i, :i] & chosen[:, :i]).any(1)
+            chosen[:, i] = (slot[part, i] >= 0) & ~duplicate
+        unique[slot[part][chosen]] = True
+    return unique
+
+
+def _complex(h: Tensor) -> torch.dtype:
+    return torch.complex128 if h.dtype == torch.float64 else torch.complex64
+
+
+def _check_call(step_fn: StepFn, x_const: Tensor, inits: Tensor, groups: Tensor | None,
+                tol: float, slow_tol: float | None) -> tuple[Tensor, Tensor, int]:
+    """Validate the arguments; return ``x [M, I]``, ``groups [M]`` and G."""
+    if not isinstance(inits, Tensor) or inits.dim() != 2 or not inits.is_floating_point():
+        raise ValueError(f"inits must be a float tensor [M, H], got "
+                         f"{getattr(inits, 'shape', type(inits))}")
+    rows = inits.shape[0]
+    x = torch.as_tensor(x_const, device=inits.device)
+    x = x if x.is_floating_point() else x.to(inits.dtype)
+    if x.dim() == 1:
+        x = x.expand(rows, -1)
+    if x.dim() != 2 or x.shape[0] != rows:
+        raise ValueError(f"x_const must be [I] or [{rows}, I], got {tuple(x.shape)}")
+    if not tol > 0 or (slow_tol is not None and not slow_tol > tol):
+        raise ValueError(f"need 0 < tol < slow_tol, got tol={tol}, slow_tol={slow_tol}")
+    if groups is None:
+        groups = getattr(step_fn, "groups", None)
+    if groups is None:
+        return x, torch.zeros(rows, dtype=torch.long, device=inits.device), 1
+    groups = torch.as_tensor(groups, device=inits.device)
+    if groups.shape != (rows,) or groups.is_floating_point() or bool((groups < 0).any()):
+        raise ValueError(f"groups must be [{rows}] non-negative ints, got "
+                         f"{tuple(groups.shape)} {groups.dtype}")
+    return x, groups.long(), int(groups.max()) + 1 if rows else 1
+
+
+# ------------------------------------------------------------------------------- helpers
+def sample_inits(trajectories: Tensor, n: int, noise: float = 0.0,
+                 generator: torch.Generator | None = None) -> Tensor:
+    """Initial states drawn from visited states: ``n`` random rows of ``trajectories
+    [..., H]`` plus Gaussian noise of ``noise`` × the data's per-unit std. Returns ``[n, H]``."""
+    states = trajectories.detach().reshape(-1, trajectories.shape[-1])
+    if states.shape[0] == 0 or n < 1:
+        raise ValueError(f"need n >= 1 and some states, got n={n}, {tuple(trajectories.shape)}")
+    pick = torch.randint(states.shape[0], (n,), generator=generator)
+    picked = states[pick.to(states.device)]
+    if noise == 0 or states.shape[0] < 2:
+        return picked.clone()
+    std = states.std(0)
+    eps = torch.randn(picked.shape, generator=generator, dtype=picked.dtype)
+    return picked + noise * std * eps.to(picked.device)
+
+
+@contextlib.contextmanager
+def frozen_parameters(module: nn.Module) -> Iterator[None]:
+    """Temporarily set ``requires_grad=False`` on ``module``'s parameters (restored after),
+    so a search builds no graph through them and never touches their ``.grad``."""
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+
+
+class _StepCall(nn.Module):
+    """``forward(*args)`` = ``module.step(*args)``, so ``functional_call`` can run it."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args: Tensor) -> Tensor:
+        return self.module.step(*args)
+
+
+class ModuleStep:
+    """``step_fn(h [M, H], x [M, I])`` over a module's ``step``, never touching its ``.grad``;
+    with ``thetas [G, d]``, row r runs at ``thetas[r // n_per_group]`` and ``groups`` says so.
+
+    Trainable parameters are replaced by detached views (``torch.func.functional_call``);
+    :func:`find_fixed_points` instead enters :meth:`frozen` around its whole search, which
+    skips that per-call swap.
+    """
+
+    def __init__(self, module: nn.Module, thetas: Tensor | None = None,
+                 n_per_group: int = 1) -> None:
+        if not callable(getattr(module, "step", None)):
+            raise TypeError(f"{type(module).__name__} has no step(): not a recurrent network")
+        self.module = module
+        self.thetas = None if thetas is None else thetas.detach()
+        self.n_per_group = n_per_group
+        self.groups: Tensor | None = None
+        self._call = _StepCall(module)
+        if thetas is not None:
+            if thetas.dim() != 2 or n_per_group < 1:
+                raise ValueError(f"thetas must be [G, d] and n_per_group >= 1, got "
+                                 f"{tuple(thetas.shape)}, {n_per_group}")
+            index = torch.arange(thetas.shape[0], device=thetas.device)
+            self.groups = index.repeat_interleave(n_per_group)
+
+    def frozen(self) -> contextlib.AbstractContextManager[None]:
+        """Context in which the module's parameters do not require grad (restored after)."""
+        return frozen_parameters(self.module)
+
+    def __call__(self, h: Tensor, x: Tensor) -> Tensor:
+        args = (h, x)
+        if self.thetas is not None:
+            if h.shape[0] != self.groups.numel():
+                raise ValueError(f"this step function runs {self.thetas.shape[0]} θ's × "
+                                 f"{self.n_per_group} rows = {self.groups.numel()} rows, "
+                                 f"got h {tuple(h.shape)}")
+            args = (h, x, self.thetas.repeat_interleave(self.n_per_group, 0).to(h.device))
+        params = self._call.named_parameters()
+        detached = {name: p.detach() for name, p in params if p.requires_grad}
+        if not detached or not torch.is_grad_enabled():
+            return self.module.step(*args)
+        return torch.func.functional_call(self._call, detached, args)
+
+
+def member_step_fn(member: nn.Module) -> ModuleStep:
+    """The step function of a recurrent member (``member.step(h, x)``), e.g. ``pop[i].module``
+    or an ``EmbeddedNetwork``."""
+    return ModuleStep(member)
+
+
+def meta_step_fn(meta: nn.Module, thetas: Tensor, n_per_group: int) -> ModuleStep:
+    """The meta-model at G embeddings in one step function: row r runs
+    ``meta.step(h, x, θ[r // n_per_group])``, so a call takes ``M = G · n_per_group`` rows
+    (stack the inits θ-major) and its ``groups`` are found by :func:`find_fixed_points`."""
+    return ModuleStep(meta, thetas, n_per_group)

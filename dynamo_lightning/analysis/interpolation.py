@@ -1,0 +1,418 @@
+"""Task performance and fixed-point topology of the meta-model along paths in θ-space.
+
+The meta-model at any θ is a network (``m.meta_model_at(θ)``); walking θ from one member's
+embedding to another's asks whether the points in between are working networks (task
+metric) and where the dynamics change qualitatively (the fixed points' counts by kind change:
+a bifurcation). Every θ of a call is evaluated in batched form:
+
+- task metric: the same ``trials`` task trials are repeated for every θ and run in one
+  meta-model call ``m.meta(x_rep, θ_rep)`` (split into chunks only past ``ELEMENT_BUDGET``
+  state elements), then scored per θ with ``m.task.metric``. Trials are drawn with
+  ``task.sample(trials, torch.Generator().manual_seed(seed), split="test")`` (for a mixture
+  task, ``sample_with_ids`` and the ids are passed to ``metric(..., task_ids=...)``). A
+  ``metric`` that needs task ids the task cannot provide returns NaN, as does a module
+  without a task.
+- fixed points: one :func:`find_fixed_points` call for all θ's (``meta_step_fn``, one group
+  per θ), initial states sampled from the meta-model's own states on those trials at each θ,
+  which are also each group's ``reference`` (outlier removal, ``distance_to_data``). The
+  constant input is ``x_const`` (default zeros: the no-input condition, as in Sussillo &
+  Barak 2013, where pulses are absent and memories are held). Without a task the meta-model
+  free-runs ``FREE_RUN_STEPS`` steps on ``x_const`` from ``H̃₀(θ)`` instead.
+
+``m`` is any fitted module with ``meta`` (a ``MetaRNN``), ``embeddings()``, ``member_ids``
+and ``task`` (``DynamoModule`` does); nothing here imports Lightning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from dynamo_lightning.analysis.fixed_points import (
+    KINDS,
+    FixedPoints,
+    find_fixed_points,
+    meta_step_fn,
+    sample_inits,
+)
+
+ELEMENT_BUDGET = 2**26
+"""Most ``θ's × trials × time × (state + output)`` elements per meta-model call."""
+FREE_RUN_STEPS = 100
+"""Steps of the free run on ``x_const`` used for trajectories when the module has no task."""
+
+
+@dataclass
+class Interpolation:
+    """The meta-model along a path ``θ(α)``, α ∈ [0, 1].
+
+    Attributes:
+        alphas: path parameter ``[S]`` (segment: evenly spaced; path: normalised arc length).
+        thetas: the embeddings ``[S, d]``.
+        task_metric: ``m.task``'s metric at each θ ``[S]`` (NaN without a task).
+        metric_name: its name (``task.metric_name``; ``""`` without a task).
+        counts: fixed points per kind (``"stable"``, ``"saddle"``, ``"unstable"``, ``"slow"``)
+            at each θ, ``{kind: [S] long}`` (empty when fixed points were not computed).
+        bifurcations: α's (midpoints between consecutive α's) where the counts by kind change.
+        fixed_points: the points at each θ (one :class:`FixedPoints` per α), or None.
+        endpoints: member ids at α = 0 and α = 1 for a segment between members, else None.
+    """
+
+    alphas: Tensor
+    thetas: Tensor
+    task_metric: Tensor
+    metric_name: str
+    counts: dict[str, Tensor]
+    bifurcations: list[float]
+    fixed_points: list[FixedPoints] | None = None
+    endpoints: tuple[str, str] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: lists, ``None`` for NaN; per α the points' kinds, q, unstable
+        directions, spectral radius and distance to data (not the states themselves)."""
+        return {
+            "alphas": self.alphas.tolist(), "thetas": self.thetas.tolist(),
+            "metric_name": self.metric_name, "task_metric": _plain(self.task_metric),
+            "counts": {k: v.tolist() for k, v in self.counts.items()},
+            "bifurcations": list(self.bifurcations),
+            "endpoints": list(self.endpoints) if self.endpoints else None,
+            "fixed_points": None if self.fixed_points is None else [
+                {"kind": list(f.kind), "q": _plain(f.q), "n_unstable": f.n_unstable.tolist(),
+                 "spectral_radius": _plain(f.eigvals.abs().amax(1)),
+                 "distance_to_data": _plain(f.distance_to_data)} for f in self.fixed_points],
+        }
+
+
+@dataclass
+class GridResult:
+    """Task metric and fixed-point counts on a regular grid over a 2-D map.
+
+    Attributes:
+        theta_grid: ``[R, R, 2]``; ``theta_grid[r, c] = (θ₁ of column c, θ₂ of row r)``, so
+            ``imshow(task_metric, origin="lower")`` draws the map upright.
+        task_metric: ``[R, R]`` (NaN without a task).
+        counts: ``{kind: [R, R] long}`` (empty when fixed points were not computed).
+        metric_name: the task metric's name.
+    """
+
+    theta_grid: Tensor
+    task_metric: Tensor
+    counts: dict[str, Tensor]
+    metric_name: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (``None`` for NaN)."""
+        return {"theta_grid": self.theta_grid.tolist(), "metric_name": self.metric_name,
+                "task_metric": _plain(self.task_metric),
+                "counts": {k: v.tolist() for k, v in self.counts.items()}}
+
+
+def interpolate(m: Any, i: int | str, j: int | str, steps: int = 11, *, trials: int = 256,
+                seed: int = 0, fixed_points: bool = True, inits_per_theta: int = 64,
+                x_const: Tensor | None = None, tol: float = 1e-8, max_iters: int = 2000,
+                init_noise: float = 0.1) -> Interpolation:
+    """The segment ``θ_i → θ_j``: ``θ(α) = (1 − α) θ_i + α θ_j`` at ``steps`` even α's.
+
+    Args:
+        m: the fitted module (see the module docstring).
+        i, j: members, by index in ``m.member_ids`` or by id.
+        steps: points on the segment (≥ 2), both ends included.
+        trials: task trials scored at every θ (and driving the trajectories).
+        seed: seed of the trials and of the initial states.
+        fixed_points: also find the fixed points at every θ (the slow part).
+        inits_per_theta: initial states per θ for the fixed-point search.
+        x_const: constant input ``[I]`` of the fixed-point search (default zeros).
+        tol, max_iters: convergence threshold on q and Adam iterations of the search.
+        init_noise: noise of the initial states, × the per-unit std of the states.
+
+    Returns:
+        :class:`Interpolation` with ``endpoints = (id_i, id_j)``.
+
+    Raises:
+        ValueError: an unknown member, or an option out of range (named).
+
+    Example::
+
+        result = interpolate(module, "gru-s0", "lstm-s3", steps=11)
+        result.task_metric, result.counts["stable"], result.bifurcations
+    """
+    options = {"trials": trials, "seed": seed, "fixed_points": fixed_points,
+               "inits_per_theta": inits_per_theta, "x_const": x_const, "tol": tol,
+               "max_iters": max_iters, "init_noise": init_noise}
+    return interpolate_pairs(m, [(i, j)], steps, **options)[0]
+
+
+def interpolate_pairs(m: Any, pairs: Sequence[tuple[int | str, int | str]], steps: int = 11,
+                      **options: Any) -> list[Interpolation]:
+    """:func:`interpolate` for several member pairs, all their θ's in one batched evaluation.
+
+    ``options`` are :func:`interpolate`'s keywords.
+    """
+    steps = _positive_int("steps", steps, minimum=2)
+    if not pairs:
+        raise ValueError("pairs must name at least one (i, j) pair of members")
+    table = _embeddings(m)
+    ids = [str(k) for k in m.member_ids]
+    alphas = torch.linspace(0.0, 1.0, steps, dtype=torch.float64)
+    ends = [(member_index(m, a), member_index(m, b)) for a, b in pairs]
+    weight = alphas.to(table.dtype)[:, None]
+    thetas = torch.cat([(1 - weight) * table[a] + weight * table[b] for a, b in ends])
+    whole = _evaluate(m, thetas, **options)
+    return [whole.part(k * steps, steps, alphas, (ids[a], ids[b]))
+            for k, (a, b) in enumerate(ends)]
+
+
+def interpolate_path(m: Any, thetas: Tensor, *, alphas: Tensor | None = None,
+                     endpoints: tuple[str, str] | None = None, **options: Any) -> Interpolation:
+    """Any path ``thetas [S, d]`` (S ≥ 1), e.g. through several members or around a loop.
+
+    Args:
+        m: the fitted module.
+        thetas: the path's points, in order.
+        alphas: the path parameter ``[S]``; default the normalised arc length of the
+            polyline (evenly spaced when the path has zero length).
+        endpoints: ids to record in the result (default None).
+        **options: :func:`interpolate`'s keywords.
+    """
+    thetas = _thetas(m, thetas)
+    if alphas is None:
+        lengths = (thetas[1:] - thetas[:-1]).double().norm(dim=1)
+        cumulative = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)])
+        total = float(cumulative[-1])
+        alphas = cumulative / total if total > 0 else torch.linspace(0, 1, len(thetas)).double()
+    alphas = torch.as_tensor(alphas, dtype=torch.float64).cpu()
+    if alphas.shape != (thetas.shape[0],):
+        raise ValueError(f"alphas must be [{thetas.shape[0]}], got {tuple(alphas.shape)}")
+    return _evaluate(m, thetas, **options).part(0, thetas.shape[0], alphas, endpoints)
+
+
+def interpolate_grid(m: Any, resolution: int = 9, margin: float = 0.1,
+                     **options: Any) -> GridResult:
+    """A ``resolution × resolution`` grid over a 2-D map's bounding box, widened by
+    ``margin`` × its extent on every side; ``options`` as for :func:`interpolate`.
+
+    Raises:
+        ValueError: the embeddings are not 2-D (d ≠ 2), or a bad resolution/margin.
+    """
+    table = _embeddings(m)
+    if table.shape[1] != 2:
+        raise ValueError(f"interpolate_grid needs a 2-D map (embedding_dim d = 2), got "
+                         f"d = {table.shape[1]}; use interpolate_path on a path instead")
+    resolution = _positive_int("resolution", resolution, minimum=2)
+    if not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin >= 0):
+        raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
+    low, high = table.min(0).values, table.max(0).values
+    span = torch.where(high > low, high - low, torch.ones_like(high))
+    low, high = low - margin * span, high + margin * span
+    xs = torch.linspace(float(low[0]), float(high[0]), resolution, dtype=table.dtype)
+    ys = torch.linspace(float(low[1]), float(high[1]), resolution, dtype=table.dtype)
+    rows, cols = torch.meshgrid(ys, xs, indexing="ij")
+    grid = torch.stack([cols, rows], dim=-1)  # [R, R, 2]: (θ₁ of the column, θ₂ of the row)
+    flat = interpolate_path(m, grid.reshape(-1, 2), **options)
+    shape = (resolution, resolution)
+    return GridResult(theta_grid=grid, task_metric=flat.task_metric.reshape(shape),
+                      counts={k: v.reshape(shape) for k, v in flat.counts.items()},
+                      metric_name=flat.metric_name)
+
+
+def fixed_points_at(m: Any, thetas: Tensor, **options: Any) -> tuple[FixedPoints, Tensor]:
+    """Fixed points of the meta-model at ``thetas [G, d]`` in one search (group g = θ_g).
+
+    Returns:
+        the points (on the CPU) and the meta-model's states that seeded them,
+        ``[G, trials, T, state]`` (CPU), e.g. for :func:`~.plots.fixed_point_figure`.
+    """
+    result = _evaluate(m, _thetas(m, thetas), **{**options, "fixed_points": True})
+    assert result.fixed_points is not None
+    return result.fixed_points, result.states
+
+
+def bifurcation_alphas(alphas: Tensor | Sequence[float],
+                       counts: dict[str, Tensor]) -> list[float]:
+    """α's where the counts by kind change: the midpoint of each consecutive pair of α's
+    at which any kind's count differs.
+
+    Args:
+        alphas: ``[S]``.
+        counts: ``{kind: [S]}``.
+    """
+    alphas = torch.as_tensor(alphas, dtype=torch.float64).cpu()
+    if not counts:
+        return []
+    table = torch.stack([torch.as_tensor(c).cpu().long() for c in counts.values()])
+    if table.shape[1:] != alphas.shape:
+        raise ValueError(f"counts must be [{alphas.numel()}] per kind like alphas, got "
+                         f"{tuple(table.shape[1:])}")
+    changed = (table[:, 1:] != table[:, :-1]).any(0).nonzero().flatten().tolist()
+    return [float((alphas[s] + alphas[s + 1]) / 2) for s in changed]
+
+
+def member_index(m: Any, key: int | str) -> int:
+    """Index of member ``key`` (an index into ``m.member_ids`` or an id)."""
+    ids = [str(k) for k in m.member_ids]
+    if isinstance(key, int) and not isinstance(key, bool):
+        if 0 <= key < len(ids):
+            return key
+        raise ValueError(f"member index {key} out of range for {len(ids)} members")
+    if isinstance(key, str) and key in ids:
+        return ids.index(key)
+    shown = ", ".join(ids[:10]) + (", ..." if len(ids) > 10 else "")
+    raise ValueError(f"unknown member {key!r} (known ids: {shown}; or an index < {len(ids)})")
+
+
+# ------------------------------------------------------------------------------ internals
+@dataclass
+class _Evaluation:
+    thetas: Tensor  # [S, d]
+    task_metric: Tensor  # [S]
+    metric_name: str
+    fixed_points: FixedPoints | None  # all S groups
+    states: Tensor  # [S, B, T, state]
+
+    def part(self, start: int, size: int, alphas: Tensor,
+             endpoints: tuple[str, str] | None) -> Interpolation:
+        """The Interpolation of θ's ``start : start + size``."""
+        window = slice(start, start + size)
+        per_alpha, counts = None, {}
+        if self.fixed_points is not None:
+            groups = self.fixed_points.group
+            mine = (groups >= start) & (groups < start + size)
+            part = self.fixed_points.select(mine)
+            part = replace(part, group=part.group - start, num_groups=size)
+            per_alpha = part.split()
+            kind = torch.tensor([KINDS.index(k) for k in part.kind], dtype=torch.long)
+            counts = {k: torch.bincount(part.group[kind == n], minlength=size)
+                      for n, k in enumerate(KINDS)}
+        return Interpolation(alphas=alphas, thetas=self.thetas[window],
+                             task_metric=self.task_metric[window], metric_name=self.metric_name,
+                             counts=counts, bifurcations=bifurcation_alphas(alphas, counts),
+                             fixed_points=per_alpha, endpoints=endpoints)
+
+
+def _evaluate(m: Any, thetas: Tensor, *, trials: int = 256, seed: int = 0,
+              fixed_points: bool = True, inits_per_theta: int = 64,
+              x_const: Tensor | None = None, tol: float = 1e-8, max_iters: int = 2000,
+              init_noise: float = 0.1) -> _Evaluation:
+    """Task metric and (optionally) fixed points at every θ of ``thetas [S, d]``."""
+    meta = m.meta
+    trials = _positive_int("trials", trials)
+    inits_per_theta = _positive_int("inits_per_theta", inits_per_theta)
+    max_iters = _positive_int("max_iters", max_iters)
+    if not (isinstance(tol, (int, float)) and tol > 0):
+        raise ValueError(f"tol must be a positive number, got {tol!r}")
+    param = next(meta.parameters())
+    thetas = thetas.to(param)
+    x_const = torch.zeros(meta.input_size) if x_const is None else torch.as_tensor(x_const)
+    if tuple(x_const.shape) != (meta.input_size,):
+        raise ValueError(f"x_const must be [{meta.input_size}], got {tuple(x_const.shape)}")
+    x_const = x_const.to(param)
+    task = m.task
+    generator = torch.Generator().manual_seed(int(seed))
+    if task is None:
+        x, y, ids = x_const.expand(1, FREE_RUN_STEPS, -1), None, None
+    else:
+        x, y, ids = _draw(task, trials, generator)
+    with _evaluating(meta), torch.no_grad():
+        outputs, states = _run_meta(meta, x.to(param), thetas)
+    metric = torch.tensor([math.nan if task is None else _score(task, out.cpu(), y, ids)
+                           for out in outputs], dtype=torch.float64)
+    points = None
+    if fixed_points:
+        inits = torch.cat([sample_inits(s, inits_per_theta, init_noise, generator)
+                           for s in states])
+        step = meta_step_fn(meta, thetas, inits_per_theta)
+        with _evaluating(meta):
+            points = find_fixed_points(step, x_const, inits, tol, groups=step.groups,
+                                       max_iters=max_iters, reference=list(states))
+        points = _cpu(points)
+    return _Evaluation(thetas=thetas.detach().cpu(), task_metric=metric,
+                       metric_name="" if task is None else str(task.metric_name),
+                       fixed_points=points, states=states.cpu())
+
+
+def _draw(task: Any, trials: int, generator: torch.Generator
+          ) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Test-split trials ``x, y`` and, for a mixture task, each trial's task id."""
+    with_ids = getattr(task, "sample_with_ids", None)
+    if callable(with_ids):
+        return with_ids(trials, generator=generator, split="test")
+    x, y = task.sample(trials, generator=generator, split="test")
+    return x, y, None
+
+
+def _score(task: Any, outputs: Tensor, targets: Tensor, ids: Tensor | None) -> float:
+    """``task.metric`` (with ``task_ids`` when it takes them; NaN when it needs them and
+    the task gave none)."""
+    takes_ids = "task_ids" in inspect.signature(task.metric).parameters
+    if takes_ids:
+        return math.nan if ids is None else float(task.metric(outputs, targets, task_ids=ids))
+    return float(task.metric(outputs, targets))
+
+
+def _run_meta(meta: nn.Module, x: Tensor, thetas: Tensor) -> tuple[Tensor, Tensor]:
+    """Every trial at every θ: ``x [B, T, I]``, ``thetas [S, d]`` → outputs
+    ``[S, B, T, O]`` and states ``[S, B, T, state]``, one call per ``ELEMENT_BUDGET``."""
+    b, t = x.shape[:2]
+    per_theta = b * t * (meta.state_size + meta.output_size)
+    chunk = max(1, ELEMENT_BUDGET // per_theta)
+    outputs, states = [], []
+    for start in range(0, thetas.shape[0], chunk):
+        part = thetas[start : start + chunk]
+        n = part.shape[0]
+        out, hidden = meta(x.repeat(n, 1, 1), part.repeat_interleave(b, dim=0))
+        outputs.append(out.reshape(n, b, t, -1))
+        states.append(hidden.reshape(n, b, t, -1))
+    return torch.cat(outputs), torch.cat(states)
+
+
+def _embeddings(m: Any) -> Tensor:
+    table = torch.as_tensor(m.embeddings()).detach().cpu()
+    if table.dim() != 2 or table.shape[0] != len(m.member_ids):
+        raise ValueError(f"m.embeddings() must be [N, d] with N = {len(m.member_ids)} members, "
+                         f"got {tuple(table.shape)}")
+    return table
+
+
+def _thetas(m: Any, thetas: Tensor) -> Tensor:
+    thetas = torch.as_tensor(thetas).detach()
+    d = m.meta.embedding_dim
+    if thetas.dim() != 2 or thetas.shape[1] != d or thetas.shape[0] < 1:
+        raise ValueError(f"thetas must be [S>=1, {d}], got {tuple(thetas.shape)}")
+    return thetas.float() if not thetas.is_floating_point() else thetas
+
+
+@contextlib.contextmanager
+def _evaluating(module: nn.Module) -> Iterator[None]:
+    """Eval mode for the block, the module's previous mode restored after."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+def _cpu(points: FixedPoints) -> FixedPoints:
+    moved = {f.name: getattr(points, f.name).cpu() for f in fields(points)
+             if isinstance(getattr(points, f.name), Tensor)}
+    return replace(points, **moved)
+
+
+def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def _plain(values: Tensor) -> list[Any]:
+    """Nested lists of floats, ``None`` for NaN and ±inf (strict JSON has neither)."""
+    def clean(v: Any) -> Any:
+        return [clean(u) for u in v] if isinstance(v, list) else v if math.isfinite(v) else None
+    return clean(values.double().tolist())

@@ -1,0 +1,170 @@
+"""Figures of the fixed-point and interpolation analyses (matplotlib only, no Lightning).
+
+Each function returns an open ``Figure`` for the caller to save/log and close (the
+callbacks hand it to ``log_figure``, which always closes it); a figure is closed here only
+when drawing it fails.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.ticker import MaxNLocator
+from torch import Tensor
+
+from dynamo_lightning.analysis.fixed_points import KINDS, FixedPoints
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from dynamo_lightning.analysis.interpolation import Interpolation
+
+KIND_STYLE: dict[str, tuple[str, bool, str]] = {
+    "stable": ("tab:blue", True, "o"),
+    "saddle": ("tab:orange", False, "o"),
+    "unstable": ("tab:red", False, "o"),
+    "slow": ("tab:gray", False, "s"),
+}
+"""Per kind: colour, filled marker?, marker shape."""
+
+
+def fixed_point_figure(trajectories: Tensor | Sequence[Tensor], fps: FixedPoints,
+                       titles: Sequence[str] | None = None, *, dims: int = 2,
+                       max_trajectories: int = 16) -> Figure:
+    """Fixed points on the top principal components of the states, one panel per system.
+
+    Each panel's PCA is fitted on that system's trajectories; up to ``max_trajectories``
+    trajectories are drawn thin and grey, the points coloured by kind (stable filled,
+    saddle/unstable/slow hollow; see :data:`KIND_STYLE`).
+
+    Args:
+        trajectories: ``[B, T, H]`` for one system, or one ``[B_g, T_g, H]`` per group of
+            ``fps`` (``[T, H]`` is read as one trajectory).
+        fps: the points; ``fps.group`` says which panel each goes to.
+        titles: one title per panel (default ``"system g"``); point counts are appended.
+        dims: 2 or 3 principal components.
+        max_trajectories: trajectories drawn per panel.
+
+    Raises:
+        ValueError: as many trajectory sets as groups are needed, a title per panel, and
+            ``dims`` in (2, 3).
+    """
+    systems = [trajectories] if isinstance(trajectories, Tensor) else list(trajectories)
+    if len(systems) != fps.num_groups:
+        raise ValueError(f"trajectories: got {len(systems)} systems for the {fps.num_groups} "
+                         "groups of fps (pass one [B, T, H] per group)")
+    titles = [f"system {g}" for g in range(len(systems))] if titles is None else list(titles)
+    if len(titles) != len(systems):
+        raise ValueError(f"titles: got {len(titles)} for {len(systems)} panels")
+    if dims not in (2, 3):
+        raise ValueError(f"dims must be 2 or 3, got {dims!r}")
+    ncols = min(4, len(systems))
+    nrows = math.ceil(len(systems) / ncols)
+    fig = plt.figure(figsize=(4.2 * ncols, 3.8 * nrows), layout="constrained")
+    try:
+        for g, (states, points) in enumerate(zip(systems, fps.split(), strict=True)):
+            ax = fig.add_subplot(nrows, ncols, g + 1, projection="3d" if dims == 3 else None)
+            _fixed_point_panel(ax, _as_trajectories(states), points, dims, max_trajectories)
+            counts = ", ".join(f"{points.count(k)} {k}" for k in KINDS if points.count(k))
+            ax.set_title(f"{titles[g]}\n{counts or 'no fixed point'}", fontsize=9)
+    except BaseException:
+        plt.close(fig)
+        raise
+    return fig
+
+
+def interpolation_figure(result: Interpolation) -> Figure:
+    """Task metric (top) and fixed-point counts per kind (bottom) against α, bifurcation α's
+    as dashed vertical lines, the endpoint ids in the title."""
+    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(6.4, 5.6),
+                                      layout="constrained")
+    try:
+        alphas = result.alphas.double().cpu().numpy()
+        metric = result.task_metric.double().cpu().numpy()
+        if np.isfinite(metric).any():
+            top.plot(alphas, metric, "o-", color="black", lw=1.5, ms=4)
+        else:
+            _note(top, "no task metric")
+        top.set_ylabel(result.metric_name or "task metric")
+        shown = [k for k in KINDS if k in result.counts and bool(result.counts[k].any())]
+        for kind in shown:
+            colour, _, marker = KIND_STYLE[kind]
+            bottom.plot(alphas, result.counts[kind].cpu().numpy(), marker=marker, ls="-",
+                        color=colour, label=kind, ms=4)
+        if shown:
+            bottom.legend(fontsize=8, loc="best")
+        else:
+            _note(bottom, "fixed points not computed" if not result.counts else "none found")
+        bottom.yaxis.set_major_locator(MaxNLocator(integer=True))
+        bottom.set_ylabel("fixed points")
+        bottom.set_xlabel("α")
+        for alpha in result.bifurcations:
+            for ax in (top, bottom):
+                ax.axvline(alpha, color="tab:purple", ls="--", lw=1, alpha=0.8)
+        path = (f"θ[{result.endpoints[0]}] → θ[{result.endpoints[1]}]" if result.endpoints
+                else "path in θ-space")
+        fig.suptitle(f"{path}: {len(result.bifurcations)} bifurcation(s)", fontsize=10)
+    except BaseException:
+        plt.close(fig)
+        raise
+    return fig
+
+
+def _fixed_point_panel(ax: Axes, states: Tensor, points: FixedPoints, dims: int,
+                       max_trajectories: int) -> None:
+    mean, basis, explained = _pca(states.reshape(-1, states.shape[-1]), dims)
+    for trajectory in states[:max_trajectories]:
+        xy = ((trajectory - mean) @ basis).numpy()
+        ax.plot(*xy.T, color="0.6", lw=0.5, alpha=0.6)
+    if len(points):
+        xy = ((points.points.detach().cpu().double() - mean) @ basis).numpy()
+        for kind in KINDS:
+            mask = np.array([k == kind for k in points.kind])
+            if not mask.any():
+                continue
+            colour, filled, marker = KIND_STYLE[kind]
+            ax.scatter(*xy[mask].T, marker=marker, s=40, linewidths=1.5, label=kind,
+                       facecolors=colour if filled else "none", edgecolors=colour, zorder=3)
+        ax.legend(fontsize=7, loc="best")
+    labels = [f"PC{i + 1} ({100 * v:.0f}%)" for i, v in enumerate(explained)]
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    if dims == 3:
+        ax.set_zlabel(labels[2])
+
+
+def _pca(states: Tensor, k: int) -> tuple[Tensor, Tensor, list[float]]:
+    """Mean ``[H]``, top-k axes ``[H, k]`` (zero-padded when H < k; the largest |loading|
+    of each axis positive) and their explained-variance fractions."""
+    mean = states.mean(0)
+    centred = states - mean
+    cov = centred.T @ centred / max(1, states.shape[0] - 1)
+    values, vectors = torch.linalg.eigh(cov)
+    order = values.argsort(descending=True)[:k]
+    values, vectors = values[order].clamp_min(0), vectors[:, order]
+    signs = torch.sign(vectors.gather(0, vectors.abs().argmax(0, keepdim=True)))
+    vectors = vectors * torch.where(signs == 0, 1.0, signs).to(vectors)
+    total = float(values.sum()) if float(values.sum()) > 0 else 1.0
+    explained = [float(v) / total for v in values] + [0.0] * (k - len(values))
+    basis = torch.zeros(states.shape[1], k, dtype=states.dtype)
+    basis[:, : vectors.shape[1]] = vectors
+    return mean, basis, explained
+
+
+def _as_trajectories(states: Tensor) -> Tensor:
+    states = torch.as_tensor(states).detach().cpu().double()
+    if states.dim() == 2:
+        states = states.unsqueeze(0)
+    if states.dim() != 3 or states.numel() == 0:
+        raise ValueError(f"trajectories must be [B, T, H] (non-empty), got {tuple(states.shape)}")
+    return states
+
+
+def _note(ax: Axes, text: str) -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.4")

@@ -1,0 +1,116 @@
+"""The ``dynamo fit | test | validate`` commands, driven through the real CLI."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from dynamo_lightning.cli import dynamo_main, main
+from dynamo_lightning.module import DynamoModule
+from dynamo_lightning.population import Population
+from dynamo_lightning.population.errors import PopulationFormatError
+
+CONF = os.path.join(os.path.dirname(__file__), "conf")
+TINY = os.path.join(CONF, "dynamo_tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def pop_dir(tiny_population: Population, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_population.save(tmp_path_factory.mktemp("cli_dynamo") / "population")
+
+
+@pytest.fixture(scope="module")
+def run(pop_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """One ``dynamo fit`` of the tiny config; returns its paths and arguments."""
+    root = tmp_path_factory.mktemp("cli_fit")
+    common = ["--config", TINY, f"--data.population={pop_dir}",
+              f"--data.cache_dir={root / 'cache'}", f"--trainer.default_root_dir={root}"]
+    assert main(["fit", *common]) == 0
+    return {"root": root, "common": common, "last": root / "checkpoints" / "last.ckpt"}
+
+
+def test_fit_writes_checkpoint_config_and_map(run: dict, pop_dir: Path,
+                                              tiny_population: Population) -> None:
+    root, last = run["root"], run["last"]
+    assert last.is_file()
+    config = yaml.safe_load((root / "config.yaml").read_text())
+    assert config["data"]["population"] == str(pop_dir)
+    assert config["model"]["meta"]["hidden_size"] == 8
+    assert (root / "map.png").is_file() and (root / "map.png").stat().st_size > 0
+    assert (root / "figures" / "figures_map.png").is_file()
+    # The data→model links carried the population's sizes and identity into the checkpoint.
+    torch.load(last, weights_only=True)
+    module = DynamoModule.load_from_checkpoint(last)
+    assert module.hparams.num_members == 4 and module.hparams.input_size == 3
+    assert module.hparams.num_components == 3
+    assert module.member_ids == tiny_population.ids
+    assert module.member_metadata[2]["architecture"] == "vanilla"
+    assert module.hparams.population_path == str(pop_dir.resolve())
+    assert module.hparams.task_spec["name"] == "flipflop"
+    assert module.embeddings().shape == (4, 2)
+    assert module.projections["basis"].shape[0] == 4
+
+
+def test_test_and_validate_run_from_the_checkpoint(run: dict) -> None:
+    args = [*run["common"], "--ckpt_path", str(run["last"])]
+    cli = dynamo_main(["test", *args])
+    scores = cli.model.member_scores
+    for key in ("hidden_r2", "output_r2", "output_agreement", "task_metric_meta",
+                "task_metric_member"):
+        assert len(scores[key]) == 4, key
+    assert "test/hidden_r2" in cli.trainer.callback_metrics
+    expected = DynamoModule.load_from_checkpoint(run["last"]).embeddings()
+    torch.testing.assert_close(cli.model.embeddings(), expected)  # weights came from ckpt
+    assert main(["validate", *args]) == 0
+
+
+def run_failing(argv: list[str], capsys: pytest.CaptureFixture) -> str:
+    """Run ``main(argv)``, expect it to fail, return the error text (message + stderr)."""
+    with pytest.raises((SystemExit, ValueError)) as info:
+        main(argv)
+    if isinstance(info.value, SystemExit):
+        assert info.value.code not in (0, None)
+    return f"{info.value}\n{capsys.readouterr().err}"
+
+
+def test_unknown_meta_key_on_the_command_line_is_named(run: dict, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    argv = ["fit", *run["common"], f"--trainer.default_root_dir={tmp_path}",
+            "--model.meta.cel", "gru"]
+    assert "cel" in run_failing(argv, capsys)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_typo_key_in_yaml_is_named(run: dict, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture) -> None:
+    config = yaml.safe_load(Path(TINY).read_text())
+    config["model"]["embeding_dim"] = config["model"].pop("embedding_dim")
+    bad = tmp_path / "typo.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    argv = ["fit", *run["common"], "--config", str(bad), f"--trainer.default_root_dir={tmp_path}"]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code not in (0, None)
+    assert "embeding_dim" in capsys.readouterr().err
+
+
+def test_typo_key_in_nested_meta_yaml_is_named(run: dict, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture) -> None:
+    config = yaml.safe_load(Path(TINY).read_text())
+    config["model"]["meta"] = {"cel": "gru", "hidden_size": 8}
+    bad = tmp_path / "typo.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    argv = ["fit", *run["common"], "--config", str(bad), f"--trainer.default_root_dir={tmp_path}"]
+    assert "cel" in run_failing(argv, capsys)
+
+
+def test_missing_population_path_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "no_such_population"
+    with pytest.raises(PopulationFormatError, match="no_such_population") as info:
+        main(["fit", "--config", TINY, f"--data.population={missing}",
+              f"--trainer.default_root_dir={tmp_path}"])
+    assert "not found" in str(info.value)
