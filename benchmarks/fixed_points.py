@@ -10,7 +10,9 @@ flip-flop inputs at that θ (with each θ's trajectories as its outlier referenc
 
 Both use the same inits, ``tol`` and ``max_iters`` (500 by default, capped so the CPU run
 stays under 4 minutes; the finder's own default is 5000) and must find the same number of
-points per θ. Timed for G in ``--thetas``; the ratio is loop time / batched time.
+points per θ. Timed for G in ``--thetas``; the ratio is loop time / batched time. CPU runs
+use one thread by default (``--threads``): on a shared 2-core machine two threads
+oversubscribe it and every op runs up to 100× slower.
 
 Usage::
 
@@ -45,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--max-iters", type=int, default=500)
     parser.add_argument("--tol", type=float, default=1e-8)
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads (1: the machine is shared; more oversubscribe it)")
     args = parser.parse_args(argv)

@@ -2,6 +2,7 @@
 
     dynamo population fit --config configs/population/flipflop.yaml   # train a population
     dynamo fit --config configs/dynamo/flipflop.yaml                  # train the meta-model
+    dynamo analyze --ckpt <run>/last.ckpt --out <run>/report          # the analysis report
     dynamo demo                                                       # the built-in default
 
 Every ``fit``-style command is a LightningCLI run: all Trainer flags work and the resolved
@@ -28,6 +29,7 @@ COMMANDS = {
     "fit": "train the DYNAMO meta-model on a population (LightningCLI)",
     "validate": "evaluate a DYNAMO checkpoint on validation trials (LightningCLI)",
     "test": "evaluate a DYNAMO checkpoint on test trials (LightningCLI)",
+    "analyze": "write the analysis report (report.html, report.json, PNGs) of a checkpoint",
     "demo": "train the built-in default population and write it under runs/demo/",
 }
 
@@ -86,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command in {"fit", "validate", "test"}:
         dynamo_main(args)
         return 0
+    if command == "analyze":
+        return analyze_main(rest)
     if command == "demo":
         from dynamo_lightning.demo import run_demo
 
@@ -93,6 +97,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     print(f"dynamo: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
     return 2
+
+
+def analyze_main(args: Sequence[str]) -> int:
+    """``dynamo analyze --ckpt <path> --out <dir> ...`` (see ``dynamo_lightning.analyze``)."""
+    from dynamo_lightning.analyze import analyze_main as run
+
+    return run(args)
 
 
 def _quiet_known_warnings() -> None:

@@ -9,7 +9,6 @@ import torch
 from torch import Tensor
 
 import dynamo_lightning as dl
-from dynamo_lightning.analysis import fixed_points as fp
 from dynamo_lightning.analysis.fixed_points import (
     FixedPoints,
     find_fixed_points,
@@ -96,6 +95,36 @@ def test_groups_keep_their_points_apart() -> None:
     assert sorted(first.kind) == ["stable", "stable", "unstable"] and second.kind == ["stable"]
     assert second.points.abs().item() < 1e-4 and second.group.tolist() == [1]
     assert fps.summary()["groups"][1]["stable"] == 1
+
+
+class RowLinear:
+    """``h' = a_r h + b_r`` with row r's own (a_r, b_r): position-dependent, so it has
+    ``subset``, and ``groups`` (one group per row) like ``meta_step_fn``'s."""
+
+    def __init__(self, a: Tensor, b: Tensor) -> None:
+        self.a, self.b, self.groups = a, b, torch.arange(a.shape[0])
+        self.calls: list[int] = []
+
+    def __call__(self, h: Tensor, x: Tensor) -> Tensor:
+        self.calls.append(h.shape[0])
+        return self.a[:, None] * h + self.b[:, None]
+
+    def subset(self, rows: Tensor) -> RowLinear:
+        part = RowLinear(self.a[rows], self.b[rows])
+        part.calls = self.calls
+        return part
+
+
+def test_position_dependent_rows_use_subset_as_rows_converge() -> None:
+    a = torch.tensor([0.0, 0.1, 0.5, 0.9, 0.97, -0.5, 0.3, 0.6])  # fast and slow rows
+    b = torch.linspace(-1.0, 1.0, 8)
+    step = RowLinear(a, b)
+    fps = find_fixed_points(step, torch.zeros(1), torch.zeros(8, 1), tol=1e-12,
+                            max_iters=3000, newton_steps=0)
+    assert fps.group.tolist() == list(range(8)) and fps.num_groups == 8
+    torch.testing.assert_close(fps.points[:, 0], b / (1 - a), atol=1e-4, rtol=0)
+    torch.testing.assert_close(fps.eigvals.real[:, 0], a)
+    assert min(step.calls) < 8  # converged rows left the batch
 
 
 def test_newton_polish_lowers_q() -> None:
@@ -223,7 +252,6 @@ def _train(arch: str, task: object, hidden: int, steps: int, lr: float, seed: in
     return MemberNetwork(stack)
 
 
-@pytest.mark.slow
 def test_trained_flipflop_gru_has_eight_stable_points() -> None:
     task = dl.tasks.get("flipflop", n_bits=3, seq_len=24, pulse_prob=0.1)
     net = _train("gru", task, hidden=16, steps=250, lr=3e-2, seed=0)
@@ -233,7 +261,7 @@ def test_trained_flipflop_gru_has_eight_stable_points() -> None:
         outputs, hidden = net(x)
     assert task.metric(outputs, y) > 0.98
     fps = find_fixed_points(member_step_fn(net), torch.zeros(3), sample_inits(hidden, 256, 0.1, g),
-                            max_iters=1500, newton_steps=10, reference=hidden)
+                            max_iters=1500, reference=hidden)
     stable = fps.select(fps.is_stable)
     assert len(stable) == 8, fps.summary()
     corners = torch.unique(net.readout(stable.points).sign(), dim=0)
@@ -241,7 +269,6 @@ def test_trained_flipflop_gru_has_eight_stable_points() -> None:
     assert fps.count("saddle") >= 3 and float(stable.distance_to_data.max()) < 0.5
 
 
-@pytest.mark.slow
 def test_trained_integrator_gru_has_a_line_of_slow_points() -> None:
     task = dl.tasks.get("integrator", n_channels=1, seq_len=32)
     net = _train("gru", task, hidden=16, steps=250, lr=1e-2, seed=0)
@@ -268,4 +295,4 @@ def test_helpers_reject_non_recurrent_modules() -> None:
     with pytest.raises(TypeError, match="step"):
         member_step_fn(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="thetas"):
-        fp.ModuleStep(MetaRNN(1, 1, 2, hidden_size=4), torch.zeros(2), 3)
+        meta_step_fn(MetaRNN(1, 1, 2, hidden_size=4), torch.zeros(2), 3)

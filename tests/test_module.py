@@ -240,7 +240,7 @@ def fitted(trained_population: Path, tmp_path_factory: pytest.TempPathFactory
                               val_trials=32, test_trials=32,
                               cache_dir=str(tmp_path_factory.mktemp("module_cache")))
     pl.seed_everything(0)
-    module = module_for(dm, meta={"hidden_size": 16})
+    module = module_for(dm, meta={"hidden_size": 16}, optim={"lr": 1e-2, "theta_lr": 5e-2})
     # Validating before fitting also checks that metric states reset under inference mode
     # can be updated again in fit's validation loop.
     quiet_trainer().validate(module, dm, verbose=False)
@@ -268,6 +268,15 @@ def test_tiny_fit_lowers_the_loss_and_raises_hidden_r2(fitted: dict[str, Any]) -
     assert before < 0.1
     assert after > 0.5 and after > before + 0.4, (before, after)
     assert sum(a > b for a, b in zip(fitted["r2_after"], fitted["r2_before"], strict=True)) == 4
+
+
+def test_cosine_schedule_decays_both_learning_rates(fitted: dict[str, Any]) -> None:
+    groups = fitted["trainer"].optimizers[0].param_groups
+    optim = fitted["module"].hparams.optim
+    assert optim["schedule"] == "cosine"
+    floor = optim["final_lr_fraction"]
+    assert groups[0]["lr"] == pytest.approx(optim["lr"] * floor, rel=0.05)
+    assert groups[1]["lr"] == pytest.approx(optim["theta_lr"] * floor, rel=0.05)
 
 
 def test_checkpoint_round_trip_is_weights_only(fitted: dict[str, Any], tmp_path: Path) -> None:

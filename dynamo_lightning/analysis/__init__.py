@@ -17,24 +17,28 @@ from dynamo_lightning.analysis.interpolation import (
     interpolate_pairs,
     interpolate_path,
 )
+from dynamo_lightning.analysis.map_figure import map_figure
 from dynamo_lightning.analysis.projection import project
 from dynamo_lightning.analysis.reparameterize import (
     permuted_copy,
     random_orthogonal,
     rotated_copy,
 )
+from dynamo_lightning.analysis.report import build_report, write_report
 
 __all__ = [
     "FixedPoints",
     "GridResult",
     "Interpolation",
     "bifurcation_alphas",
+    "build_report",
     "find_fixed_points",
     "fixed_points_at",
     "interpolate",
     "interpolate_grid",
     "interpolate_pairs",
     "interpolate_path",
+    "map_figure",
     "member_step_fn",
     "meta_step_fn",
     "permuted_copy",
@@ -42,4 +46,5 @@ __all__ = [
     "random_orthogonal",
     "rotated_copy",
     "sample_inits",
+    "write_report",
 ]

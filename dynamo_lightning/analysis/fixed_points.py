@@ -1,12 +1,27 @@
 """Fixed and slow points of recurrent maps (Sussillo & Barak 2013), batched over systems.
 
-A fixed point of ``h ↦ F(h, x*)`` minimises ``q(h) = ½‖F(h, x*) − h‖²`` to zero. The finder
-runs Adam on the *sum* of the per-point q's (so each point's gradient is its own) for all M
-initial states of a call at once, freezing each point once ``q < tol``; then refines with a
-few batched Newton steps ``h ← h − (J − I)⁻¹(F(h) − h)``, kept only where they lower q.
+A fixed point of ``h ↦ F(h, x*)`` minimises ``q(h) = ½‖F(h, x*) − h‖²`` to zero. The search:
+
+1. Adam on the *sum* of the per-row q's (so each row's gradient is its own) for all M
+   initial states of a call at once; a row freezes once ``q < tol``, and frozen rows leave
+   the batch, so converged rows stop costing.
+2. Rows closer than the de-duplication radius are merged (lowest q kept), so the O(H²)-per-
+   row steps below run on one row per cluster. Converged rows also merge within
+   ``_RESIDUAL_SLACK · ‖F(h) − h‖`` of each other: their distance to their fixed point if
+   the map contracts by ≥ 10% per step there (slower ones are left to step 4).
+3. A few batched, damped Newton steps ``h ← h − α (J − I)⁻¹(F(h) − h)``, kept where they
+   lower q (α from ``_NEWTON_STEPS``: near a slow direction J − I is nearly singular and the
+   full step overshoots).
+4. Filtering: q below ``tol`` (or ``slow_tol``), distance to the data (below), and a final
+   de-duplication in which two points also merge when their distance is within their
+   *Newton lengths* ``‖(J − I)⁻¹(F(h) − h)‖`` — how far the linearisation puts each from
+   its exact fixed point. (A point on a slow attractor, |λ| ≈ 0.998, meets ``q < tol``
+   while still 0.02 away from it; without this, flip-flop nets show duplicate attractors.)
+5. Jacobian eigenvalues, classification.
+
 Rows may belong to different systems (``groups``: e.g. the meta-model at G embeddings θ,
-see :func:`meta_step_fn`); all G·n rows are still one optimisation, and only the final
-de-duplication and outlier removal are done within each group.
+see :func:`meta_step_fn`): all G·n rows are one optimisation; de-duplication and outlier
+removal stay within each group.
 
 Why the search is anchored to data: on gated cells (GRU, LSTM), q also vanishes far outside
 the states the network visits, where the update gates saturate and ``F(h) ≈ h`` trivially;
@@ -19,7 +34,7 @@ cloud (the root-mean-square distance of its states from their mean) are dropped.
 Jacobians are ``torch.func.jacrev`` of the row-summed map ``h ↦ Σ_r F(h)_r`` (rows are
 independent, so its Jacobian w.r.t. row r is row r's own): the same vmapped vector-Jacobian
 products as vmapping a single-row map over rows, but also valid for step functions whose
-row r depends on r, like :func:`meta_step_fn` (row r runs at θ[r // n]).
+row r depends on r, like :func:`meta_step_fn`'s (row r runs at its own θ).
 """
 
 from __future__ import annotations
@@ -36,11 +51,13 @@ StepFn = Callable[[Tensor, Tensor], Tensor]
 KINDS = ("stable", "saddle", "unstable", "slow")
 _ADAM_BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8
 _CHECK_EVERY = 10  # iterations between checks that every row has converged
+_COMPACT = 0.75  # drop frozen rows from the batch once the active ones are fewer than this
 _NEWTON_STEPS = (1.0, 0.5, 0.25, 0.1)  # step lengths tried by each Newton step
 _JACOBIAN_BUDGET = 2**24  # elements of one chunk of vector-Jacobian products
 _PAIR_BUDGET = 2**24  # elements of one chunk of pairwise distances
 _EXACT = "donot_use_mm_for_euclid_dist"  # the matmul form loses ~1e-3 at |h| ~ 5
 _SLACK_CAP = 0.05  # de-duplication slack at most this × the reference RMS radius
+_RESIDUAL_SLACK = 10.0  # pre-Newton slack: ‖F(h) − h‖ / (1 − ρ) for a contraction ρ ≤ 0.9
 
 
 @dataclass
@@ -84,7 +101,7 @@ class FixedPoints:
 
     def select(self, mask: Tensor | Sequence[bool]) -> FixedPoints:
         """The points where ``mask [F]`` (bool, or indices) holds."""
-        index = torch.as_tensor(mask, device=self.points.device)
+        index = torch.as_tensor(mask, device=self.points.device).reshape(-1)
         if index.dtype == torch.bool:
             if index.shape != (len(self),):
                 raise ValueError(f"mask must be [{len(self)}] bool, got {tuple(index.shape)}")
@@ -135,8 +152,10 @@ def find_fixed_points(
     """Find the unique fixed points of ``h ↦ step_fn(h, x_const)`` near the data.
 
     Args:
-        step_fn: ``(h [M, H], x [M, I]) -> h_next [M, H]``, rows independent (row r may
-            depend on r, as in :func:`meta_step_fn`). Its parameters get no ``.grad``.
+        step_fn: ``(h [M, H], x [M, I]) -> h_next [M, H]``, rows independent. If row r's
+            map depends on its position r (as :func:`meta_step_fn`'s does), the function
+            must have ``subset(rows) -> step_fn`` for a batch of those rows only. Enters
+            its ``frozen()`` context, if any, for the whole search.
         x_const: the constant input ``[I]`` (or ``[M, I]``, one per row).
         inits: initial states ``[M, H]`` (see :func:`sample_inits`).
         tol: a point has converged, and counts as fixed, once ``q < tol``.
@@ -147,14 +166,15 @@ def find_fixed_points(
         lr: Adam learning rate.
         newton_steps: Newton refinements after Adam, each kept only where it lowers q.
         dedupe_tol: points closer than ``dedupe_tol`` × the reference RMS radius (absolute
-            without a reference) are one point; the lowest-q one is kept.
+            without a reference) are one point, the lowest-q one kept; converged points
+            also merge within their Newton lengths (module docstring, step 4).
         slow_tol: if set, points with ``tol ≤ q < slow_tol`` are kept as kind ``"slow"``.
         reference: states the network visits, ``[R, H]`` for all groups or one ``[R_g, H]``
             per group; enables ``distance_to_data`` and outlier removal.
         max_distance: drop points farther than this × the reference RMS radius from the
             nearest reference state (None: keep all, still report the distance).
         jacobian_fn: ``(h [M, H], x [M, I]) -> ∂F/∂h [M, H, H]``, for step functions that
-            ``torch.func`` cannot transform.
+            ``torch.func`` cannot transform (called on subsets of rows, like ``step_fn``).
 
     Returns:
         :class:`FixedPoints`, sorted by group, then q.
@@ -170,16 +190,25 @@ def find_fixed_points(
     """
     x, groups, num_groups = _check_call(step_fn, x_const, inits, groups, tol, slow_tol)
     refs = _references(reference, num_groups, inits.shape[1])
+    scale = _scales(refs, num_groups, inits)
     frozen = getattr(step_fn, "frozen", contextlib.nullcontext)
     with torch.enable_grad(), frozen():
         h, iterations = _minimise(step_fn, x, inits.detach().clone(), tol, max_iters, lr)
+        q = _q(step_fn, h, x).detach()
+        # One row per cluster from here on: Newton and Jacobians cost O(rows · H²).
+        slack = _RESIDUAL_SLACK * (2 * q).sqrt() * (q < tol)
+        slack = torch.minimum(slack, _SLACK_CAP * scale[groups])
+        rows = _unique(h, q, groups, torch.isfinite(q), dedupe_tol * scale, slack,
+                       num_groups).nonzero().flatten()
+        step, jac_fn = _subset(step_fn, rows), _subset(jacobian_fn, rows)
+        h, x, groups = h[rows], x[rows], groups[rows]
         for _ in range(newton_steps):
-            h = _newton(step_fn, x, h, jacobian_fn)
-        residual = (step_fn(h, x) - h).detach()
-        jac = _jacobians(step_fn, h, x, jacobian_fn).detach()
+            h = _newton(step, x, h, jac_fn)
+        residual = (step(h, x) - h).detach()
+        jac = _jacobians(step, h, x, jac_fn).detach()
     q = 0.5 * residual.pow(2).sum(-1)
     keep = torch.isfinite(q) & (q < (tol if slow_tol is None else slow_tol))
-    distance, scale = _distances(h, groups, keep, refs, num_groups)
+    distance = _distances(h, groups, keep, refs)
     if refs is not None and max_distance is not None:
         keep &= distance <= max_distance * scale[groups]
     slack = _newton_length(jac, residual) * (q < tol)
@@ -213,32 +242,50 @@ def _q(step_fn: StepFn, h: Tensor, x: Tensor) -> Tensor:
     return 0.5 * (step_fn(h, x) - h).pow(2).sum(-1)
 
 
+def _subset(fn: StepFn | None, rows: Tensor) -> StepFn | None:
+    """``fn`` restricted to ``rows``: its ``subset(rows)`` if it has one (row r depends on
+    its position r), else ``fn`` itself (rows independent of their position)."""
+    subset = getattr(fn, "subset", None)
+    return fn if subset is None else subset(rows)
+
+
 def _minimise(step_fn: StepFn, x: Tensor, h: Tensor, tol: float, max_iters: int,
               lr: float) -> tuple[Tensor, int]:
     """Adam on Σ q over all rows at once; a row freezes once its q < tol (or turns NaN).
 
     Adam is torch's (``torch.optim.Adam``'s update, written out in place so that a frozen
-    row's first moment is zeroed and it moves no further). Whether every row has converged
-    is read back every ``_CHECK_EVERY`` iterations (one device sync each).
+    row's first moment is zeroed and it moves no further). Every ``_CHECK_EVERY`` iterations
+    (one device sync) the search stops if no row is active, and drops frozen rows from the
+    batch once they are ``1 − _COMPACT`` of it, so converged rows stop costing.
     """
+    out, rows, step = h.clone(), torch.arange(h.shape[0], device=h.device), step_fn
     m, v = torch.zeros_like(h), torch.zeros_like(h)
     (b1, b2), active = _ADAM_BETAS, torch.ones_like(h[:, :1])
     iterations = 0
     for t in range(1, max_iters + 1):
         leaf = h.requires_grad_(True)
-        q = _q(step_fn, leaf, x)
+        q = _q(step, leaf, x)
         (grad,) = torch.autograd.grad(q.sum(), leaf)
         h = leaf.detach()
         active.mul_(q.detach()[:, None] >= tol)  # NaN compares False: frozen, dropped later
-        if t % _CHECK_EVERY == 1 and not bool(active.any()):
-            break
+        if t % _CHECK_EVERY == 1:
+            live = active[:, 0] > 0
+            count = int(live.sum())
+            if count == 0:
+                break
+            if count < _COMPACT * rows.numel():
+                out[rows] = h
+                rows, h, x, m, v, active, grad = (rows[live], h[live], x[live], m[live],
+                                                  v[live], active[live], grad[live])
+                step = _subset(step_fn, rows)
         iterations = t
         correction = math.sqrt(1 - b2**t)
         m.mul_(b1).add_(grad, alpha=1 - b1).mul_(active)
         v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
         denominator = v.sqrt().add_(_ADAM_EPS * correction)
         h = h.addcdiv(m, denominator, value=-lr * correction / (1 - b1**t))
-    return h.detach(), iterations
+    out[rows] = h
+    return out.detach(), iterations
 
 
 def _newton(step_fn: StepFn, x: Tensor, h: Tensor, jacobian_fn: StepFn | None) -> Tensor:
@@ -288,25 +335,32 @@ def _references(reference: Tensor | Sequence[Tensor] | None, num_groups: int,
     return out
 
 
-def _distances(h: Tensor, groups: Tensor, keep: Tensor, refs: list[Tensor] | None,
-               num_groups: int) -> tuple[Tensor, Tensor]:
+def _scales(refs: list[Tensor] | None, num_groups: int, like: Tensor) -> Tensor:
+    """Each group's reference RMS radius ``[G]`` (1 without a reference): the root mean
+    square distance of its reference states from their mean."""
+    scale = torch.ones(num_groups, dtype=like.dtype, device=like.device)
+    shared = refs is not None and all(r is refs[0] for r in refs)
+    for g, ref in enumerate((refs[:1] if shared else refs) or []):
+        ref = ref.to(like)
+        scale[slice(None) if shared else g] = (ref - ref.mean(0)).pow(2).sum(-1).mean().sqrt()
+    return scale.clamp_min(1e-12)
+
+
+def _distances(h: Tensor, groups: Tensor, keep: Tensor,
+               refs: list[Tensor] | None) -> Tensor:
     """Distance of each kept row to its group's nearest reference state ``[M]`` (NaN
-    elsewhere) and each group's reference RMS radius ``[G]`` (1 without a reference)."""
+    elsewhere or without a reference)."""
     distance = torch.full_like(h[:, 0], math.nan)
-    scale = torch.ones(num_groups, dtype=h.dtype, device=h.device)
     if refs is None:
-        return distance, scale
+        return distance
     shared = all(r is refs[0] for r in refs)
     for g, ref in enumerate(refs[:1] if shared else refs):
-        ref = ref.to(h)
-        radius = (ref - ref.mean(0)).pow(2).sum(-1).mean().sqrt().clamp_min(1e-12)
-        scale[slice(None) if shared else g] = radius
         rows = (keep if shared else keep & (groups == g)).nonzero().flatten()
         step = max(1, _PAIR_BUDGET // ref.shape[0])
         for start in range(0, rows.numel(), step):
             part = rows[start : start + step]
-            distance[part] = torch.cdist(h[part], ref, compute_mode=_EXACT).min(1).values
-    return distance, scale
+            distance[part] = torch.cdist(h[part], ref.to(h), compute_mode=_EXACT).min(1).values
+    return distance
 
 
 def _newton_length(jac: Tensor, residual: Tensor) -> Tensor:
@@ -421,41 +475,40 @@ class _StepCall(nn.Module):
 
 class ModuleStep:
     """``step_fn(h [M, H], x [M, I])`` over a module's ``step``, never touching its ``.grad``;
-    with ``thetas [G, d]``, row r runs at ``thetas[r // n_per_group]`` and ``groups`` says so.
+    with ``theta_rows [M, d]``, row r runs at ``theta_rows[r]`` (see :func:`meta_step_fn`).
 
     Trainable parameters are replaced by detached views (``torch.func.functional_call``);
     :func:`find_fixed_points` instead enters :meth:`frozen` around its whole search, which
-    skips that per-call swap.
+    skips that per-call swap. ``groups [M]`` (or None) names each row's θ.
     """
 
-    def __init__(self, module: nn.Module, thetas: Tensor | None = None,
-                 n_per_group: int = 1) -> None:
+    def __init__(self, module: nn.Module, theta_rows: Tensor | None = None,
+                 groups: Tensor | None = None) -> None:
         if not callable(getattr(module, "step", None)):
             raise TypeError(f"{type(module).__name__} has no step(): not a recurrent network")
         self.module = module
-        self.thetas = None if thetas is None else thetas.detach()
-        self.n_per_group = n_per_group
-        self.groups: Tensor | None = None
+        self.theta_rows = None if theta_rows is None else theta_rows.detach()
+        self.groups = groups
         self._call = _StepCall(module)
-        if thetas is not None:
-            if thetas.dim() != 2 or n_per_group < 1:
-                raise ValueError(f"thetas must be [G, d] and n_per_group >= 1, got "
-                                 f"{tuple(thetas.shape)}, {n_per_group}")
-            index = torch.arange(thetas.shape[0], device=thetas.device)
-            self.groups = index.repeat_interleave(n_per_group)
 
     def frozen(self) -> contextlib.AbstractContextManager[None]:
         """Context in which the module's parameters do not require grad (restored after)."""
         return frozen_parameters(self.module)
 
+    def subset(self, rows: Tensor) -> ModuleStep:
+        """This step function on rows ``rows`` of its batch only."""
+        if self.theta_rows is None:
+            return self
+        rows = rows.to(self.theta_rows.device)
+        return ModuleStep(self.module, self.theta_rows[rows], self.groups[rows])
+
     def __call__(self, h: Tensor, x: Tensor) -> Tensor:
-        args = (h, x)
-        if self.thetas is not None:
-            if h.shape[0] != self.groups.numel():
-                raise ValueError(f"this step function runs {self.thetas.shape[0]} θ's × "
-                                 f"{self.n_per_group} rows = {self.groups.numel()} rows, "
-                                 f"got h {tuple(h.shape)}")
-            args = (h, x, self.thetas.repeat_interleave(self.n_per_group, 0).to(h.device))
+        args: tuple[Tensor, ...] = (h, x)
+        if self.theta_rows is not None:
+            if h.shape[0] != self.theta_rows.shape[0]:
+                raise ValueError(f"this step function runs {self.theta_rows.shape[0]} rows "
+                                 f"(θ's × inits per θ), got h {tuple(h.shape)}")
+            args = (h, x, self.theta_rows.to(h.device))
         params = self._call.named_parameters()
         detached = {name: p.detach() for name, p in params if p.requires_grad}
         if not detached or not torch.is_grad_enabled():
@@ -473,4 +526,9 @@ def meta_step_fn(meta: nn.Module, thetas: Tensor, n_per_group: int) -> ModuleSte
     """The meta-model at G embeddings in one step function: row r runs
     ``meta.step(h, x, θ[r // n_per_group])``, so a call takes ``M = G · n_per_group`` rows
     (stack the inits θ-major) and its ``groups`` are found by :func:`find_fixed_points`."""
-    return ModuleStep(meta, thetas, n_per_group)
+    if thetas.dim() != 2 or n_per_group < 1:
+        raise ValueError(f"thetas must be [G, d] and n_per_group >= 1, got "
+                         f"{tuple(thetas.shape)}, {n_per_group}")
+    groups = torch.arange(thetas.shape[0], device=thetas.device)
+    return ModuleStep(meta, thetas.repeat_interleave(n_per_group, 0),
+                      groups.repeat_interleave(n_per_group))

@@ -217,16 +217,28 @@ def _draw(task: Any, trials: int, seed: int) -> tuple[Tensor, Tensor]:
 
 
 class _StackStep:
-    """Step function over a stack of G members: row r runs member ``r // n``."""
+    """Step function over a stack of G members: row r runs member ``member_of_row[r]``.
 
-    def __init__(self, stack: torch.nn.Module, n_per_member: int) -> None:
-        self.stack, self.n = stack, n_per_member
-        self.groups = torch.arange(stack.num_members).repeat_interleave(n_per_member)
+    Rows are scattered into a zero-padded ``[G, n_max, H]`` batch, stepped in one stacked
+    call and gathered back; ``subset(rows)`` (which :func:`find_fixed_points` uses once
+    rows converge) keeps each row with its member.
+    """
+
+    def __init__(self, stack: torch.nn.Module, member_of_row: Tensor) -> None:
+        self.stack, self.groups = stack, member_of_row
+        onehot = torch.nn.functional.one_hot(member_of_row, stack.num_members)
+        self._rank = (onehot.cumsum(0) - 1).gather(1, member_of_row[:, None]).squeeze(1)
+        self._width = int(onehot.sum(0).max()) if member_of_row.numel() else 0
+
+    def subset(self, rows: Tensor) -> _StackStep:
+        return _StackStep(self.stack, self.groups[rows.to(self.groups.device)])
 
     def __call__(self, h: Tensor, x: Tensor) -> Tensor:
+        index = (self.groups.to(h.device), self._rank.to(h.device))
         g = self.stack.num_members
-        nxt = self.stack.step(h.reshape(g, -1, h.shape[-1]), x.reshape(g, -1, x.shape[-1]))
-        return nxt.reshape(h.shape)
+        padded_h = h.new_zeros(g, self._width, h.shape[-1]).index_put(index, h)
+        padded_x = x.new_zeros(g, self._width, x.shape[-1]).index_put(index, x)
+        return self.stack.step(padded_h, padded_x)[index]
 
 
 @torch.no_grad()
@@ -247,7 +259,8 @@ def _member_fixed_points(population: Any, x: Tensor, x_const: Tensor, opts: Repo
         mine = [states[i] for i in indices]
         inits = torch.cat([sample_inits(s, opts.inits_per_member, opts.init_noise, generator)
                            for s in mine]).to(population.device)
-        step = _StackStep(stack, opts.inits_per_member)
+        rows = torch.arange(len(indices)).repeat_interleave(opts.inits_per_member)
+        step = _StackStep(stack, rows.to(population.device))
         points = find_fixed_points(step, x_const.to(inits), inits, opts.tol, groups=step.groups,
                                    max_iters=opts.max_iters, reference=mine)
         for i, part in zip(indices, points.split(), strict=True):

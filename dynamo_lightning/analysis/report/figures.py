@@ -1,0 +1,175 @@
+"""The report's PNGs, written next to ``report.json``; every figure is closed after saving.
+
+- ``map_<key>.png``: the map coloured by one metadata key (``map.png`` when no key varies);
+- ``emulation.png``: per-member hidden R², output agreement and task metric (meta vs member);
+- ``fixed_points_<id>.png``: member vs meta-model at θ_n, side by side;
+- ``interpolation_<i>_<j>.png``: task metric and fixed-point counts along θ_i → θ_j.
+
+Each writer records the file names it wrote in the matching section of the report.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch import Tensor
+
+from dynamo_lightning.analysis.fixed_points import FixedPoints
+from dynamo_lightning.analysis.map_figure import map_figure
+from dynamo_lightning.analysis.plots import fixed_point_figure, interpolation_figure
+from dynamo_lightning.analysis.report.compute import SCORE_KEYS, ReportData
+from dynamo_lightning.analysis.report.pairs import clusters
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+DPI = 100
+ANNOTATE_UP_TO = 8
+"""Maps of at most this many members write each member's id next to its point."""
+
+
+def write_figures(data: ReportData, out_dir: Path, figure_members: int = 4) -> list[str]:
+    """Write every PNG into ``out_dir`` and name them in ``data.report``; returns the names."""
+    report = data.report
+    written = _map_pngs(data, out_dir)
+    emulation = _emulation_png(report, out_dir)
+    report["emulation"]["figure"] = emulation
+    written += [emulation] if emulation else []
+    written += _fixed_point_pngs(data, out_dir, figure_members)
+    for entry, result in zip(report["interpolation"]["pairs"], data.interpolations, strict=True):
+        name = f"interpolation_{entry['i']}_{entry['j']}.png"
+        _save(interpolation_figure(result), out_dir / name)
+        entry["figure"] = name
+        written.append(name)
+    report["figures"] = written
+    return written
+
+
+def _map_pngs(data: ReportData, out_dir: Path) -> list[str]:
+    report = data.report
+    members = report["members"]
+    ids = [m["id"] for m in members]
+    metadata = [m["metadata"] for m in members]
+    section = report["map"]
+    dim = report["meta"]["embedding_dim"]
+    keys = section["keys"] or [None]
+    for key in keys:
+        name = "map.png" if key is None else f"map_{safe_name(key)}.png"
+        fig = map_figure(data.xy, ids, metadata, [] if key is None else [key],
+                         section["method"], dim, annotate=len(ids) <= ANNOTATE_UP_TO)
+        fig.suptitle(f"Model embedding map ({len(ids)} members)")
+        _save(fig, out_dir / name)
+        section["figures"][key or "members"] = name
+    return list(section["figures"].values())
+
+
+def _emulation_png(report: dict[str, Any], out_dir: Path) -> str | None:
+    members = report["members"]
+    if not report["emulation"]["keys"]:
+        return None
+    ids = [m["id"] for m in members]
+
+    def values(key: str) -> np.ndarray:
+        return np.array([np.nan if m["scores"][key] is None else m["scores"][key]
+                         for m in members], dtype=float)
+
+    panels = [("hidden_r2", "hidden R² (aligned states)"),
+              ("output_agreement", "output agreement")]
+    has_task = any(np.isfinite(values(k)).any() for k in SCORE_KEYS[3:])
+    count = len(panels) + has_task
+    x = np.arange(len(ids))
+    fig, axes = plt.subplots(count, 1, figsize=(max(6.0, 0.45 * len(ids) + 2), 2.4 * count),
+                             sharex=True, squeeze=False, layout="constrained")
+    try:
+        for ax, (key, label) in zip(axes[:, 0], panels, strict=False):
+            ax.bar(x, np.nan_to_num(values(key), nan=0.0), color="tab:blue")
+            ax.set_ylabel(label, fontsize=8)
+            ax.axhline(1.0, color="0.5", lw=0.8, ls=":")
+        if has_task:
+            ax = axes[-1, 0]
+            ax.bar(x - 0.2, np.nan_to_num(values("task_metric_member")), 0.4, label="member",
+                   color="tab:gray")
+            ax.bar(x + 0.2, np.nan_to_num(values("task_metric_meta")), 0.4,
+                   label="meta-model at θ_n", color="tab:green")
+            ax.set_ylabel(report["meta"]["metric_name"] or "task metric", fontsize=8)
+            ax.legend(fontsize=7, loc="lower right")
+        axes[-1, 0].set_xticks(x, ids, rotation=60, ha="right", fontsize=7)
+        fig.suptitle("Emulation of each member (test pass)")
+    except BaseException:
+        plt.close(fig)
+        raise
+    name = "emulation.png"
+    _save(fig, out_dir / name)
+    return name
+
+
+def _fixed_point_pngs(data: ReportData, out_dir: Path, count: int) -> list[str]:
+    section = data.report["fixed_points"]
+    members = data.report["members"]
+    chosen = figure_members([m["metadata"] for m in members], count,
+                            [p is not None for p in data.member_points])
+    written = []
+    for i in chosen:
+        own, meta = data.member_points[i], data.meta_points[i]
+        assert own is not None and data.meta_states is not None
+        states, points = side_by_side([data.member_states[i], data.meta_states[i]],
+                                      [own, meta])
+        member_id = members[i]["id"]
+        fig = fixed_point_figure(states, points, [f"member {member_id}",
+                                                  f"meta-model at θ[{member_id}]"])
+        fig.suptitle("Fixed points under zero input", fontsize=10)
+        name = f"fixed_points_{safe_name(member_id)}.png"
+        _save(fig, out_dir / name)
+        section["figures"][member_id] = name
+        written.append(name)
+    return written
+
+
+def figure_members(metadata: list[dict[str, Any]], count: int, usable: list[bool]) -> list[int]:
+    """Up to ``count`` usable members: the first of each cluster, then the second, ..."""
+    groups = [[i for i in g if usable[i]] for g in clusters(metadata).values()]
+    order = [g[r] for r in range(max((len(g) for g in groups), default=0))
+             for g in groups if r < len(g)]
+    return order[:count]
+
+
+def side_by_side(states: list[Tensor], points: list[FixedPoints]
+                 ) -> tuple[list[Tensor], FixedPoints]:
+    """Systems of different state sizes as one :class:`FixedPoints` (group g = system g).
+
+    States and points are zero-padded to the widest system: the padded units have zero
+    variance, so each panel's PCA (fitted on its own states) is exactly the unpadded one.
+    """
+    width = max(s.shape[-1] for s in states)
+
+    def pad(t: Tensor) -> Tensor:
+        return torch.nn.functional.pad(t.detach().cpu(), (0, width - t.shape[-1]))
+
+    return [pad(s) for s in states], FixedPoints(
+        points=torch.cat([pad(p.points) for p in points]),
+        q=torch.cat([p.q.cpu() for p in points]),
+        eigvals=torch.cat([pad(p.eigvals.to(torch.complex128)) for p in points]),
+        is_stable=torch.cat([p.is_stable.cpu() for p in points]),
+        n_unstable=torch.cat([p.n_unstable.cpu() for p in points]),
+        kind=[k for p in points for k in p.kind],
+        group=torch.cat([torch.full((len(p),), g, dtype=torch.long)
+                         for g, p in enumerate(points)]),
+        distance_to_data=torch.cat([p.distance_to_data.cpu() for p in points]),
+        num_groups=len(points))
+
+
+def safe_name(text: str) -> str:
+    """``text`` as a file-name part: letters, digits, ``-``, ``_`` and ``.`` only."""
+    return re.sub(r"[^A-Za-z0-9_.\-]+", "_", str(text)).strip(".") or "_"
+
+
+def _save(fig: Figure, path: Path) -> None:
+    try:
+        fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    finally:
+        plt.close(fig)

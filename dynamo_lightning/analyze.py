@@ -1,0 +1,198 @@
+"""``dynamo analyze``: the analysis report of a DYNAMO checkpoint.
+
+    dynamo analyze --ckpt <run>/checkpoints/last.ckpt --out <run>/report
+
+Loads the module and the population it was fitted on (the path recorded in the checkpoint,
+or ``--population``), runs one test pass for the per-member emulation scores with a
+``TrajectoryDataModule`` rebuilt from the checkpoint's data hyper-parameters, then writes
+``report.json``, the PNGs and a self-contained ``report.html`` into ``--out``
+(:func:`dynamo_lightning.analysis.write_report`; schema in ``docs/report.md``).
+
+This is the Lightning side of the report (loading, the test pass); the report itself is
+computed in ``analysis/report/``, which never imports Lightning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import pickle
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class AnalysisInputError(ValueError):
+    """A checkpoint or population that ``dynamo analyze`` cannot use (one clear line)."""
+
+
+def analyze_main(argv: Sequence[str] = ()) -> int:
+    """``dynamo analyze ...``; returns the exit status (2 for unusable inputs)."""
+    parser = _parser()
+    args = parser.parse_args(list(argv))
+    from dynamo_lightning.analysis.report.pairs import parse_pairs
+
+    try:
+        pairs = parse_pairs(args.pairs)
+    except ValueError as err:
+        parser.error(str(err))
+    try:
+        out = run_analysis(args.ckpt, args.out, population=args.population,
+                           test=not args.no_test, trials=args.trials,
+                           inits_per_member=args.inits_per_member, pairs=pairs,
+                           steps=args.steps, seed=args.seed, max_iters=args.max_iters,
+                           progress=not args.no_progress)
+    except AnalysisInputError as err:
+        print(f"dynamo analyze: error: {err}", file=sys.stderr)
+        return 2
+    print(f"Report written to {out / 'report.html'} (data: {out / 'report.json'})")
+    return 0
+
+
+def run_analysis(ckpt: str | Path, out: str | Path, population: str | Path | None = None,
+                 scores: dict[str, list[float]] | None = None, test: bool = True,
+                 **options: Any) -> Path:
+    """Load ``ckpt`` and its population, get emulation scores, write the report to ``out``.
+
+    Args:
+        ckpt: a ``DynamoModule`` checkpoint.
+        out: the report directory.
+        population: the population's directory when it is no longer where the checkpoint
+            says it was.
+        scores: precomputed per-member test scores (``module.member_scores``): skips the
+            test pass (``dynamo demo`` passes the scores of the test it just ran).
+        test: run the test pass when ``scores`` is None (else the report has no scores).
+        **options: :class:`~dynamo_lightning.analysis.report.ReportOptions` fields.
+
+    Returns:
+        ``out`` as a ``Path``.
+
+    Raises:
+        AnalysisInputError: a missing checkpoint, a population that moved (and no
+            ``population``), or a population that is not the one the module was fitted on.
+    """
+    from dynamo_lightning.analysis.report import write_report
+    from dynamo_lightning.analysis.report.pairs import resolve_pairs
+    from dynamo_lightning.module import DynamoModule
+
+    ckpt = Path(ckpt)
+    if not ckpt.is_file():
+        raise AnalysisInputError(f"checkpoint {ckpt} not found")
+    module = DynamoModule.load_from_checkpoint(ckpt, map_location="cpu")
+    pop_dir = population_dir(module, population)
+    pop = _load_population(module, pop_dir)
+    try:
+        resolve_pairs(options.get("pairs", "auto"), module.member_ids, module.member_metadata)
+    except ValueError as err:
+        raise AnalysisInputError(str(err)) from None
+    if scores is None and test:
+        scores = emulation_scores(module, ckpt, pop_dir, progress=options.get("progress", True))
+    return write_report(module, pop, out, scores=scores, checkpoint=str(ckpt), **options)
+
+
+def population_dir(module: Any, override: str | Path | None = None) -> Path:
+    """The population's directory: ``override``, else the path the checkpoint recorded.
+
+    Raises:
+        AnalysisInputError: the directory has no ``manifest.json`` (moved or deleted).
+    """
+    recorded = module.hparams.get("population_path")
+    if override is not None:
+        path = Path(override).expanduser()
+        if not (path / "manifest.json").is_file():
+            raise AnalysisInputError(f"--population {path}: no population there "
+                                     "(manifest.json not found)")
+        return path
+    if not recorded:
+        raise AnalysisInputError("the checkpoint records no population path; pass the "
+                                 "population it was fitted on with --population <dir>")
+    path = Path(recorded)
+    if not (path / "manifest.json").is_file():
+        raise AnalysisInputError(
+            f"the population this checkpoint was fitted on is not at {path} any more "
+            f"(moved or deleted?); pass its new location with --population <dir>")
+    return path
+
+
+def _load_population(module: Any, path: Path) -> Any:
+    from dynamo_lightning.population import Population
+
+    pop = Population.load(path)
+    if pop.ids != module.member_ids:
+        raise AnalysisInputError(f"the population at {path} has members {pop.ids[:3]}... "
+                                 f"({len(pop)}), but the checkpoint was fitted on "
+                                 f"{module.member_ids[:3]}... ({len(module.member_ids)})")
+    expected = module.hparams.get("population_checksum")
+    if expected and pop.checksum != expected:
+        raise AnalysisInputError(f"the population at {path} has checksum "
+                                 f"{pop.checksum[:12]}…, but the checkpoint was fitted on "
+                                 f"{expected[:12]}… (same ids, other weights)")
+    return pop
+
+
+def emulation_scores(module: Any, ckpt: Path, population: Path, progress: bool = True
+                ) -> dict[str, list[float]]:
+    """One ``trainer.test`` pass; returns ``module.member_scores``.
+
+    The data module is rebuilt from the checkpoint's ``datamodule_hyper_parameters`` (same
+    trials, same cache), pointed at ``population``; checkpoints without them get one built
+    from the module's own record (task spec, k) with default trial counts.
+    """
+    import lightning.pytorch as pl
+
+    from dynamo_lightning.cli import _quiet_known_warnings
+    from dynamo_lightning.data import TrajectoryDataModule
+
+    _quiet_known_warnings()
+    hparams = _datamodule_hparams(ckpt)
+    accepted = inspect.signature(TrajectoryDataModule.__init__).parameters
+    kwargs = {k: v for k, v in hparams.items() if k in accepted}
+    if not kwargs:
+        kwargs = {"task": module.hparams.get("task_spec"),
+                  "num_components": module.hparams.get("num_components")}
+    kwargs["population"] = str(population)
+    datamodule = TrajectoryDataModule(**kwargs)
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_model_summary=False,
+                         enable_progress_bar=progress, devices=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        trainer.test(module, datamodule=datamodule, verbose=False)
+    return dict(module.member_scores)
+
+
+def _datamodule_hparams(ckpt: Path) -> dict[str, Any]:
+    """The checkpoint's ``datamodule_hyper_parameters`` ({} when absent or unreadable
+    without unpickling code)."""
+    try:
+        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError):
+        return {}
+    return dict(checkpoint.get("datamodule_hyper_parameters") or {})
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dynamo analyze", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", required=True, help="DynamoModule checkpoint (last.ckpt)")
+    parser.add_argument("--out", required=True, help="report directory")
+    parser.add_argument("--population", default=None,
+                        help="population directory, if it moved since the fit")
+    parser.add_argument("--trials", type=int, default=256,
+                        help="test trials scored at every θ along an interpolation")
+    parser.add_argument("--inits-per-member", type=int, default=128,
+                        help="initial states per member (and per θ_n) for fixed points")
+    parser.add_argument("--pairs", default="auto",
+                        help="member pairs to interpolate: auto | none | a:b,c:d (ids or "
+                             "indices)")
+    parser.add_argument("--steps", type=int, default=11, help="points per interpolation")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-iters", type=int, default=1000,
+                        help="iterations of each fixed-point search")
+    parser.add_argument("--no-test", action="store_true",
+                        help="skip the test pass (the report then has no emulation scores)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser

@@ -1,0 +1,208 @@
+"""``dynamo analyze`` and the analysis report: files, schema, self-containment, errors."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+
+from dynamo_lightning.analysis import build_report, map_figure
+from dynamo_lightning.analysis.report import validate_report
+from dynamo_lightning.analysis.report.pairs import auto_pairs, parse_pairs, resolve_pairs
+from dynamo_lightning.analyze import AnalysisInputError, population_dir
+from dynamo_lightning.cli import main
+from dynamo_lightning.demo import write_demo_report
+from dynamo_lightning.module import DynamoModule
+from dynamo_lightning.population import Population
+
+CONF = os.path.join(os.path.dirname(__file__), "conf")
+TINY = os.path.join(CONF, "dynamo_tiny.yaml")
+# Small searches: the tests check the report's shape, not the quality of the fixed points.
+FAST = ["--trials", "16", "--inits-per-member", "8", "--max-iters", "40", "--steps", "3",
+        "--no-progress"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny_population: Population, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A tiny population, one ``dynamo fit`` on it, and ``dynamo analyze`` of its checkpoint."""
+    root = tmp_path_factory.mktemp("report")
+    pop_dir = tiny_population.save(root / "population")
+    assert main(["fit", "--config", TINY, f"--data.population={pop_dir}",
+                 f"--data.cache_dir={root / 'cache'}", f"--trainer.default_root_dir={root}"]) == 0
+    ckpt = root / "checkpoints" / "last.ckpt"
+    out = root / "report"
+    assert main(["analyze", "--ckpt", str(ckpt), "--out", str(out), *FAST]) == 0
+    return {"root": root, "population": pop_dir, "ckpt": ckpt, "out": out,
+            "report": json.loads((out / "report.json").read_text())}
+
+
+def test_report_html_is_self_contained(fitted: dict) -> None:
+    page = (fitted["out"] / "report.html").read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and "<style>" in page
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", page)
+    assert "<script" not in page and "<link" not in page
+    images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert len(images) == len(fitted["report"]["figures"]) > 0  # every PNG, inlined once
+    assert all(base64.b64decode(i)[:8] == PNG_MAGIC for i in images)
+    for heading in ("Map of the population", "Members", "Emulation", "Fixed points",
+                    "Interpolation"):
+        assert f"<h2>{heading}</h2>" in page
+    assert page.count("How to read this.") == 4
+    assert plt.get_fignums() == []  # every figure was closed
+
+
+def test_report_json_follows_the_schema(fitted: dict, tiny_population: Population) -> None:
+    text = (fitted["out"] / "report.json").read_text()
+
+    def no_constant(name: str) -> None:
+        raise AssertionError(f"report.json holds {name}, which is not JSON")
+
+    report = json.loads(text, parse_constant=no_constant)
+    validate_report(report)  # required keys and types of every section
+    n = len(tiny_population)
+    meta = report["meta"]
+    assert meta["schema_version"] == 1 and meta["num_members"] == n
+    assert meta["embedding_dim"] == 2 and meta["task"]["name"] == "flipflop"
+    assert meta["checkpoint"] == str(fitted["ckpt"])
+    assert meta["population"]["checksum"] == tiny_population.checksum
+    assert meta["population"]["checksum_matches"] is True
+    assert meta["options"]["inits_per_member"] == 8 and meta["options"]["steps"] == 3
+    members = report["members"]
+    assert [m["id"] for m in members] == tiny_population.ids
+    module = DynamoModule.load_from_checkpoint(fitted["ckpt"])
+    np.testing.assert_allclose([m["theta"] for m in members], module.embeddings().numpy(),
+                               rtol=1e-6)
+    for m in members:  # the test pass ran: every score is a number
+        assert all(isinstance(v, float) for v in m["scores"].values()), m["scores"]
+    assert set(report["emulation"]["keys"]) == set(members[0]["scores"])
+    points = report["fixed_points"]
+    assert len(points["members"]) == n and points["input"] == "zeros"
+    for row in points["members"]:
+        assert row["match"] == (row["member"]["stable"] == row["meta"]["stable"])
+        assert row["meta"]["total"] == sum(row["meta"][k] for k in points["kinds"])
+    matches = [r["match"] for r in points["members"]]
+    assert points["match_fraction"] == pytest.approx(sum(matches) / n)
+    pairs = report["interpolation"]["pairs"]
+    # gru-s0/gru-s1 share a cluster; the across pairs join the other clusters.
+    assert [(p["id_i"], p["id_j"], p["relation"]) for p in pairs] == [
+        ("gru-s0", "gru-s1", "within"), ("gru-s1", "vanilla-s2", "across"),
+        ("gru-s1", "lstm-s3", "across")]
+    for pair, bif in zip(pairs, report["bifurcations"], strict=True):
+        result = pair["result"]
+        assert result["alphas"] == [0.0, 0.5, 1.0] and len(result["task_metric"]) == 3
+        assert result["endpoints"] == [pair["id_i"], pair["id_j"]]
+        assert bif["alphas"] == result["bifurcations"] and bif["i"] == pair["i"]
+
+
+def test_every_referenced_png_exists(fitted: dict) -> None:
+    report, out = fitted["report"], fitted["out"]
+    named = set(report["figures"])
+    assert named == {p.name for p in out.glob("*.png")}
+    for name in named:
+        assert (out / name).read_bytes()[:8] == PNG_MAGIC
+    assert set(report["map"]["figures"].values()) <= named
+    assert {f"map_{k}.png" for k in report["map"]["keys"]} <= named
+    assert "map_architecture.png" in named and report["emulation"]["figure"] == "emulation.png"
+    assert report["fixed_points"]["figures"]  # a few members, member vs meta side by side
+    assert all(name.startswith("fixed_points_") and name in named
+               for name in report["fixed_points"]["figures"].values())
+    for pair in report["interpolation"]["pairs"]:
+        assert pair["figure"] == f"interpolation_{pair['i']}_{pair['j']}.png"
+        assert pair["figure"] in named
+
+
+def test_moved_population_is_named_with_the_fix(fitted: dict, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    checkpoint = torch.load(fitted["ckpt"], map_location="cpu", weights_only=True)
+    gone = tmp_path / "moved_away" / "population"
+    checkpoint["hyper_parameters"]["population_path"] = str(gone)
+    moved = tmp_path / "moved.ckpt"
+    torch.save(checkpoint, moved)
+    assert main(["analyze", "--ckpt", str(moved), "--out", str(tmp_path / "r"), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert str(gone) in err and "--population" in err and "moved" in err
+    assert not (tmp_path / "r").exists()
+    module = DynamoModule.load_from_checkpoint(moved)
+    assert population_dir(module, fitted["population"]) == fitted["population"]
+    with pytest.raises(AnalysisInputError, match=r"manifest\.json not found"):
+        population_dir(module, tmp_path)
+
+
+def test_missing_checkpoint_and_bad_pairs_are_named(fitted: dict, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    assert main(["analyze", "--ckpt", str(tmp_path / "none.ckpt"), "--out", str(tmp_path)]) == 2
+    assert "none.ckpt not found" in capsys.readouterr().err
+    argv = ["analyze", "--ckpt", str(fitted["ckpt"]), "--out", str(tmp_path / "r"), *FAST]
+    assert main([*argv, "--pairs", "gru-s0:nobody"]) == 2
+    assert "unknown member 'nobody'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*argv, "--pairs", "gru-s0"])
+    assert "a:b,c:d" in capsys.readouterr().err
+
+
+def test_build_report_takes_scores_and_explicit_pairs(fitted: dict) -> None:
+    module = DynamoModule.load_from_checkpoint(fitted["ckpt"])
+    population = Population.load(fitted["population"])
+    scores = {"hidden_r2": [0.5, 0.6, 0.7, float("nan")], "output_agreement": [1.0] * 4}
+    report = build_report(module, population, scores=scores, pairs=[("lstm-s3", 0)], steps=2,
+                          trials=8, inits_per_member=4, max_iters=10, progress=False)
+    assert [m["scores"]["hidden_r2"] for m in report["members"]] == [0.5, 0.6, 0.7, None]
+    assert report["members"][0]["scores"]["task_metric_meta"] is None  # not given
+    assert report["emulation"]["median"]["hidden_r2"] == pytest.approx(0.6)
+    assert report["emulation"]["keys"] == ["hidden_r2", "output_agreement"]
+    assert [(p["i"], p["j"]) for p in report["interpolation"]["pairs"]] == [(3, 0)]
+    assert report["figures"] == []  # build_report computes; write_report draws
+    with pytest.raises(ValueError, match=r"unknown report option.*inits"):
+        build_report(module, population, inits=4)
+    with pytest.raises(ValueError, match="not the module's"):
+        build_report(module, population[:3])
+
+
+def test_demo_stage_reuses_the_test_scores(fitted: dict, tmp_path: Path) -> None:
+    fit = tmp_path / "fit" / "checkpoints"
+    fit.mkdir(parents=True)
+    (fit / "last.ckpt").write_bytes(fitted["ckpt"].read_bytes())
+    ids = [m["id"] for m in fitted["report"]["members"]]
+    summary = {"members": [{"id": i, "hidden_r2": 0.25 + k / 10, "output_agreement": 0.5}
+                           for k, i in enumerate(ids)]}
+    report_dir = write_demo_report(tmp_path, summary)
+    assert report_dir == tmp_path / "report" and (report_dir / "report.html").is_file()
+    report = json.loads((report_dir / "report.json").read_text())
+    assert [m["scores"]["hidden_r2"] for m in report["members"]] == [0.25, 0.35, 0.45, 0.55]
+
+
+def test_auto_pairs_within_then_across_clusters() -> None:
+    meta = [{"task": "flipflop", "architecture": a} for a in
+            ("gru", "gru", "gru", "lstm", "lstm", "vanilla", "ugrnn")]
+    assert auto_pairs(meta) == [(0, 1), (3, 4), (2, 4), (5, 6)]
+    labelled = [{"task": "mixture", "task_label": t, "architecture": "gru"} for t in "aabb"]
+    assert auto_pairs(labelled) == [(0, 1), (2, 3), (1, 3)]
+    assert auto_pairs([{"architecture": "gru"}]) == []
+    ids = ["a", "b", "c"]
+    assert resolve_pairs([("c", "0")], ids, [{}] * 3) == [(2, 0)]
+    assert resolve_pairs("none", ids, [{}] * 3) == []
+    assert parse_pairs("a:b,2:0") == [("a", "b"), ("2", "0")]
+    with pytest.raises(ValueError, match="itself"):
+        resolve_pairs([("a", 0)], ids, [{}] * 3)
+
+
+def test_map_figure_draws_a_panel_per_key() -> None:
+    xy = np.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.5]])
+    meta = [{"architecture": a, "task_metric": m} for a, m in
+            (("gru", 0.91), ("lstm", 0.55), ("gru", 0.73))]
+    fig = map_figure(xy, ["a", "b", "c"], meta, ["architecture", "task_metric"], "pca", 2,
+                     annotate=True)
+    try:
+        visible = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
+        assert [ax.get_title() for ax in visible] == ["architecture", "task_metric"]
+        assert len(fig.axes) == 3  # two panels and the task_metric colorbar
+    finally:
+        plt.close(fig)
