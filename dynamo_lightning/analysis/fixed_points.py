@@ -41,11 +41,11 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 StepFn = Callable[[Tensor, Tensor], Tensor]
 KINDS = ("stable", "saddle", "unstable", "slow")
@@ -431,104 +431,14 @@ def _check_call(step_fn: StepFn, x_const: Tensor, inits: Tensor, groups: Tensor 
     return x, groups.long(), int(groups.max()) + 1 if rows else 1
 
 
-# ------------------------------------------------------------------------------- helpers
-def sample_inits(trajectories: Tensor, n: int, noise: float = 0.0,
-                 generator: torch.Generator | None = None) -> Tensor:
-    """Initial states drawn from visited states: ``n`` random rows of ``trajectories
-    [..., H]`` plus Gaussian noise of ``noise`` × the data's per-unit std. Returns ``[n, H]``."""
-    states = trajectories.detach().reshape(-1, trajectories.shape[-1])
-    if states.shape[0] == 0 or n < 1:
-        raise ValueError(f"need n >= 1 and some states, got n={n}, {tuple(trajectories.shape)}")
-    pick = torch.randint(states.shape[0], (n,), generator=generator)
-    picked = states[pick.to(states.device)]
-    if noise == 0 or states.shape[0] < 2:
-        return picked.clone()
-    std = states.std(0)
-    eps = torch.randn(picked.shape, generator=generator, dtype=picked.dtype)
-    return picked + noise * std * eps.to(picked.device)
+# Re-exported: the helpers live in their own file but belong to this API.
+from dynamo_lightning.analysis.step_functions import (  # noqa: E402
+    ModuleStep,
+    frozen_parameters,
+    member_step_fn,
+    meta_step_fn,
+    sample_inits,
+)
 
-
-@contextlib.contextmanager
-def frozen_parameters(module: nn.Module) -> Iterator[None]:
-    """Temporarily set ``requires_grad=False`` on ``module``'s parameters (restored after),
-    so a search builds no graph through them and never touches their ``.grad``."""
-    trainable = [p for p in module.parameters() if p.requires_grad]
-    for p in trainable:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in trainable:
-            p.requires_grad_(True)
-
-
-class _StepCall(nn.Module):
-    """``forward(*args)`` = ``module.step(*args)``, so ``functional_call`` can run it."""
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module
-
-    def forward(self, *args: Tensor) -> Tensor:
-        return self.module.step(*args)
-
-
-class ModuleStep:
-    """``step_fn(h [M, H], x [M, I])`` over a module's ``step``, never touching its ``.grad``;
-    with ``theta_rows [M, d]``, row r runs at ``theta_rows[r]`` (see :func:`meta_step_fn`).
-
-    Trainable parameters are replaced by detached views (``torch.func.functional_call``);
-    :func:`find_fixed_points` instead enters :meth:`frozen` around its whole search, which
-    skips that per-call swap. ``groups [M]`` (or None) names each row's θ.
-    """
-
-    def __init__(self, module: nn.Module, theta_rows: Tensor | None = None,
-                 groups: Tensor | None = None) -> None:
-        if not callable(getattr(module, "step", None)):
-            raise TypeError(f"{type(module).__name__} has no step(): not a recurrent network")
-        self.module = module
-        self.theta_rows = None if theta_rows is None else theta_rows.detach()
-        self.groups = groups
-        self._call = _StepCall(module)
-
-    def frozen(self) -> contextlib.AbstractContextManager[None]:
-        """Context in which the module's parameters do not require grad (restored after)."""
-        return frozen_parameters(self.module)
-
-    def subset(self, rows: Tensor) -> ModuleStep:
-        """This step function on rows ``rows`` of its batch only."""
-        if self.theta_rows is None:
-            return self
-        rows = rows.to(self.theta_rows.device)
-        return ModuleStep(self.module, self.theta_rows[rows], self.groups[rows])
-
-    def __call__(self, h: Tensor, x: Tensor) -> Tensor:
-        args: tuple[Tensor, ...] = (h, x)
-        if self.theta_rows is not None:
-            if h.shape[0] != self.theta_rows.shape[0]:
-                raise ValueError(f"this step function runs {self.theta_rows.shape[0]} rows "
-                                 f"(θ's × inits per θ), got h {tuple(h.shape)}")
-            args = (h, x, self.theta_rows.to(h.device))
-        params = self._call.named_parameters()
-        detached = {name: p.detach() for name, p in params if p.requires_grad}
-        if not detached or not torch.is_grad_enabled():
-            return self.module.step(*args)
-        return torch.func.functional_call(self._call, detached, args)
-
-
-def member_step_fn(member: nn.Module) -> ModuleStep:
-    """The step function of a recurrent member (``member.step(h, x)``), e.g. ``pop[i].module``
-    or an ``EmbeddedNetwork``."""
-    return ModuleStep(member)
-
-
-def meta_step_fn(meta: nn.Module, thetas: Tensor, n_per_group: int) -> ModuleStep:
-    """The meta-model at G embeddings in one step function: row r runs
-    ``meta.step(h, x, θ[r // n_per_group])``, so a call takes ``M = G · n_per_group`` rows
-    (stack the inits θ-major) and its ``groups`` are found by :func:`find_fixed_points`."""
-    if thetas.dim() != 2 or n_per_group < 1:
-        raise ValueError(f"thetas must be [G, d] and n_per_group >= 1, got "
-                         f"{tuple(thetas.shape)}, {n_per_group}")
-    groups = torch.arange(thetas.shape[0], device=thetas.device)
-    return ModuleStep(meta, thetas.repeat_interleave(n_per_group, 0),
-                      groups.repeat_interleave(n_per_group))
+__all__ = ["KINDS", "FixedPoints", "ModuleStep", "find_fixed_points", "frozen_parameters",
+           "member_step_fn", "meta_step_fn", "sample_inits"]

@@ -6,7 +6,8 @@ directory); tables through :func:`log_table`.
 
 from dynamo_lightning.callbacks.embedding_manifold import EmbeddingManifold
 from dynamo_lightning.callbacks.figures import log_figure, log_table
-from dynamo_lightning.callbacks.fixed_points import FixedPoints, Interpolation
+from dynamo_lightning.callbacks.fixed_points import FixedPoints
+from dynamo_lightning.callbacks.interpolation import Interpolation
 from dynamo_lightning.callbacks.wandb_logger import DynamoWandbLogger
 
 __all__ = [

@@ -1,0 +1,116 @@
+"""Shared base of the analysis callbacks (FixedPoints, Interpolation): when to run, rank 0
+only, eval mode and no grad (restored afterwards), resumable state, argument checks."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from numbers import Real
+from typing import TYPE_CHECKING, Any
+
+import torch
+from lightning.pytorch.callbacks import Callback
+from typing_extensions import override
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
+
+MemberKey = str | int
+
+
+class _Analysis(Callback):
+    """Timing, rank-0 only, eval mode + no grad (restored after) and resumable state."""
+
+    def __init__(self, every_n_epochs: int, tol: float, max_iters: int, trials: int) -> None:
+        super().__init__()
+        self._every_n_epochs = _int(self, "every_n_epochs", every_n_epochs)
+        if isinstance(tol, bool) or not isinstance(tol, Real) or not 0 < tol < math.inf:
+            raise ValueError(f"{type(self).__name__}(tol={tol!r}): tol must be a positive "
+                             "finite number")
+        self._tol = float(tol)
+        self._max_iters = _int(self, "max_iters", max_iters)
+        self._trials = _int(self, "trials", trials)
+        self._last_step: int | None = None  # global step of the last analysis
+        self._num_drawn = 0
+
+    @override
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        if (trainer.current_epoch + 1) % self._every_n_epochs != 0:
+            return
+        self._run(trainer, pl_module)
+
+    @override
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self._run(trainer, pl_module)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_step": self._last_step, "num_drawn": self._num_drawn}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._last_step = state_dict.get("last_step")
+        self._num_drawn = state_dict.get("num_drawn", 0)
+
+    def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._last_step == trainer.global_step:  # already analysed at this step
+            return
+        was_training = pl_module.training
+        pl_module.eval()
+        try:  # validation hooks run under inference mode; the finder needs autograd
+            with torch.inference_mode(False), torch.no_grad():
+                done = self._analyse(trainer, pl_module)
+        finally:
+            pl_module.train(was_training)
+        if done:
+            self._last_step = trainer.global_step
+            self._num_drawn += 1
+
+    def _analyse(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
+        raise NotImplementedError
+
+
+def default_members(metadata: Sequence[dict[str, Any]], limit: int = 8) -> list[int]:
+    """Up to ``limit`` member indices, taken in turn from each architecture (first-seen
+    order), so every architecture is represented before any gets a second member."""
+    groups: dict[str, list[int]] = {}
+    for index, meta in enumerate(metadata):
+        groups.setdefault(str(meta.get("architecture", "?")), []).append(index)
+    chosen: list[int] = []
+    for rank in range(max((len(g) for g in groups.values()), default=0)):
+        chosen += [g[rank] for g in groups.values() if rank < len(g)]
+    return sorted(chosen[:limit])
+
+
+def default_pairs(ids: Sequence[str], metadata: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """One pair within an architecture (its first two members) and one across two
+    architectures (their first members); fewer when the population cannot provide them."""
+    groups: dict[str, list[str]] = {}
+    for name, meta in zip(ids, metadata, strict=True):
+        groups.setdefault(str(meta.get("architecture", "?")), []).append(str(name))
+    pairs = [g[:2] for g in groups.values() if len(g) >= 2][:1]
+    firsts = [g[0] for g in groups.values()]
+    if len(firsts) >= 2:
+        pairs.append(firsts[:2])
+    return pairs
+
+
+def _int(owner: Callback, name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{type(owner).__name__}({name}={value!r}): {name} must be an int "
+                         f">= {minimum}")
+    return value
+
+
+def _keys(owner: Callback, name: str, values: Any) -> list[MemberKey]:
+    """A list of member ids (str) or indices (int >= 0), else ValueError naming ``name``."""
+    ok = (not isinstance(values, (str, bytes)) and isinstance(values, Sequence)
+          and all((isinstance(v, str) and v) or (isinstance(v, int) and not isinstance(v, bool)
+                                                 and v >= 0) for v in values))
+    if not ok:
+        raise ValueError(f"{type(owner).__name__}({name}={values!r}): {name} must list member "
+                         "ids (str) or indices (int >= 0)")
+    return list(values)

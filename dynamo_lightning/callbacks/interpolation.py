@@ -1,0 +1,111 @@
+"""Interpolation: task metric and fixed-point counts along segments between members' θ's.
+
+Only coordinates: the maths is :mod:`dynamo_lightning.analysis.interpolation`, the figure
+:mod:`dynamo_lightning.analysis.plots`, the routing :func:`log_figure` / :func:`log_table`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from lightning.pytorch.utilities import rank_zero_warn
+
+from dynamo_lightning.analysis.fixed_points import KINDS
+from dynamo_lightning.analysis.interpolation import interpolate_pairs
+from dynamo_lightning.analysis.plots import interpolation_figure
+from dynamo_lightning.callbacks.analysis_base import (
+    MemberKey,
+    _Analysis,
+    _int,
+    _keys,
+    default_pairs,
+)
+from dynamo_lightning.callbacks.figures import log_figure, log_table
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
+
+    from dynamo_lightning.analysis.interpolation import Interpolation as InterpolationResult
+
+
+class Interpolation(_Analysis):
+    """Task metric and fixed-point counts along segments θ_a → θ_b between members.
+
+    Logs, per pair, the figure ``figures/interpolation/<a>__<b>`` and one table
+    ``tables/interpolation`` (pair, α, θ, task metric, counts per kind, bifurcation flag)
+    after validation every ``every_n_epochs`` epochs and at the end of fit. All pairs' θ's go
+    through one batched evaluation
+    (:func:`dynamo_lightning.analysis.interpolation.interpolate_pairs`).
+
+    Args:
+        every_n_epochs: Analyse after validation every this many epochs.
+        pairs: ``[[a, b], ...]`` member ids or indices; default one pair within an
+            architecture and one across two architectures (metadata ``architecture``).
+        steps: Points per segment (≥ 2), both members included.
+        fixed_points: Also count fixed points along the segments.
+        inits_per_theta, tol, max_iters: The fixed-point search per point of a segment.
+        trials: Task trials scored at every point.
+
+    Raises:
+        ValueError: A bad argument (named); at run time, a member the module does not have.
+
+    Example::
+
+        trainer = Trainer(callbacks=[Interpolation(pairs=[["gru-s0", "lstm-s3"]], steps=21)])
+    """
+
+    def __init__(self, every_n_epochs: int = 10, pairs: list[list[MemberKey]] | None = None,
+                 steps: int = 11, fixed_points: bool = True, inits_per_theta: int = 32,
+                 tol: float = 1e-8, max_iters: int = 2000, trials: int = 128) -> None:
+        super().__init__(every_n_epochs, tol, max_iters, trials)
+        if pairs is not None:
+            bad = (isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence)
+                   or not pairs or any(isinstance(p, (str, bytes)) or not isinstance(p, Sequence)
+                                       or len(p) != 2 for p in pairs))
+            if bad:
+                raise ValueError(f"Interpolation(pairs={pairs!r}): pairs must be a non-empty "
+                                 "list of [a, b] member pairs")
+            pairs = [_keys(self, "pairs", p) for p in pairs]
+            if any(a == b for a, b in pairs):
+                raise ValueError(f"Interpolation(pairs={pairs!r}): a pair joins a member to "
+                                 "itself")
+        self._pairs = pairs
+        self._steps = _int(self, "steps", steps, minimum=2)
+        if not isinstance(fixed_points, bool):
+            raise ValueError(f"Interpolation(fixed_points={fixed_points!r}): must be a bool")
+        self._fixed_points = fixed_points
+        self._inits = _int(self, "inits_per_theta", inits_per_theta)
+        self._warned = False
+        self.last_results: list[InterpolationResult] = []  # of the latest analysis
+
+    def _analyse(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
+        pairs = self._pairs or default_pairs(pl_module.member_ids, pl_module.member_metadata)
+        if not pairs:
+            if not self._warned:
+                rank_zero_warn("Interpolation: fewer than two members, nothing to interpolate")
+                self._warned = True
+            return False
+        results = interpolate_pairs(pl_module, pairs, self._steps, trials=self._trials,
+                                    fixed_points=self._fixed_points,
+                                    inits_per_theta=self._inits, tol=self._tol,
+                                    max_iters=self._max_iters)
+        step, rows = trainer.global_step, []
+        for result in results:
+            a, b = result.endpoints or ("?", "?")
+            log_figure(trainer, interpolation_figure(result), f"figures/interpolation/{a}__{b}",
+                       step=step)
+            alphas = result.alphas.tolist()
+            for s, alpha in enumerate(alphas):
+                counts = [int(result.counts[k][s]) if result.counts else None for k in KINDS]
+                middle = (alpha + alphas[s + 1]) / 2 if s + 1 < len(alphas) else math.nan
+                after = any(abs(b - middle) < 1e-12 for b in result.bifurcations)
+                rows.append([f"{a}__{b}", a, b, alpha, *map(float, result.thetas[s]),
+                             float(result.task_metric[s]), *counts, after])
+        dim = results[0].thetas.shape[1]
+        columns = ["pair", "from", "to", "alpha", *(f"theta_{k + 1}" for k in range(dim)),
+                   results[0].metric_name or "task_metric", *KINDS, "bifurcation_after"]
+        log_table(trainer, "tables/interpolation", columns, rows, step=step)
+        self.last_results = results
+        return True
