@@ -78,6 +78,25 @@ def time_call(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> fl
     return statistics.median(times)
 
 
+def time_calls(fns: Mapping[str, Callable[[], object]], repeats: int = 5,
+               warmup: int = 1) -> dict[str, float]:
+    """Median seconds of each ``fns[case]()``, the cases interleaved round-robin.
+
+    Interleaving makes the ratios between cases fair on a shared machine whose load drifts
+    during the run: every case sees the same stretch of time.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {case: [] for case in fns}
+    for _ in range(repeats):
+        for case, fn in fns.items():
+            times[case].append(time_call(fn, repeats=1, warmup=0))
+    return {case: statistics.median(values) for case, values in times.items()}
+
+
 def _synchronize() -> None:
     # Only once CUDA is in use: a CPU benchmark must not create a CUDA context.
     if torch.cuda.is_available() and torch.cuda.is_initialized():

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from common import print_table, row, time_call, write_results
+from common import print_table, row, time_calls, write_results
 
 from dynamo_lightning.population.architectures import MemberNetwork, build, recurrent
 from dynamo_lightning.population.architectures.gru import GRU
@@ -145,12 +145,11 @@ def forward_rows(forms: Forms, args: argparse.Namespace, batch: int,
             with unchunked():
                 return forms.stacked(x)
         cases["stacked_unchunked"] = old
-    times = {}
     with torch.no_grad():
-        for case, fn in cases.items():
-            times[case] = time_call(fn, args.repeats, args.warmup)
-            rows.append(row(f"B={batch} {case}", "forward", times[case] * 1e3, "ms"))
-            print(f"  B={batch} {case}: {times[case] * 1e3:.1f} ms", flush=True)
+        times = time_calls(cases, args.repeats, args.warmup)
+    for case, seconds in times.items():
+        rows.append(row(f"B={batch} {case}", "forward", seconds * 1e3, "ms"))
+        print(f"  B={batch} {case}: {seconds * 1e3:.1f} ms", flush=True)
     for case in cases:
         if case != "stacked":
             ratios[f"forward B={batch}: {case} / stacked"] = times[case] / times["stacked"]
@@ -174,11 +173,10 @@ def training_rows(forms: Forms, args: argparse.Namespace, rows: list[dict[str, A
         for m in forms.trainable:
             m.zero_grad(set_to_none=True)
 
-    times = {}
-    for case, fn in (("stacked", stacked), ("loop_members", loop)):
-        times[case] = time_call(fn, args.repeats, args.warmup)
-        rows.append(row(f"B={batch} {case}", "train_step", times[case] * 1e3, "ms"))
-        print(f"  train B={batch} {case}: {times[case] * 1e3:.1f} ms", flush=True)
+    times = time_calls({"stacked": stacked, "loop_members": loop}, args.repeats, args.warmup)
+    for case, seconds in times.items():
+        rows.append(row(f"B={batch} {case}", "train_step", seconds * 1e3, "ms"))
+        print(f"  train B={batch} {case}: {seconds * 1e3:.1f} ms", flush=True)
     ratios[f"train B={batch}: loop_members / stacked"] = times["loop_members"] / times["stacked"]
 
 
@@ -194,8 +192,9 @@ def compile_rows(forms: Forms, args: argparse.Namespace, rows: list[dict[str, An
         start = time.perf_counter()
         compiled(x)
         first = time.perf_counter() - start
-        steady = time_call(lambda: compiled(x), args.repeats, args.warmup)
-        eager = time_call(lambda: forms.stacked(x), args.repeats, args.warmup)
+        times = time_calls({"compiled": lambda: compiled(x), "eager": lambda: forms.stacked(x)},
+                           args.repeats, args.warmup)
+    steady, eager = times["compiled"], times["eager"]
     rows.append(row(f"B={args.batch} stacked_compiled_cell", "first_call", first, "s"))
     rows.append(row(f"B={args.batch} stacked_compiled_cell", "forward", steady * 1e3, "ms"))
     ratios[f"forward B={args.batch}: stacked / stacked_compiled_cell"] = eager / steady

@@ -45,7 +45,7 @@ def analyze_main(argv: Sequence[str] = ()) -> int:
                            test=not args.no_test, trials=args.trials,
                            inits_per_member=args.inits_per_member, pairs=pairs,
                            steps=args.steps, seed=args.seed, max_iters=args.max_iters,
-                           progress=not args.no_progress)
+                           threads=args.threads, progress=not args.no_progress)
     except AnalysisInputError as err:
         print(f"dynamo analyze: error: {err}", file=sys.stderr)
         return 2
@@ -192,6 +192,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-iters", type=int, default=1000,
                         help="iterations of each fixed-point search")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads for the searches (small ops: 1 is "
+                             "usually fastest)")
     parser.add_argument("--no-test", action="store_true",
                         help="skip the test pass (the report then has no emulation scores)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

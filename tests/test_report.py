@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from dynamo_lightning import tasks
 from dynamo_lightning.analysis import build_report, map_figure
 from dynamo_lightning.analysis.report import validate_report
 from dynamo_lightning.analysis.report.pairs import auto_pairs, parse_pairs, resolve_pairs
@@ -160,6 +161,11 @@ def test_build_report_takes_scores_and_explicit_pairs(fitted: dict) -> None:
     assert report["emulation"]["keys"] == ["hidden_r2", "output_agreement"]
     assert [(p["i"], p["j"]) for p in report["interpolation"]["pairs"]] == [(3, 0)]
     assert report["figures"] == []  # build_report computes; write_report draws
+    short = tasks.get("flipflop", n_bits=3, seq_len=8)  # another input task than the fit's
+    report = build_report(module, population, short, pairs="none", trials=4,
+                          inits_per_member=2, max_iters=5, progress=False)
+    assert report["meta"]["task"] == {"name": "flipflop", "config": short.config()}
+    assert report["interpolation"]["pairs"] == [] and report["bifurcations"] == []
     with pytest.raises(ValueError, match=r"unknown report option.*inits"):
         build_report(module, population, inits=4)
     with pytest.raises(ValueError, match="not the module's"):
@@ -206,3 +212,28 @@ def test_map_figure_draws_a_panel_per_key() -> None:
         assert len(fig.axes) == 3  # two panels and the task_metric colorbar
     finally:
         plt.close(fig)
+
+
+def test_stacked_member_search_equals_member_by_member() -> None:
+    from dynamo_lightning.analysis import find_fixed_points, member_step_fn
+    from dynamo_lightning.analysis.report.members import StackStep
+    from dynamo_lightning.population.architectures import MemberNetwork, build
+
+    stack = build("gru", num_members=3, seeds=[0, 1, 2], input_size=3, output_size=3,
+                  hidden_size=8).requires_grad_(False)
+    rows = torch.arange(3).repeat_interleave(5)
+    step = StackStep(stack, rows)
+    h, x = torch.randn(15, 8), torch.randn(15, 3)
+    alone = [MemberNetwork(build("gru", num_members=1, seeds=[g], input_size=3, output_size=3,
+                                 hidden_size=8)) for g in range(3)]
+    want = torch.cat([alone[g].step(h[rows == g], x[rows == g]) for g in range(3)])
+    torch.testing.assert_close(step(h, x), want)
+    some = torch.tensor([0, 3, 6, 7, 14])  # after converged rows leave the batch
+    torch.testing.assert_close(step.subset(some)(h[some], x[some]), want[some])
+    inits = 0.5 * torch.randn(15, 8, generator=torch.Generator().manual_seed(0))
+    found = find_fixed_points(step, torch.zeros(3), inits, groups=step.groups, max_iters=300)
+    for g, part in enumerate(found.split()):
+        own = find_fixed_points(member_step_fn(alone[g]), torch.zeros(3), inits[rows == g],
+                                max_iters=300)
+        assert part.kind == own.kind
+        torch.testing.assert_close(part.points, own.points, atol=1e-4, rtol=0)

@@ -15,9 +15,6 @@ and are anchored to, their own states on the same ``fixed_point_trials`` test tr
 
 from __future__ import annotations
 
-import datetime as dt
-import os
-import platform
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,26 +26,31 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-import dynamo_lightning
-from dynamo_lightning.analysis.fixed_points import (
-    KINDS,
-    FixedPoints,
-    find_fixed_points,
-    sample_inits,
-)
+from dynamo_lightning.analysis.fixed_points import FixedPoints
 from dynamo_lightning.analysis.interpolation import (
     Interpolation,
     fixed_points_at,
     interpolate_pairs,
 )
-from dynamo_lightning.analysis.map_figure import default_keys
 from dynamo_lightning.analysis.projection import project
-from dynamo_lightning.analysis.report.pairs import cluster_of, resolve_pairs
-from dynamo_lightning.analysis.report.schema import SCHEMA_VERSION, plain
+from dynamo_lightning.analysis.report.members import member_fixed_points
+from dynamo_lightning.analysis.report.pairs import resolve_pairs
+from dynamo_lightning.analysis.report.schema import plain
+from dynamo_lightning.analysis.report.sections import (
+    SCORE_KEYS,
+    bifurcations_section,
+    check_population,
+    emulation_section,
+    fixed_points_section,
+    map_section,
+    member_scores,
+    members_section,
+    meta_section,
+    pairs_section,
+)
 
-SCORE_KEYS = ("hidden_r2", "output_r2", "output_agreement", "task_metric_meta",
-              "task_metric_member")
-"""Per-member emulation scores of a test pass (``DynamoModule.member_scores``)."""
+__all__ = ["SCORE_KEYS", "ReportData", "ReportOptions", "build_report", "compute_report",
+           "make_options"]
 
 
 @dataclass
@@ -69,6 +71,10 @@ class ReportOptions:
         tol: a point is fixed once ``q = ½‖F(h) − h‖² < tol``.
         init_noise: noise of the initial states, × the per-unit std of the states.
         figure_members: members that get a ``fixed_points_<id>.png`` (one per cluster first).
+        threads: torch intra-op threads while computing (restored after); None leaves
+            torch's setting. The searches are thousands of small ops on tensors of a few
+            thousand elements, where extra threads only add synchronisation: on a busy
+            2-core machine a 16-member flip-flop report took 208 s with 2 threads, 20 s with 1.
     """
 
     trials: int = 256
@@ -83,6 +89,7 @@ class ReportOptions:
     tol: float = 1e-8
     init_noise: float = 0.1
     figure_members: int = 4
+    threads: int | None = 1
 
     def __post_init__(self) -> None:
         for name in ("trials", "inits_per_member", "steps", "fixed_point_trials",
@@ -92,6 +99,11 @@ class ReportOptions:
                 raise ValueError(f"report option {name} must be a positive int, got {value!r}")
         if self.steps < 2:
             raise ValueError(f"report option steps must be >= 2, got {self.steps}")
+        if self.threads is not None and (isinstance(self.threads, bool)
+                                         or not isinstance(self.threads, int)
+                                         or self.threads < 1):
+            raise ValueError(f"report option threads must be a positive int or None, "
+                             f"got {self.threads!r}")
         if not (isinstance(self.tol, (int, float)) and self.tol > 0):
             raise ValueError(f"report option tol must be a positive number, got {self.tol!r}")
 
@@ -150,58 +162,69 @@ def compute_report(m: Any, population: Any, task: Any = None, *,
     """:func:`build_report`, keeping the states, points and interpolations for the figures."""
     opts = options or ReportOptions()
     ids, metadata = [str(i) for i in m.member_ids], [dict(x) for x in m.member_metadata]
-    _check_population(population, ids)
-    task = task if task is not None else m.task
+    check_population(population, ids)
+    if task is None:
+        task = m.task
+    else:
+        m = _WithTask(m, task)  # the meta-model's searches and interpolation use it too
     if task is None:
         raise ValueError("the module names no task (hparams.task_spec); pass task=... so the "
                          "report has inputs to run the networks on")
     theta = torch.as_tensor(m.embeddings()).detach().cpu().float()
-    xy = project(theta, method="pca")
-    timings: dict[str, float] = {}
     pairs = resolve_pairs(opts.pairs, ids, metadata)
-    stages = ["member fixed points", "meta-model fixed points"] + (
-        ["interpolation"] if pairs else [])
-    data = ReportData(report={}, xy=xy)
+    timings: dict[str, float] = {}
+    data = ReportData(report={}, xy=project(theta, method="pca"))
+    with _threads(opts.threads):
+        _search(m, population, task, theta, pairs, opts, timings, data)
+    members = members_section(ids, metadata, theta, data.xy,
+                              member_scores(m, scores, len(ids)))
+    settings = {k: getattr(opts, k) for k in ("fixed_point_trials", "inits_per_member",
+                                               "max_iters", "tol", "init_noise", "seed")}
+    report = {
+        "meta": meta_section(m, population, task, checkpoint, theta, opts.as_dict(),
+                             opts.threads, timings),
+        "members": members,
+        "emulation": emulation_section(members),
+        "map": map_section(metadata, theta.shape[1]),
+        "fixed_points": fixed_points_section(ids, data.member_points, data.meta_points,
+                                             settings),
+        "interpolation": {"pairs": pairs_section(pairs, ids, metadata, data.interpolations)},
+        "bifurcations": bifurcations_section(pairs, ids, data.interpolations),
+        "figures": [],
+    }
+    data.report = plain(report)
+    return data
+
+
+def _search(m: Any, population: Any, task: Any, theta: Tensor, pairs: list[tuple[int, int]],
+            opts: ReportOptions, timings: dict[str, float], data: ReportData) -> None:
+    """The long stages (fixed points of members and meta-model, interpolation) into ``data``."""
+    stages = ["member fixed points", "meta-model fixed points"]
+    stages += [f"interpolation ({len(pairs)} pairs × {opts.steps})"] if pairs else []
     with tqdm(total=len(stages), desc="report", disable=not opts.progress, unit="stage") as bar:
         with _timed(timings, "fixed_points"):
             x, _ = _draw(task, opts.fixed_point_trials, opts.seed)
             x_const = torch.zeros(x.shape[-1])
             bar.set_postfix_str(stages[0])
-            member_points, member_states = _member_fixed_points(population, x, x_const, opts)
+            data.member_points, data.member_states = member_fixed_points(
+                population, x, x_const, inits_per_member=opts.inits_per_member, tol=opts.tol,
+                max_iters=opts.max_iters, init_noise=opts.init_noise, seed=opts.seed)
             bar.update()
             bar.set_postfix_str(stages[1])
-            meta_points, meta_states = fixed_points_at(
+            points, data.meta_states = fixed_points_at(
                 m, theta, trials=opts.fixed_point_trials, seed=opts.seed,
                 inits_per_theta=opts.inits_per_member, x_const=x_const, tol=opts.tol,
                 max_iters=opts.max_iters, init_noise=opts.init_noise)
+            data.meta_points = points.split()
             bar.update()
-        interpolations: list[Interpolation] = []
         if pairs:
-            bar.set_postfix_str(f"interpolation ({len(pairs)} pairs × {opts.steps})")
+            bar.set_postfix_str(stages[2])
             with _timed(timings, "interpolation"):
-                interpolations = interpolate_pairs(
+                data.interpolations = interpolate_pairs(
                     m, pairs, opts.steps, trials=opts.trials, seed=opts.seed,
                     inits_per_theta=opts.interpolation_inits, tol=opts.tol,
                     max_iters=opts.max_iters, init_noise=opts.init_noise)
             bar.update()
-    data.member_points, data.member_states = member_points, member_states
-    data.meta_points, data.meta_states = meta_points.split(), meta_states
-    data.interpolations = interpolations
-    members = _members_section(ids, metadata, theta, xy, _scores(m, scores, len(ids)))
-    data.report = {
-        "meta": _meta_section(m, population, task, checkpoint, theta, opts, timings),
-        "members": members,
-        "emulation": _emulation_section(members),
-        "map": _map_section(metadata, theta.shape[1]),
-        "fixed_points": _fixed_points_section(ids, metadata, data, opts),
-        "interpolation": {"pairs": _pairs_section(pairs, ids, metadata, interpolations)},
-        "bifurcations": [{"i": i, "j": j, "id_i": ids[i], "id_j": ids[j],
-                          "alphas": list(r.bifurcations)}
-                         for (i, j), r in zip(pairs, interpolations, strict=True)],
-        "figures": [],
-    }
-    data.report = plain(data.report)
-    return data
 
 
 # ----------------------------------------------------------------------------- computing
@@ -216,56 +239,26 @@ def _draw(task: Any, trials: int, seed: int) -> tuple[Tensor, Tensor]:
     return x.float(), y
 
 
-class _StackStep:
-    """Step function over a stack of G members: row r runs member ``member_of_row[r]``.
+class _WithTask:
+    """``m`` with another ``task`` (everything else read through to ``m``)."""
 
-    Rows are scattered into a zero-padded ``[G, n_max, H]`` batch, stepped in one stacked
-    call and gathered back; ``subset(rows)`` (which :func:`find_fixed_points` uses once
-    rows converge) keeps each row with its member.
-    """
+    def __init__(self, m: Any, task: Any) -> None:
+        self._m, self.task = m, task
 
-    def __init__(self, stack: torch.nn.Module, member_of_row: Tensor) -> None:
-        self.stack, self.groups = stack, member_of_row
-        onehot = torch.nn.functional.one_hot(member_of_row, stack.num_members)
-        self._rank = (onehot.cumsum(0) - 1).gather(1, member_of_row[:, None]).squeeze(1)
-        self._width = int(onehot.sum(0).max()) if member_of_row.numel() else 0
-
-    def subset(self, rows: Tensor) -> _StackStep:
-        return _StackStep(self.stack, self.groups[rows.to(self.groups.device)])
-
-    def __call__(self, h: Tensor, x: Tensor) -> Tensor:
-        index = (self.groups.to(h.device), self._rank.to(h.device))
-        g = self.stack.num_members
-        padded_h = h.new_zeros(g, self._width, h.shape[-1]).index_put(index, h)
-        padded_x = x.new_zeros(g, self._width, x.shape[-1]).index_put(index, x)
-        return self.stack.step(padded_h, padded_x)[index]
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._m, name)
 
 
-@torch.no_grad()
-def _member_states(population: Any, x: Tensor) -> list[Tensor]:
-    traj = population.trajectories(x)
-    return [h.cpu() for h in traj.hidden]
-
-
-def _member_fixed_points(population: Any, x: Tensor, x_const: Tensor, opts: ReportOptions
-                         ) -> tuple[list[FixedPoints | None], dict[int, Tensor]]:
-    """Each recurrent member's fixed points: one batched search per stack of members."""
-    states = _member_states(population, x)
-    generator = torch.Generator().manual_seed(int(opts.seed) + 1)
-    found: list[FixedPoints | None] = [None] * len(population)
-    for indices, stack in population.groups():
-        if not getattr(stack, "recurrent", False):
-            continue  # feed-forward members have no step map
-        mine = [states[i] for i in indices]
-        inits = torch.cat([sample_inits(s, opts.inits_per_member, opts.init_noise, generator)
-                           for s in mine]).to(population.device)
-        rows = torch.arange(len(indices)).repeat_interleave(opts.inits_per_member)
-        step = _StackStep(stack, rows.to(population.device))
-        points = find_fixed_points(step, x_const.to(inits), inits, opts.tol, groups=step.groups,
-                                   max_iters=opts.max_iters, reference=mine)
-        for i, part in zip(indices, points.split(), strict=True):
-            found[i] = part
-    return found, {i: s for i, s in enumerate(states) if found[i] is not None}
+@contextmanager
+def _threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to ``count`` for the block (None: unchanged)."""
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @contextmanager
@@ -275,104 +268,3 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
         yield
     finally:
         timings[name] = round(time.perf_counter() - start, 3)
-
-
-# ----------------------------------------------------------------------------- sections
-def _check_population(population: Any, ids: list[str]) -> None:
-    if list(population.ids) != ids:
-        extra = sorted(set(population.ids) ^ set(ids))[:5]
-        raise ValueError(f"the population's members ({len(population)}) are not the module's "
-                         f"({len(ids)}) in the same order; differing ids: {extra or 'order'}")
-
-
-def _scores(m: Any, scores: dict[str, list[float]] | None, n: int) -> dict[str, list[Any]]:
-    scores = scores if scores is not None else dict(getattr(m, "member_scores", None) or {})
-    out = {}
-    for key in SCORE_KEYS:
-        values = list(scores.get(key) or [None] * n)
-        if len(values) != n:
-            raise ValueError(f"scores[{key!r}] has {len(values)} values for {n} members")
-        out[key] = values
-    return out
-
-
-def _members_section(ids: list[str], metadata: list[dict], theta: Tensor, xy: np.ndarray,
-                     scores: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    return [{"index": i, "id": ids[i], "cluster": cluster_of(metadata[i]),
-             "metadata": metadata[i], "theta": theta[i].tolist(), "map": xy[i].tolist(),
-             "scores": {k: scores[k][i] for k in SCORE_KEYS}} for i in range(len(ids))]
-
-
-def _emulation_section(members: list[dict[str, Any]]) -> dict[str, Any]:
-    median: dict[str, float | None] = {}
-    for key in SCORE_KEYS:
-        values = np.array([np.nan if x["scores"][key] is None else float(x["scores"][key])
-                           for x in members])
-        finite = values[np.isfinite(values)]
-        median[key] = float(np.median(finite)) if finite.size else None
-    keys = [k for k in SCORE_KEYS if median[k] is not None]
-    return {"keys": keys, "median": median, "figure": None}
-
-
-def _map_section(metadata: list[dict], dim: int) -> dict[str, Any]:
-    return {"method": "pca" if dim > 2 else "theta", "projected": dim > 2,
-            "keys": default_keys(metadata), "figures": {}}
-
-
-def counts_of(points: FixedPoints | None) -> dict[str, int] | None:
-    """``{"total", "stable", "saddle", "unstable", "slow"}`` point counts (None: no search)."""
-    if points is None:
-        return None
-    return {"total": len(points), **{k: points.count(k) for k in KINDS}}
-
-
-def _fixed_points_section(ids: list[str], metadata: list[dict], data: ReportData,
-                          opts: ReportOptions) -> dict[str, Any]:
-    rows = []
-    for i, member_id in enumerate(ids):
-        own, meta = counts_of(data.member_points[i]), counts_of(data.meta_points[i])
-        match = None if own is None else own["stable"] == meta["stable"]
-        rows.append({"index": i, "id": member_id, "member": own, "meta": meta,
-                     "match": match})
-    judged = [r["match"] for r in rows if r["match"] is not None]
-    settings = {k: getattr(opts, k) for k in ("fixed_point_trials", "inits_per_member",
-                                               "max_iters", "tol", "init_noise", "seed")}
-    return {"input": "zeros", "kinds": list(KINDS), "settings": settings, "members": rows,
-            "match_fraction": sum(judged) / len(judged) if judged else None, "figures": {}}
-
-
-def _pairs_section(pairs: list[tuple[int, int]], ids: list[str], metadata: list[dict],
-                   results: list[Interpolation]) -> list[dict[str, Any]]:
-    out = []
-    for (i, j), result in zip(pairs, results, strict=True):
-        ci, cj = cluster_of(metadata[i]), cluster_of(metadata[j])
-        out.append({"i": i, "j": j, "id_i": ids[i], "id_j": ids[j],
-                    "relation": "within" if ci == cj else "across", "clusters": [ci, cj],
-                    "figure": None, "result": result.to_dict()})
-    return out
-
-
-def _meta_section(m: Any, population: Any, task: Any, checkpoint: str | None, theta: Tensor,
-                  opts: ReportOptions, timings: dict[str, float]) -> dict[str, Any]:
-    hparams = getattr(m, "hparams", None) or {}
-    expected = hparams.get("population_checksum")
-    checksum = population.checksum
-    device = next(m.meta.parameters()).device
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "package": {"name": "dynamo_lightning", "version": dynamo_lightning.__version__},
-        "checkpoint": None if checkpoint is None else str(checkpoint),
-        "population": {"path": hparams.get("population_path"), "checksum": checksum,
-                       "checkpoint_checksum": expected,
-                       "checksum_matches": None if expected is None else expected == checksum},
-        "num_members": int(theta.shape[0]), "embedding_dim": int(theta.shape[1]),
-        "task": {"name": task.name, "config": task.config()},
-        "metric_name": str(getattr(task, "metric_name", "")),
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "torch": torch.__version__, "cpu_count": os.cpu_count() or 1,
-                    "threads": torch.get_num_threads(),
-                    "device": torch.cuda.get_device_name(device) if device.type == "cuda"
-                    else device.type},
-        "options": opts.as_dict(), "timings": timings,
-    }

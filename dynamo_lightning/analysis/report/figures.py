@@ -22,8 +22,9 @@ from torch import Tensor
 from dynamo_lightning.analysis.fixed_points import FixedPoints
 from dynamo_lightning.analysis.map_figure import map_figure
 from dynamo_lightning.analysis.plots import fixed_point_figure, interpolation_figure
-from dynamo_lightning.analysis.report.compute import SCORE_KEYS, ReportData
+from dynamo_lightning.analysis.report.compute import ReportData
 from dynamo_lightning.analysis.report.pairs import clusters
+from dynamo_lightning.analysis.report.sections import SCORE_KEYS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
