@@ -29,6 +29,9 @@ test: install lint
 
 bench: install
 	$(BIN)/python benchmarks/population_forward.py
+	$(BIN)/python benchmarks/fixed_points.py
+	test -d runs/population/flipflop/population || $(BIN)/dynamo population fit --config configs/population/flipflop.yaml
+	$(BIN)/python benchmarks/dynamo_fit.py --tag cpu
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -12,9 +12,9 @@ same inputs, each checked against the others before it is timed:
 Forward passes run under ``torch.no_grad()`` at each batch size of ``--sweep`` (the win of
 stacking grows as per-member work shrinks); a training step (forward + backward of a
 per-member MSE) compares the stack with a loop of one-member stacks at ``--batch``.
-On CPU, ``stacked_unchunked`` is the stack with the whole-sequence input projection and
-end-of-run stacking that ``recurrent.py`` used before its CPU chunking (a ``[T, N, B, 3H]``
-temporary, 630 MB at the defaults); on CUDA that is what the stack does anyway.
+``stacked_previous`` is the stack's forward as ``recurrent.py`` ran it before: one einsum
+for the whole sequence's input projections (a ``[T, N, B, 3H]`` temporary, 630 MB at the
+defaults) and the states stacked at the end.
 
 Usage::
 
@@ -25,15 +25,14 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from common import print_table, row, time_calls, write_results
 
-from dynamo_lightning.population.architectures import MemberNetwork, build, recurrent
+from dynamo_lightning.population.architectures import MemberNetwork, build
 from dynamo_lightning.population.architectures.gru import GRU
 
 OUTPUT_SIZE = 3
@@ -101,15 +100,17 @@ def torch_gru(state: dict[str, torch.Tensor], args: argparse.Namespace) -> torch
     return gru.requires_grad_(False).eval()
 
 
-@contextlib.contextmanager
-def unchunked() -> Iterator[None]:
-    """The previous forward: whole-sequence projection, states stacked at the end."""
-    saved = recurrent.PROJECTION_CHUNK_BYTES, recurrent.DIRECT_OUTPUT_BYTES
-    recurrent.PROJECTION_CHUNK_BYTES = recurrent.DIRECT_OUTPUT_BYTES = 2**62
-    try:
-        yield
-    finally:
-        recurrent.PROJECTION_CHUNK_BYTES, recurrent.DIRECT_OUTPUT_BYTES = saved
+def previous_forward(stack: GRU, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stack's forward as ``recurrent.py`` ran it before its CPU chunking: one einsum
+    projects the whole sequence (a ``[T, N, B, 3H]`` temporary), states stacked at the end."""
+    u = torch.einsum("bti,gij->tgbj", x, stack.weight_ih) + stack.bias_ih[None, :, None, :]
+    h = stack.initial_state(x.shape[0])
+    states = []
+    for u_t in u:
+        h = stack.cell(h, u_t)
+        states.append(h)
+    hidden = torch.stack(states, dim=2)
+    return stack.readout(hidden), hidden
 
 
 def check_agree(forms: Forms, x: torch.Tensor) -> float:
@@ -125,8 +126,7 @@ def check_agree(forms: Forms, x: torch.Tensor) -> float:
             out, hid = form(x)
             worst = max(worst, (hid - ref_hid).abs().max().item(),
                         (out - ref_out).abs().max().item())
-        with unchunked():
-            worst = max(worst, (forms.stacked(x)[1] - ref_hid).abs().max().item())
+        worst = max(worst, (previous_forward(forms.stack, x)[1] - ref_hid).abs().max().item())
     if worst > (1e-4 if x.device.type == "cpu" else 5e-3):
         raise AssertionError(f"forms disagree: max |difference| {worst:.2e}")
     return worst
@@ -140,11 +140,8 @@ def forward_rows(forms: Forms, args: argparse.Namespace, batch: int,
         "loop_members": lambda: forms.loop_members(x),
         "loop_torch_gru": lambda: forms.loop_torch_gru(x),
     }
-    if batch == args.batch and args.device == "cpu":  # chunking is CPU-only
-        def old() -> object:
-            with unchunked():
-                return forms.stacked(x)
-        cases["stacked_unchunked"] = old
+    if batch == args.batch:
+        cases["stacked_previous"] = lambda: previous_forward(forms.stack, x)
     with torch.no_grad():
         times = time_calls(cases, args.repeats, args.warmup)
     for case, seconds in times.items():

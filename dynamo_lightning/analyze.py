@@ -190,7 +190,7 @@ def _parser() -> argparse.ArgumentParser:
                              "indices)")
     parser.add_argument("--steps", type=int, default=11, help="points per interpolation")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-iters", type=int, default=1000,
+    parser.add_argument("--max-iters", type=int, default=3000,
                         help="iterations of each fixed-point search")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads for the searches (small ops: 1 is "

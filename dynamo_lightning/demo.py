@@ -35,7 +35,7 @@ DEMO_POPULATION: dict[str, Any] = {
         "callbacks": [{
             "class_path": "lightning.pytorch.callbacks.EarlyStopping",
             "init_args": {"monitor": "val/worst_member_metric", "mode": "max",
-                          "stopping_threshold": 0.99, "patience": 1000},
+                          "stopping_threshold": 0.998, "patience": 1000},
         }],
     },
     "model": {"architectures": ["vanilla", "gru", "lstm", "ugrnn"], "hidden_sizes": [32],
@@ -58,7 +58,7 @@ DEMO_DYNAMO: dict[str, Any] = {
 DEMO_REPORT: dict[str, Any] = {
     # dynamo analyze's defaults, spelled out: about 30 s for the 16 members on a busy 2-core
     # machine (the searches run on one intra-op thread; see ReportOptions.threads).
-    "trials": 256, "inits_per_member": 128, "max_iters": 1000, "steps": 11,
+    "trials": 256, "inits_per_member": 128, "max_iters": 3000, "steps": 11,
 }
 
 

@@ -13,8 +13,8 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import CSVLogger
 
 from dynamo_lightning.callbacks import FixedPoints, Interpolation
-from dynamo_lightning.callbacks.figures import run_dir
 from dynamo_lightning.callbacks.analysis_base import default_members, default_pairs
+from dynamo_lightning.callbacks.figures import run_dir
 from dynamo_lightning.data import TrajectoryDataModule
 from dynamo_lightning.module import DynamoModule
 

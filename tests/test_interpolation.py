@@ -92,15 +92,18 @@ def test_counts_agree_with_the_per_alpha_points_which_are_fixed(module: DynamoMo
         assert torch.isfinite(points.distance_to_data).all()
 
 
-def test_bifurcation_alphas_are_the_midpoints_where_any_count_changes() -> None:
+def test_bifurcation_alphas_are_the_midpoints_where_a_count_changes() -> None:
     alphas = torch.linspace(0, 1, 5)
     counts = {"stable": torch.tensor([1, 1, 2, 2, 2]), "saddle": torch.tensor([0, 0, 1, 1, 0])}
-    assert bifurcation_alphas(alphas, counts) == [0.375, 0.875]
+    assert bifurcation_alphas(alphas, counts) == [0.375]  # stable points only, by default
+    assert bifurcation_alphas(alphas, counts, kinds=None) == [0.375, 0.875]
+    assert bifurcation_alphas(alphas, counts, kinds=("saddle",)) == [0.375, 0.875]
     assert bifurcation_alphas(alphas, {"stable": torch.ones(5, dtype=torch.long)}) == []
     assert bifurcation_alphas(alphas, {}) == []
     # A swap of kinds at a constant total is still a change of topology.
     swap = {"stable": torch.tensor([2, 2, 1, 1, 1]), "saddle": torch.tensor([0, 0, 1, 1, 1])}
-    assert bifurcation_alphas([0.0, 0.1, 0.2, 0.6, 1.0], swap) == [pytest.approx(0.15)]
+    assert bifurcation_alphas([0.0, 0.1, 0.2, 0.6, 1.0], swap, kinds=None) == [
+        pytest.approx(0.15)]
     with pytest.raises(ValueError, match=r"counts must be \[5\]"):
         bifurcation_alphas(alphas, {"stable": torch.ones(4)})
 

@@ -234,19 +234,25 @@ def fixed_points_at(m: Any, thetas: Tensor, **options: Any) -> tuple[FixedPoints
     return result.fixed_points, result.states
 
 
-def bifurcation_alphas(alphas: Tensor | Sequence[float],
-                       counts: dict[str, Tensor]) -> list[float]:
-    """α's where the counts by kind change: the midpoint of each consecutive pair of α's
-    at which any kind's count differs.
+def bifurcation_alphas(alphas: Tensor | Sequence[float], counts: dict[str, Tensor],
+                       kinds: Sequence[str] | None = ("stable",)) -> list[float]:
+    """α's where the fixed-point topology changes: the midpoint of each consecutive pair of
+    α's at which the count of any of ``kinds`` differs.
+
+    By default only stable points count: every attractor has a basin that the search's
+    initial states (sampled from trajectories) reach, so their count is reliable, while
+    saddles are found only partially and their counts jitter from one α to the next.
 
     Args:
         alphas: ``[S]``.
         counts: ``{kind: [S]}``.
+        kinds: which kinds' counts define the topology (None: all of ``counts``).
     """
     alphas = torch.as_tensor(alphas, dtype=torch.float64).cpu()
-    if not counts:
+    chosen = [c for k, c in counts.items() if kinds is None or k in kinds]
+    if not chosen:
         return []
-    table = torch.stack([torch.as_tensor(c).cpu().long() for c in counts.values()])
+    table = torch.stack([torch.as_tensor(c).cpu().long() for c in chosen])
     if table.shape[1:] != alphas.shape:
         raise ValueError(f"counts must be [{alphas.numel()}] per kind like alphas, got "
                          f"{tuple(table.shape[1:])}")

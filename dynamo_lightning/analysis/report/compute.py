@@ -85,7 +85,7 @@ class ReportOptions:
     progress: bool = True
     fixed_point_trials: int = 64
     interpolation_inits: int = 32
-    max_iters: int = 1000
+    max_iters: int = 3000
     tol: float = 1e-8
     init_noise: float = 0.1
     figure_members: int = 4
