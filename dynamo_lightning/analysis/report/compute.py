@@ -84,7 +84,7 @@ class ReportOptions:
     seed: int = 0
     progress: bool = True
     fixed_point_trials: int = 64
-    interpolation_inits: int = 32
+    interpolation_inits: int = 128
     max_iters: int = 3000
     tol: float = 1e-8
     init_noise: float = 0.1
