@@ -115,9 +115,10 @@ class RecurrentArchitecture(Architecture):
         states: list[Tensor] = []
         hidden: Tensor | None = None
         for start in range(0, steps, chunk):
-            u = self._project(x[..., start : start + chunk, :], shared)
-            for t in range(start, start + u.shape[1]):
-                h = self.cell(h, u[:, t - start])
+            # unbind, not u[:, t]: its backward is one stack, not a zero-filled chunk per step.
+            for t, u_t in enumerate(self._project(x[..., start : start + chunk, :], shared)
+                                    .unbind(1), start):
+                h = self.cell(h, u_t)
                 if not direct:
                     states.append(h)
                     continue
