@@ -203,6 +203,28 @@ def test_a_mixture_task_is_scored_with_its_task_ids() -> None:
     assert float(result.task_metric[0]) == pytest.approx(want, abs=1e-6)
 
 
+def test_slow_points_are_reported_with_slow_tol() -> None:
+    """h' = tanh(h): a marginal point at 0 with a slow neighbourhood (q ≈ h⁶/18)."""
+    module = DynamoModule(num_members=2, input_size=3, output_size=3, num_components=1,
+                          member_ids=["a", "b"], task_spec=FLIPFLOP,
+                          meta={"hidden_size": 1, "cell": "vanilla"})
+    rnn = module.meta.conditioning.rnn
+    with torch.no_grad():
+        module.theta.weight.zero_()
+        rnn.weight_ih_l0.copy_(torch.tensor([[2.5, 2.5, 2.5, 1.0, 0.0]]))
+        rnn.weight_hh_l0.fill_(1.0)
+        for p in (rnn.bias_ih_l0, rnn.bias_hh_l0, module.meta.initial.weight,
+                  module.meta.initial.bias):
+            p.zero_()
+    options = {"steps": 2, "trials": 16, "inits_per_theta": 32, "max_iters": 50}
+    plain = interpolate(module, "a", "b", **options)
+    slow = interpolate(module, "a", "b", slow_tol=1e-2, **options)
+    assert plain.counts["slow"].sum() == 0
+    assert (slow.counts["slow"] >= 1).all()
+    with pytest.raises(ValueError, match="slow_tol must be None or a number > tol"):
+        interpolate(module, "a", "b", slow_tol=1e-12, **options)
+
+
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"i": "nope"}, r"unknown member 'nope' \(known ids: gru-a, gru-b, lstm-c"),
     ({"i": 3}, "member index 3 out of range for 3 members"),

@@ -117,7 +117,7 @@ class GridResult:
 def interpolate(m: Any, i: int | str, j: int | str, steps: int = 11, *, trials: int = 256,
                 seed: int = 0, fixed_points: bool = True, inits_per_theta: int = 64,
                 x_const: Tensor | None = None, tol: float = 1e-8, max_iters: int = 2000,
-                init_noise: float = 0.1) -> Interpolation:
+                init_noise: float = 0.1, slow_tol: float | None = None) -> Interpolation:
     """The segment ``θ_i → θ_j``: ``θ(α) = (1 − α) θ_i + α θ_j`` at ``steps`` even α's.
 
     Args:
@@ -131,6 +131,8 @@ def interpolate(m: Any, i: int | str, j: int | str, steps: int = 11, *, trials: 
         x_const: constant input ``[I]`` of the fixed-point search (default zeros).
         tol, max_iters: convergence threshold on q and Adam iterations of the search.
         init_noise: noise of the initial states, × the per-unit std of the states.
+        slow_tol: also keep slow points (``tol ≤ q < slow_tol``) as kind "slow", e.g. the
+            line attractor of an integrator; None keeps fixed points only.
 
     Returns:
         :class:`Interpolation` with ``endpoints = (id_i, id_j)``.
@@ -145,7 +147,7 @@ def interpolate(m: Any, i: int | str, j: int | str, steps: int = 11, *, trials: 
     """
     options = {"trials": trials, "seed": seed, "fixed_points": fixed_points,
                "inits_per_theta": inits_per_theta, "x_const": x_const, "tol": tol,
-               "max_iters": max_iters, "init_noise": init_noise}
+               "max_iters": max_iters, "init_noise": init_noise, "slow_tol": slow_tol}
     return interpolate_pairs(m, [(i, j)], steps, **options)[0]
 
 
@@ -305,7 +307,7 @@ class _Evaluation:
 def _evaluate(m: Any, thetas: Tensor, *, trials: int = 256, seed: int = 0,
               fixed_points: bool = True, inits_per_theta: int = 64,
               x_const: Tensor | None = None, tol: float = 1e-8, max_iters: int = 2000,
-              init_noise: float = 0.1) -> _Evaluation:
+              init_noise: float = 0.1, slow_tol: float | None = None) -> _Evaluation:
     """Task metric and (optionally) fixed points at every θ of ``thetas [S, d]``."""
     meta = m.meta
     trials = _positive_int("trials", trials)
@@ -313,6 +315,8 @@ def _evaluate(m: Any, thetas: Tensor, *, trials: int = 256, seed: int = 0,
     max_iters = _positive_int("max_iters", max_iters)
     if not (isinstance(tol, (int, float)) and tol > 0):
         raise ValueError(f"tol must be a positive number, got {tol!r}")
+    if slow_tol is not None and not (isinstance(slow_tol, (int, float)) and slow_tol > tol):
+        raise ValueError(f"slow_tol must be None or a number > tol ({tol}), got {slow_tol!r}")
     param = next(meta.parameters())
     thetas = thetas.to(param)
     x_const = torch.zeros(meta.input_size) if x_const is None else torch.as_tensor(x_const)
@@ -336,7 +340,8 @@ def _evaluate(m: Any, thetas: Tensor, *, trials: int = 256, seed: int = 0,
         step = meta_step_fn(meta, thetas, inits_per_theta)
         with _evaluating(meta):
             points = find_fixed_points(step, x_const, inits, tol, groups=step.groups,
-                                       max_iters=max_iters, reference=list(states))
+                                       max_iters=max_iters, reference=list(states),
+                                       slow_tol=slow_tol)
         points = _cpu(points)
     return _Evaluation(thetas=thetas.detach().cpu(), task_metric=metric,
                        metric_name="" if task is None else str(task.metric_name),
