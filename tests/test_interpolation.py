@@ -260,4 +260,11 @@ def test_figures_draw_kinds_panels_and_bifurcations(module: DynamoModule, segmen
     assert len(top.lines) == 2 and top.lines[1].get_xdata()[0] == 0.375
     assert {t.get_text() for t in bottom.get_legend().get_texts()} >= {"stable"}
     plt.close(fig)
+    metric = torch.full_like(segment.alphas, 0.998, dtype=torch.float64)
+    metric[0], metric[1] = 0.9978, 0.9981
+    flat = replace(segment, task_metric=metric)
+    fig = interpolation_figure(flat)  # 3e-4 apart: drawn on at least a 5-point range
+    low, high = fig.axes[0].get_ylim()
+    assert high - low >= 0.05 - 1e-9 and low < 0.9978 and high > 0.9981
+    plt.close(fig)
     assert plt.get_fignums() == []

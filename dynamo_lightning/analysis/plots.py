@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -89,6 +89,7 @@ def interpolation_figure(result: Interpolation) -> Figure:
         metric = result.task_metric.double().cpu().numpy()
         if np.isfinite(metric).any():
             top.plot(alphas, metric, "o-", color="black", lw=1.5, ms=4)
+            _at_least_span(top, metric[np.isfinite(metric)], MIN_METRIC_SPAN)
         else:
             _note(top, "no task metric")
         top.set_ylabel(result.metric_name or "task metric")
@@ -168,3 +169,16 @@ def _as_trajectories(states: Tensor) -> Tensor:
 
 def _note(ax: Axes, text: str) -> None:
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.4")
+
+
+#: Smallest task-metric range shown on an interpolation plot (5 points), so that
+#: differences of a few hundredths of a point do not look like a collapse.
+MIN_METRIC_SPAN = 0.05
+
+
+def _at_least_span(ax: Any, values: np.ndarray, span: float) -> None:
+    """Widen ``ax``'s y-range to at least ``span`` around ``values``."""
+    low, high = float(values.min()), float(values.max())
+    if high - low < span:
+        middle = (low + high) / 2
+        ax.set_ylim(middle - span / 2, middle + span / 2)
