@@ -1,11 +1,13 @@
 """Shared machinery of the stacked recurrent architectures.
 
-The recurrence is one batched matmul per step (``baddbmm`` over the member axis). Input
-projections are one batched matmul per chunk of time steps. On CPU the chunk is sized so that its
-projections stay within ``PROJECTION_CHUNK_BYTES``: a small stack projects the whole sequence
-at once (few ops), a large one a step at a time, so no ``[T, G, B, gH]`` temporary leaves the
-cache (at G=64, B=128, H=64, T=100 that temporary is 630 MB; making it took as long as the
-recurrence, and chunking halved the forward's time: benchmarks/population_forward.py).
+The recurrence is one batched matmul per step (``baddbmm`` over the member axis); the input
+projections are one batched matmul per chunk of time steps. On CPU a chunk's projections stay
+within ``PROJECTION_CHUNK_BYTES``: a small stack projects its whole sequence at once (few ops),
+a large one a step at a time, so that no ``[T, G, B, gH]`` temporary leaves the cache. At
+G=64, B=128, H=64, T=100 that temporary is 630 MB, and making it (an einsum, a bias add, and
+stacking the states afterwards) cost as much as the recurrence: the stacked GRU forward ran no
+faster than a loop over its members. See benchmarks/population_forward.py.
+
 ``step`` and ``forward`` both go through ``cell``, so the single-step map agrees with the
 sequence forward by construction.
 """
