@@ -14,7 +14,10 @@ Compare rows only within one results file (same machine, same run of the script)
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,7 +29,7 @@ sys.path.insert(0, str(ROOT.parent))
 from common import machine_info  # noqa: E402
 
 from dynamo_lightning.cli import dynamo_main  # noqa: E402
-from dynamo_lightning.demo import DEMO_DYNAMO, _deep_copy  # noqa: E402
+from dynamo_lightning.demo import DEMO_DYNAMO  # noqa: E402
 
 
 def main() -> None:
@@ -41,7 +44,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/benchmarks/dynamo_fit")
     args = parser.parse_args()
     case = f"{args.accelerator}x{args.devices} {args.strategy} {args.precision}"
-    config = _deep_copy(DEMO_DYNAMO)
+    config = copy.deepcopy(DEMO_DYNAMO)
     config["data"]["population"] = args.population
     config["data"]["cache_dir"] = str(Path(args.out) / "cache")
     config["trainer"].update({
@@ -79,8 +82,8 @@ def main() -> None:
 
 
 def _median(values: list[float]) -> float:
-    clean = sorted(v for v in values if v == v)
-    return clean[len(clean) // 2] if clean else float("nan")
+    clean = [v for v in values if not math.isnan(v)]
+    return statistics.median(clean) if clean else math.nan
 
 
 def _ratios(rows: list[dict]) -> dict[str, float]:

@@ -16,6 +16,7 @@ LSTM and UGRNN × 4 seeds, hidden size 32), the same grid as
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import statistics
@@ -93,7 +94,7 @@ def train_demo_population(out: Path, max_steps: int | None = None) -> Path:
     """Stage 1: train the default population into ``out/population``."""
     from dynamo_lightning.cli import population_main
 
-    config = _deep_copy(DEMO_POPULATION)
+    config = copy.deepcopy(DEMO_POPULATION)
     config["trainer"]["default_root_dir"] = str(out / "population_run")
     config["trainer"]["logger"] = {"class_path": "lightning.pytorch.loggers.CSVLogger",
                                    "init_args": {"save_dir": str(out / "population_run"),
@@ -111,17 +112,8 @@ def fit_demo_dynamo(out: Path, population_dir: Path, max_epochs: int | None = No
     from dynamo_lightning.cli import dynamo_main
 
     fit_dir = out / "fit"
-    config = _deep_copy(DEMO_DYNAMO)
-    config["trainer"]["default_root_dir"] = str(fit_dir)
-    config["trainer"]["logger"] = {"class_path": "lightning.pytorch.loggers.CSVLogger",
-                                   "init_args": {"save_dir": str(fit_dir), "name": "logs"}}
-    config["trainer"]["callbacks"] = [
-        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-         "init_args": {"dirpath": str(fit_dir / "checkpoints"), "save_last": True,
-                       "save_top_k": 0}},
-        {"class_path": "dynamo_lightning.callbacks.EmbeddingManifold",
-         "init_args": {"every_n_epochs": 10, "map_path": str(fit_dir / "map.png")}},
-    ]
+    config = copy.deepcopy(DEMO_DYNAMO)
+    config["trainer"].update(fit_run_settings(fit_dir, every_n_epochs=10))
     if max_epochs is not None:
         config["trainer"]["max_epochs"] = max_epochs
     config["data"]["population"] = str(population_dir)
@@ -144,6 +136,24 @@ def write_demo_report(out: Path, summary: dict[str, Any]) -> Path:
     return run_analysis(ckpt, out / "report", scores=scores, **DEMO_REPORT)
 
 
+def fit_run_settings(fit_dir: Path, every_n_epochs: int, annotate: bool = False,
+                     ) -> dict[str, Any]:
+    """Trainer settings that put a DYNAMO fit's outputs in ``fit_dir``: CSV logs,
+    ``checkpoints/last.ckpt`` and the final map as ``map.png``."""
+    return {
+        "default_root_dir": str(fit_dir),
+        "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                   "init_args": {"save_dir": str(fit_dir), "name": "logs"}},
+        "callbacks": [
+            {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+             "init_args": {"dirpath": str(fit_dir / "checkpoints"), "save_last": True,
+                           "save_top_k": 0}},
+            {"class_path": "dynamo_lightning.callbacks.EmbeddingManifold",
+             "init_args": {"every_n_epochs": every_n_epochs, "annotate": annotate,
+                           "map_path": str(fit_dir / "map.png")}},
+        ]}
+
+
 def emulation_summary(model: Any) -> dict[str, Any]:
     """Per-member test scores of a tested ``DynamoModule`` and their medians."""
     scores = model.member_scores
@@ -158,11 +168,3 @@ def emulation_summary(model: Any) -> dict[str, Any]:
     return {"median_hidden_r2": median("hidden_r2"),
             "median_output_agreement": median("output_agreement"),
             "median_output_r2": median("output_r2"), "members": members}
-
-
-def _deep_copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _deep_copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_deep_copy(v) for v in value]
-    return value

@@ -226,13 +226,14 @@ class DynamoModule(EmbeddingAPI, pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_member_metrics("test")
         task = self.task
-        if task is None or not self._task_scores._parts:
+        if task is None or not self._task_scores:
             return
         meta, own = self._task_scores.compute(task, self.hparams.num_members)
         self._task_scores.reset()
         self.member_scores["task_metric_meta"] = meta
         self.member_scores["task_metric_member"] = own
-        pairs = [(a, b) for a, b in zip(meta, own, strict=True) if a == a and b == b]
+        pairs = [(a, b) for a, b in zip(meta, own, strict=True)
+                 if not (math.isnan(a) or math.isnan(b))]
         if pairs:
             gaps = torch.tensor([abs(a - b) for a, b in pairs])
             self.log("test/task_metric_meta", torch.tensor([a for a, _ in pairs]).median())

@@ -41,6 +41,10 @@ class TaskScores:
             member_scores[index] = _metric(task, own, targets, ids)
         return meta_scores, member_scores
 
+    def __len__(self) -> int:
+        """Number of members seen since the last reset."""
+        return len(self._parts)
+
     def reset(self) -> None:
         self._parts.clear()
 

@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))  # benchmarks/ is a plain folder, not an installed
 from benchmarks.common import machine_info  # noqa: E402
 from dynamo_lightning import analysis as da  # noqa: E402
 from dynamo_lightning.analysis.reparameterize import PERMUTABLE_GATES  # noqa: E402
-from dynamo_lightning.demo import DEMO_DYNAMO  # noqa: E402
+from dynamo_lightning.demo import DEMO_DYNAMO, fit_run_settings  # noqa: E402
 from dynamo_lightning.population import Population  # noqa: E402
 
 RESULTS = REPO / "experiments" / "results" / "embedding_invariance.json"
@@ -87,18 +87,8 @@ def dynamo_config(population_dir: Path, fit_dir: Path, epochs: int) -> dict[str,
     """``DEMO_DYNAMO`` with this run's population, directories and epochs."""
     config = copy.deepcopy(DEMO_DYNAMO)
     config["data"]["population"] = str(population_dir)
-    config["trainer"].update({
-        "max_epochs": epochs, "enable_progress_bar": False, "default_root_dir": str(fit_dir),
-        "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
-                   "init_args": {"save_dir": str(fit_dir), "name": "logs"}},
-        "callbacks": [
-            {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-             "init_args": {"dirpath": str(fit_dir / "checkpoints"), "save_last": True,
-                           "save_top_k": 0}},
-            {"class_path": "dynamo_lightning.callbacks.EmbeddingManifold",
-             "init_args": {"every_n_epochs": max(1, epochs), "annotate": True,
-                           "map_path": str(fit_dir / "map.png")}},
-        ]})
+    config["trainer"].update({"max_epochs": epochs, "enable_progress_bar": False,
+                              **fit_run_settings(fit_dir, max(1, epochs), annotate=True)})
     return config
 
 

@@ -54,6 +54,7 @@ from dynamo_lightning.analysis.fixed_points import (  # noqa: E402
     meta_step_fn,
     sample_inits,
 )
+from dynamo_lightning.demo import fit_run_settings  # noqa: E402
 from dynamo_lightning.population import Population  # noqa: E402
 
 RESULTS = REPO / "experiments" / "results" / "mixed_computation.json"
@@ -96,18 +97,8 @@ def dynamo_config(population_dir: Path, fit_dir: Path, epochs: int) -> dict[str,
     """``configs/dynamo/flipflop_integrator.yaml`` with this run's paths and epochs."""
     config = yaml.safe_load(DYNAMO_CONFIG.read_text())
     config["data"]["population"] = str(population_dir)
-    config["trainer"].update({
-        "max_epochs": epochs, "enable_progress_bar": False, "default_root_dir": str(fit_dir),
-        "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
-                   "init_args": {"save_dir": str(fit_dir), "name": "logs"}},
-        "callbacks": [
-            {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-             "init_args": {"dirpath": str(fit_dir / "checkpoints"), "save_last": True,
-                           "save_top_k": 0}},
-            {"class_path": "dynamo_lightning.callbacks.EmbeddingManifold",
-             "init_args": {"every_n_epochs": max(1, epochs), "annotate": True,
-                           "map_path": str(fit_dir / "map.png")}},
-        ]})
+    config["trainer"].update({"max_epochs": epochs, "enable_progress_bar": False,
+                              **fit_run_settings(fit_dir, max(1, epochs), annotate=True)})
     return config
 
 

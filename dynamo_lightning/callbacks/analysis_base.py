@@ -18,7 +18,23 @@ if TYPE_CHECKING:
 MemberKey = str | int
 
 
-class _Analysis(Callback):
+class ResumableDrawing(Callback):
+    """Remembers the last global step it drew at and how often, across resumes."""
+
+    _last_step: int | None = None
+    _num_drawn: int = 0
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_step": self._last_step, "num_drawn": self._num_drawn}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._last_step = state_dict.get("last_step")
+        self._num_drawn = state_dict.get("num_drawn", 0)
+
+
+class _Analysis(ResumableDrawing):
     """Timing, rank-0 only, eval mode + no grad (restored after) and resumable state."""
 
     def __init__(self, every_n_epochs: int, tol: float, max_iters: int, trials: int) -> None:
@@ -45,15 +61,6 @@ class _Analysis(Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
             self._run(trainer, pl_module)
-
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        return {"last_step": self._last_step, "num_drawn": self._num_drawn}
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._last_step = state_dict.get("last_step")
-        self._num_drawn = state_dict.get("num_drawn", 0)
 
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._last_step == trainer.global_step:  # already analysed at this step

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
 from dynamo_lightning.analysis.map_figure import default_keys, map_figure, metadata_keys
 from dynamo_lightning.analysis.projection import METHODS, project
+from dynamo_lightning.callbacks.analysis_base import ResumableDrawing
 from dynamo_lightning.callbacks.figures import log_figure, log_table, run_dir
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ _REQUIRED = ("embeddings", "member_ids", "member_metadata")
 __all__ = ["EmbeddingManifold", "default_keys"]
 
 
-class EmbeddingManifold(Callback):
+class EmbeddingManifold(ResumableDrawing):
     """Draws the model-embedding map: every member's θ (projected to 2-D when d > 2), one
     panel per metadata key, coloured by that key; logs it as ``figures/map`` with a table
     ``tables/embeddings`` (member id, θ, map coordinates, metadata) to every attached logger
@@ -106,15 +106,6 @@ class EmbeddingManifold(Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
             self._draw(trainer, pl_module, final=True)
-
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        return {"last_step": self._last_step, "num_drawn": self._num_drawn}
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._last_step = state_dict.get("last_step")
-        self._num_drawn = state_dict.get("num_drawn", 0)
 
     def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, final: bool) -> None:
         """Project, plot, log; ``final`` also writes ``<run_dir>/map.png``."""
