@@ -10,9 +10,15 @@ flip-flop inputs at that θ (with each θ's trajectories as its outlier referenc
 
 Both use the same inits, ``tol`` and ``max_iters`` (500 by default, capped so the CPU run
 stays under 4 minutes; the finder's own default is 5000) and must find the same number of
-points per θ. Timed for G in ``--thetas``; the ratio is loop time / batched time. CPU runs
-use one thread by default (``--threads``): on a shared 2-core machine two threads
-oversubscribe it and every op runs up to 100× slower.
+points per θ. Timed for G in ``--thetas``, the two forms interleaved; the ratio is loop
+time / batched time. CPU runs use one thread by default (``--threads``): on a shared 2-core
+machine two threads oversubscribe it and every op runs up to 100× slower.
+
+Also timed: the search's inner step alone — q and its gradient, one forward and one backward
+of the GRU step — per row at a loop call's batch (n rows) and at the batched call's
+(G·n rows). Both forms do the same number of these row-steps, so the ratio of the two
+per-row costs is what batching can gain on the step itself; the rest of the loop's cost
+is per-call overhead (optimizer, checks, Newton, Jacobians) that batching pays once.
 
 Usage::
 
@@ -26,12 +32,13 @@ import argparse
 from typing import Any
 
 import torch
-from common import print_table, row, time_call, write_results
+from common import print_table, row, time_call, time_calls, write_results
 
 import dynamo_lightning as dl
 from dynamo_lightning.analysis.fixed_points import (
     FixedPoints,
     find_fixed_points,
+    frozen_parameters,
     meta_step_fn,
     sample_inits,
 )
@@ -85,6 +92,20 @@ class Problem:
                 for i in range(len(self.thetas))]
 
 
+def step_cost(meta: MetaRNN, rows: int, repeats: int) -> float:
+    """Seconds per row of one q-and-gradient evaluation of the meta-model's step."""
+    h = torch.randn(rows, meta.state_size, device=next(meta.parameters()).device)
+    x, theta = h.new_zeros(rows, meta.input_size), h.new_ones(rows, meta.embedding_dim)
+
+    def once() -> None:
+        leaf = h.clone().requires_grad_(True)
+        q = 0.5 * (meta.step(leaf, x, theta) - leaf).pow(2).sum()
+        torch.autograd.grad(q, leaf)
+
+    with frozen_parameters(meta):
+        return time_call(once, repeats=repeats, warmup=3) / rows
+
+
 def check_agree(problem: Problem) -> tuple[int, int]:
     """Both forms find the same number of points at every θ; returns (points, iterations)."""
     batched, loop = problem.batched(), problem.loop()
@@ -107,8 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     for count in args.thetas:
         problem = Problem(meta, count, args)
         points, iterations = check_agree(problem)
-        times = {form: time_call(getattr(problem, form), repeats=args.repeats, warmup=0)
-                 for form in ("batched", "loop")}
+        times = time_calls({form: getattr(problem, form) for form in ("batched", "loop")},
+                           repeats=args.repeats, warmup=0)
         for form, seconds in times.items():
             rows.append(row(f"G={count} {form}", "time", seconds, "s"))
             rows.append(row(f"G={count} {form}", "time_per_theta", seconds / count * 1e3, "ms"))
@@ -117,6 +138,11 @@ def main(argv: list[str] | None = None) -> None:
         ratios[f"G={count}: loop / batched"] = times["loop"] / times["batched"]
         print(f"G={count:3d}: batched {times['batched']:7.2f} s, loop {times['loop']:7.2f} s, "
               f"ratio {ratios[f'G={count}: loop / batched']:.2f}x", flush=True)
+    for count in (1, max(args.thetas)):
+        per_row = step_cost(meta, count * args.inits, repeats=50)
+        rows.append(row(f"step, {count * args.inits} rows", "time_per_row", per_row * 1e6, "us"))
+    small, large = rows[-2]["value"], rows[-1]["value"]
+    ratios[f"step per row: {args.inits} / {max(args.thetas) * args.inits} rows"] = small / large
     name = "fixed_points" + ("_cuda" if args.device == "cuda" else "")
     path = write_results(name, rows, ratios)
     print()

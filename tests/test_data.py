@@ -153,6 +153,10 @@ def test_input_source_mixture_and_errors(tiny_population: Population) -> None:
     x2, _, ids2 = mixture.sample_with_ids(16, torch.Generator().manual_seed(0))
     assert torch.equal(x1, x2) and torch.equal(ids1, ids2) and set(ids1.tolist()) == {0, 1}
     assert mixture.metric(y1, y1, task_ids=ids1) == 1.0
+    by_task = mixture.metrics_by_task(y1, y1, task_ids=ids1)
+    assert len(by_task) == 2 and set(by_task.values()) == {1.0}
+    assert all(key.endswith(":" + t.metric_name)
+               for key, t in zip(by_task, mixture.tasks, strict=True))
     wide = with_members(tiny_population, lambda i, m: {"metadata": {
         **m.metadata, "task_config": {"n_bits": 2 if i == 3 else 3}}})
     with pytest.raises(ValueError, match=r"input_size.*lstm-s3"):

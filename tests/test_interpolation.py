@@ -201,6 +201,26 @@ def test_a_mixture_task_is_scored_with_its_task_ids() -> None:
         want = task.metric(module.meta_model_at(THETAS[0])(x)[0], y, task_ids=ids)
     assert not math.isnan(want)
     assert float(result.task_metric[0]) == pytest.approx(want, abs=1e-6)
+    # each sub-task on its own trials, keyed by its (indexed, since both are flipflop) label
+    assert list(result.task_metrics) == ["flipflop0:bit_accuracy", "flipflop1:bit_accuracy"]
+    with torch.no_grad():
+        outputs = module.meta_model_at(THETAS[1])(x)[0]
+    for j, key in enumerate(result.task_metrics):
+        own = task.tasks[j].metric(outputs[ids == j], y[ids == j])
+        assert float(result.task_metrics[key][1]) == pytest.approx(own, abs=1e-6)
+    mean = (result.task_metrics["flipflop0:bit_accuracy"]
+            + result.task_metrics["flipflop1:bit_accuracy"]) / 2
+    torch.testing.assert_close(result.task_metric, mean)
+    assert json.loads(json.dumps(result.to_dict()))["task_metrics"].keys() == {
+        "flipflop0:bit_accuracy", "flipflop1:bit_accuracy"}
+    fig = interpolation_figure(result)
+    top = fig.axes[0]
+    assert [line.get_label() for line in top.get_lines()] == list(result.task_metrics)
+    plt.close(fig)
+
+
+def test_a_single_task_has_no_per_task_metrics(segment) -> None:
+    assert segment.task_metrics == {} and segment.to_dict()["task_metrics"] == {}
 
 
 def test_slow_points_are_reported_with_slow_tol() -> None:

@@ -10,7 +10,7 @@ A fixed point of ``h ↦ F(h, x*)`` minimises ``q(h) = ½‖F(h, x*) − h‖²`
    ``_RESIDUAL_SLACK · ‖F(h) − h‖`` of each other: their distance to their fixed point if
    the map contracts by ≥ 10% per step there (slower ones are left to step 4).
 3. A few batched, damped Newton steps ``h ← h − α (J − I)⁻¹(F(h) − h)``, kept where they
-   lower q (α from ``_NEWTON_STEPS``: near a slow direction J − I is nearly singular and the
+   lower q (α from ``fixed_point_search._NEWTON_STEPS``: near a slow direction J − I is nearly singular and the
    full step overshoots).
 4. Filtering: q below ``tol`` (or ``slow_tol``), distance to the data (below), and a final
    de-duplication in which two points also merge when their distance is within their
@@ -40,22 +40,29 @@ row r depends on r, like :func:`meta_step_fn`'s (row r runs at its own θ).
 from __future__ import annotations
 
 import contextlib
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
 
-StepFn = Callable[[Tensor, Tensor], Tensor]
+from dynamo_lightning.analysis.fixed_point_filters import (
+    distances,
+    newton_length,
+    references,
+    scales,
+    unique,
+)
+from dynamo_lightning.analysis.fixed_point_search import (
+    StepFn,
+    jacobians,
+    minimise,
+    newton,
+    q_values,
+    subset,
+)
+
 KINDS = ("stable", "saddle", "unstable", "slow")
-_ADAM_BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8
-_CHECK_EVERY = 10  # iterations between checks that every row has converged
-_COMPACT = 0.75  # drop frozen rows from the batch once the active ones are fewer than this
-_NEWTON_STEPS = (1.0, 0.5, 0.25, 0.1)  # step lengths tried by each Newton step
-_JACOBIAN_BUDGET = 2**24  # elements of one chunk of vector-Jacobian products
-_PAIR_BUDGET = 2**24  # elements of one chunk of pairwise distances
-_EXACT = "donot_use_mm_for_euclid_dist"  # the matmul form loses ~1e-3 at |h| ~ 5
 _SLACK_CAP = 0.05  # de-duplication slack at most this × the reference RMS radius
 _RESIDUAL_SLACK = 10.0  # pre-Newton slack: ‖F(h) − h‖ / (1 − ρ) for a contraction ρ ≤ 0.9
 
@@ -189,31 +196,31 @@ def find_fixed_points(
         fps.count("stable")
     """
     x, groups, num_groups = _check_call(step_fn, x_const, inits, groups, tol, slow_tol)
-    refs = _references(reference, num_groups, inits.shape[1])
-    scale = _scales(refs, num_groups, inits)
+    refs = references(reference, num_groups, inits.shape[1])
+    scale = scales(refs, num_groups, inits)
     frozen = getattr(step_fn, "frozen", contextlib.nullcontext)
     with torch.enable_grad(), frozen():
-        h, iterations = _minimise(step_fn, x, inits.detach().clone(), tol, max_iters, lr)
-        q = _q(step_fn, h, x).detach()
+        h, iterations = minimise(step_fn, x, inits.detach().clone(), tol, max_iters, lr)
+        q = q_values(step_fn, h, x).detach()
         # One row per cluster from here on: Newton and Jacobians cost O(rows · H²).
         slack = _RESIDUAL_SLACK * (2 * q).sqrt() * (q < tol)
         slack = torch.minimum(slack, _SLACK_CAP * scale[groups])
-        rows = _unique(h, q, groups, torch.isfinite(q), dedupe_tol * scale, slack,
-                       num_groups).nonzero().flatten()
-        step, jac_fn = _subset(step_fn, rows), _subset(jacobian_fn, rows)
+        rows = unique(h, q, groups, torch.isfinite(q), dedupe_tol * scale, slack,
+                      num_groups).nonzero().flatten()
+        step, jac_fn = subset(step_fn, rows), subset(jacobian_fn, rows)
         h, x, groups = h[rows], x[rows], groups[rows]
         for _ in range(newton_steps):
-            h = _newton(step, x, h, jac_fn)
+            h = newton(step, x, h, jac_fn)
         residual = (step(h, x) - h).detach()
-        jac = _jacobians(step, h, x, jac_fn).detach()
+        jac = jacobians(step, h, x, jac_fn).detach()
     q = 0.5 * residual.pow(2).sum(-1)
     keep = torch.isfinite(q) & (q < (tol if slow_tol is None else slow_tol))
-    distance = _distances(h, groups, keep, refs)
+    distance = distances(h, groups, keep, refs)
     if refs is not None and max_distance is not None:
         keep &= distance <= max_distance * scale[groups]
-    slack = _newton_length(jac, residual) * (q < tol)
+    slack = newton_length(jac, residual) * (q < tol)
     slack = torch.minimum(slack, _SLACK_CAP * scale[groups])
-    keep &= _unique(h, q, groups, keep, dedupe_tol * scale, slack, num_groups)
+    keep &= unique(h, q, groups, keep, dedupe_tol * scale, slack, num_groups)
     index = keep.nonzero().flatten()
     index = index[torch.argsort(q[index], stable=True)]
     index = index[torch.argsort(groups[index], stable=True)]
@@ -234,171 +241,6 @@ def _collect(h: Tensor, q: Tensor, jac: Tensor, groups: Tensor, distance: Tensor
     return FixedPoints(points=h.detach(), q=q, eigvals=eig.to(_complex(h)), is_stable=is_stable,
                        n_unstable=n_unstable, kind=kind, group=groups, distance_to_data=distance,
                        num_groups=num_groups, iterations=iterations)
-
-
-# ------------------------------------------------------------------------------ the search
-def _q(step_fn: StepFn, h: Tensor, x: Tensor) -> Tensor:
-    """Per-row ``½‖F(h) − h‖²`` ``[M]``."""
-    return 0.5 * (step_fn(h, x) - h).pow(2).sum(-1)
-
-
-def _subset(fn: StepFn | None, rows: Tensor) -> StepFn | None:
-    """``fn`` restricted to ``rows``: its ``subset(rows)`` if it has one (row r depends on
-    its position r), else ``fn`` itself (rows independent of their position)."""
-    subset = getattr(fn, "subset", None)
-    return fn if subset is None else subset(rows)
-
-
-def _minimise(step_fn: StepFn, x: Tensor, h: Tensor, tol: float, max_iters: int,
-              lr: float) -> tuple[Tensor, int]:
-    """Adam on Σ q over all rows at once; a row freezes once its q < tol (or turns NaN).
-
-    Adam is torch's (``torch.optim.Adam``'s update, written out in place so that a frozen
-    row's first moment is zeroed and it moves no further). Every ``_CHECK_EVERY`` iterations
-    (one device sync) the search stops if no row is active, and drops frozen rows from the
-    batch once they are ``1 − _COMPACT`` of it, so converged rows stop costing.
-    """
-    out, rows, step = h.clone(), torch.arange(h.shape[0], device=h.device), step_fn
-    m, v = torch.zeros_like(h), torch.zeros_like(h)
-    (b1, b2), active = _ADAM_BETAS, torch.ones_like(h[:, :1])
-    iterations = 0
-    for t in range(1, max_iters + 1):
-        leaf = h.requires_grad_(True)
-        q = _q(step, leaf, x)
-        (grad,) = torch.autograd.grad(q.sum(), leaf)
-        h = leaf.detach()
-        active.mul_(q.detach()[:, None] >= tol)  # NaN compares False: frozen, dropped later
-        if t % _CHECK_EVERY == 1:
-            live = active[:, 0] > 0
-            count = int(live.sum())
-            if count == 0:
-                break
-            if count < _COMPACT * rows.numel():
-                out[rows] = h
-                rows, h, x, m, v, active, grad = (rows[live], h[live], x[live], m[live],
-                                                  v[live], active[live], grad[live])
-                step = _subset(step_fn, rows)
-        iterations = t
-        correction = math.sqrt(1 - b2**t)
-        m.mul_(b1).add_(grad, alpha=1 - b1).mul_(active)
-        v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-        denominator = v.sqrt().add_(_ADAM_EPS * correction)
-        h = h.addcdiv(m, denominator, value=-lr * correction / (1 - b1**t))
-    out[rows] = h
-    return out.detach(), iterations
-
-
-def _newton(step_fn: StepFn, x: Tensor, h: Tensor, jacobian_fn: StepFn | None) -> Tensor:
-    """One batched, damped Newton step on F(h) − h = 0: per row, the step length of
-    ``_NEWTON_STEPS`` with the lowest q, kept only where it lowers q. (Near a slow direction
-    J − I is nearly singular and the full step overshoots; a shorter one still helps.)"""
-    residual = (step_fn(h, x) - h).detach()
-    eye = torch.eye(h.shape[1], dtype=h.dtype, device=h.device)
-    system = _jacobians(step_fn, h, x, jacobian_fn).detach() - eye
-    delta, info = torch.linalg.solve_ex(system, residual)
-    delta = torch.where((info == 0)[:, None], delta, 0.0)
-    best, best_q = h, 0.5 * residual.pow(2).sum(-1)
-    for alpha in _NEWTON_STEPS:
-        candidate = h - alpha * delta
-        q = _q(step_fn, candidate, x).detach()
-        better = torch.isfinite(q) & (q < best_q)
-        best = torch.where(better[:, None], candidate, best)
-        best_q = torch.where(better, q, best_q)
-    return best
-
-
-def _jacobians(step_fn: StepFn, h: Tensor, x: Tensor, jacobian_fn: StepFn | None) -> Tensor:
-    """``∂F/∂h`` per row ``[M, H, H]`` (see the module docstring for the row-sum form)."""
-    if jacobian_fn is not None:
-        return jacobian_fn(h.detach(), x)
-    chunk = max(1, _JACOBIAN_BUDGET // max(1, h.numel()))
-    jac = torch.func.jacrev(lambda v: step_fn(v, x).sum(0), chunk_size=chunk)(h.detach())
-    return jac.transpose(0, 1)  # [H_out, M, H_in] → [M, H_out, H_in]
-
-
-# ------------------------------------------------------------------- filtering the results
-def _references(reference: Tensor | Sequence[Tensor] | None, num_groups: int,
-                size: int) -> list[Tensor] | None:
-    """One ``[R_g, H]`` reference per group (the shared one repeated), or None."""
-    if reference is None:
-        return None
-    refs = [reference] * num_groups if isinstance(reference, Tensor) else list(reference)
-    if len(refs) != num_groups:
-        raise ValueError(f"reference: got {len(refs)} per-group tensors for {num_groups} groups")
-    out = []
-    for g, ref in enumerate(refs):
-        ref = ref.detach().reshape(-1, ref.shape[-1]) if ref.dim() >= 2 else ref
-        if ref.dim() != 2 or ref.shape[1] != size or ref.shape[0] == 0:
-            raise ValueError(f"reference of group {g} must be [R>0, {size}], got "
-                             f"{tuple(ref.shape)}")
-        out.append(ref)
-    return out
-
-
-def _scales(refs: list[Tensor] | None, num_groups: int, like: Tensor) -> Tensor:
-    """Each group's reference RMS radius ``[G]`` (1 without a reference): the root mean
-    square distance of its reference states from their mean."""
-    scale = torch.ones(num_groups, dtype=like.dtype, device=like.device)
-    shared = refs is not None and all(r is refs[0] for r in refs)
-    for g, ref in enumerate((refs[:1] if shared else refs) or []):
-        ref = ref.to(like)
-        scale[slice(None) if shared else g] = (ref - ref.mean(0)).pow(2).sum(-1).mean().sqrt()
-    return scale.clamp_min(1e-12)
-
-
-def _distances(h: Tensor, groups: Tensor, keep: Tensor,
-               refs: list[Tensor] | None) -> Tensor:
-    """Distance of each kept row to its group's nearest reference state ``[M]`` (NaN
-    elsewhere or without a reference)."""
-    distance = torch.full_like(h[:, 0], math.nan)
-    if refs is None:
-        return distance
-    shared = all(r is refs[0] for r in refs)
-    for g, ref in enumerate(refs[:1] if shared else refs):
-        rows = (keep if shared else keep & (groups == g)).nonzero().flatten()
-        step = max(1, _PAIR_BUDGET // ref.shape[0])
-        for start in range(0, rows.numel(), step):
-            part = rows[start : start + step]
-            distance[part] = torch.cdist(h[part], ref.to(h), compute_mode=_EXACT).min(1).values
-    return distance
-
-
-def _newton_length(jac: Tensor, residual: Tensor) -> Tensor:
-    """``‖(J − I)⁻¹ (F(h) − h)‖`` per row: how far the linearisation puts each point from its
-    exact fixed point (0 where J − I is singular)."""
-    eye = torch.eye(jac.shape[-1], dtype=jac.dtype, device=jac.device)
-    delta, info = torch.linalg.solve_ex(jac - eye, residual)
-    return torch.where(info == 0, delta.norm(dim=-1), 0.0).nan_to_num(0.0, 0.0, 0.0)
-
-
-def _unique(h: Tensor, q: Tensor, groups: Tensor, keep: Tensor, radius: Tensor,
-            slack: Tensor, num_groups: int) -> Tensor:
-    """Greedy clustering within each group: a kept row is dropped when a lower-q kept row
-    of its group lies within ``radius[group]`` + both rows' ``slack`` (their Newton
-    lengths). All groups advance together, rank by rank."""
-    rows = keep.nonzero().flatten()
-    unique = torch.zeros_like(keep)
-    if rows.numel() == 0:
-        return unique
-    rows = rows[torch.argsort(q[rows], stable=True)]
-    rows = rows[torch.argsort(groups[rows], stable=True)]
-    counts = torch.bincount(groups[rows], minlength=num_groups)
-    rank = torch.arange(rows.numel(), device=h.device) - (counts.cumsum(0) - counts)[groups[rows]]
-    n_max = int(counts.max())
-    slot = torch.full((num_groups, n_max), -1, dtype=torch.long, device=h.device)
-    slot[groups[rows], rank] = rows
-    padded, margin = h[slot.clamp_min(0)], slack[slot.clamp_min(0)]  # [G, n, H], [G, n]
-    step = max(1, _PAIR_BUDGET // (n_max * n_max))
-    for start in range(0, num_groups, step):
-        part = slice(start, start + step)
-        within = (radius[part, None, None] + margin[part, :, None] + margin[part, None, :])
-        close = torch.cdist(padded[part], padded[part], compute_mode=_EXACT) <= within
-        chosen = torch.zeros_like(slot[part], dtype=torch.bool)
-        for i in range(n_max):
-            duplicate = (close[:, i, :i] & chosen[:, :i]).any(1)
-            chosen[:, i] = (slot[part, i] >= 0) & ~duplicate
-        unique[slot[part][chosen]] = True
-    return unique
 
 
 def _complex(h: Tensor) -> torch.dtype:

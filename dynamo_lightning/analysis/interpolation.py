@@ -25,28 +25,26 @@ and ``task`` (``DynamoModule`` does); nothing here imports Lightning.
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 import math
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from dynamo_lightning.analysis.fixed_points import (
-    KINDS,
-    FixedPoints,
-    find_fixed_points,
-    meta_step_fn,
-    sample_inits,
+from dynamo_lightning.analysis.fixed_points import KINDS, FixedPoints
+from dynamo_lightning.analysis.theta_evaluation import (
+    ELEMENT_BUDGET,
+    FREE_RUN_STEPS,
+    Evaluation,
+    evaluate,
+    positive_int,
 )
 
-ELEMENT_BUDGET = 2**26
-"""Most ``θ's × trials × time × (state + output)`` elements per meta-model call."""
-FREE_RUN_STEPS = 100
-"""Steps of the free run on ``x_const`` used for trajectories when the module has no task."""
+__all__ = ["ELEMENT_BUDGET", "FREE_RUN_STEPS", "GridResult", "Interpolation",
+           "bifurcation_alphas", "fixed_points_at", "interpolate", "interpolate_grid",
+           "interpolate_pairs", "interpolate_path", "member_index"]
 
 
 @dataclass
@@ -63,6 +61,9 @@ class Interpolation:
         bifurcations: α's (midpoints between consecutive α's) where the counts by kind change.
         fixed_points: the points at each θ (one :class:`FixedPoints` per α), or None.
         endpoints: member ids at α = 0 and α = 1 for a segment between members, else None.
+        task_metrics: for a task of several sub-tasks (a mixed population's mixture task),
+            each sub-task's metric on its own trials, ``{"<task>:<metric>": [S]}``; empty
+            otherwise. ``task_metric`` is then their mean, which mixes scales.
     """
 
     alphas: Tensor
@@ -73,6 +74,7 @@ class Interpolation:
     bifurcations: list[float]
     fixed_points: list[FixedPoints] | None = None
     endpoints: tuple[str, str] | None = None
+    task_metrics: dict[str, Tensor] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: lists, ``None`` for NaN; per α the points' kinds, q, unstable
@@ -80,6 +82,7 @@ class Interpolation:
         return {
             "alphas": self.alphas.tolist(), "thetas": self.thetas.tolist(),
             "metric_name": self.metric_name, "task_metric": _plain(self.task_metric),
+            "task_metrics": {k: _plain(v) for k, v in self.task_metrics.items()},
             "counts": {k: v.tolist() for k, v in self.counts.items()},
             "bifurcations": list(self.bifurcations),
             "endpoints": list(self.endpoints) if self.endpoints else None,
@@ -157,7 +160,7 @@ def interpolate_pairs(m: Any, pairs: Sequence[tuple[int | str, int | str]], step
 
     ``options`` are :func:`interpolate`'s keywords.
     """
-    steps = _positive_int("steps", steps, minimum=2)
+    steps = positive_int("steps", steps, minimum=2)
     if not pairs:
         raise ValueError("pairs must name at least one (i, j) pair of members")
     table = _embeddings(m)
@@ -166,8 +169,8 @@ def interpolate_pairs(m: Any, pairs: Sequence[tuple[int | str, int | str]], step
     ends = [(member_index(m, a), member_index(m, b)) for a, b in pairs]
     weight = alphas.to(table.dtype)[:, None]
     thetas = torch.cat([(1 - weight) * table[a] + weight * table[b] for a, b in ends])
-    whole = _evaluate(m, thetas, **options)
-    return [whole.part(k * steps, steps, alphas, (ids[a], ids[b]))
+    whole = evaluate(m, thetas, **options)
+    return [_cut(whole, k * steps, steps, alphas, (ids[a], ids[b]))
             for k, (a, b) in enumerate(ends)]
 
 
@@ -192,7 +195,7 @@ def interpolate_path(m: Any, thetas: Tensor, *, alphas: Tensor | None = None,
     alphas = torch.as_tensor(alphas, dtype=torch.float64).cpu()
     if alphas.shape != (thetas.shape[0],):
         raise ValueError(f"alphas must be [{thetas.shape[0]}], got {tuple(alphas.shape)}")
-    return _evaluate(m, thetas, **options).part(0, thetas.shape[0], alphas, endpoints)
+    return _cut(evaluate(m, thetas, **options), 0, thetas.shape[0], alphas, endpoints)
 
 
 def interpolate_grid(m: Any, resolution: int = 9, margin: float = 0.1,
@@ -207,7 +210,7 @@ def interpolate_grid(m: Any, resolution: int = 9, margin: float = 0.1,
     if table.shape[1] != 2:
         raise ValueError(f"interpolate_grid needs a 2-D map (embedding_dim d = 2), got "
                          f"d = {table.shape[1]}; use interpolate_path on a path instead")
-    resolution = _positive_int("resolution", resolution, minimum=2)
+    resolution = positive_int("resolution", resolution, minimum=2)
     if not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin >= 0):
         raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
     low, high = table.min(0).values, table.max(0).values
@@ -231,7 +234,7 @@ def fixed_points_at(m: Any, thetas: Tensor, **options: Any) -> tuple[FixedPoints
         the points (on the CPU) and the meta-model's states that seeded them,
         ``[G, trials, T, state]`` (CPU), e.g. for :func:`~.plots.fixed_point_figure`.
     """
-    result = _evaluate(m, _thetas(m, thetas), **{**options, "fixed_points": True})
+    result = evaluate(m, _thetas(m, thetas), **{**options, "fixed_points": True})
     assert result.fixed_points is not None
     return result.fixed_points, result.states
 
@@ -276,111 +279,25 @@ def member_index(m: Any, key: int | str) -> int:
 
 
 # ------------------------------------------------------------------------------ internals
-@dataclass
-class _Evaluation:
-    thetas: Tensor  # [S, d]
-    task_metric: Tensor  # [S]
-    metric_name: str
-    fixed_points: FixedPoints | None  # all S groups
-    states: Tensor  # [S, B, T, state]
-
-    def part(self, start: int, size: int, alphas: Tensor,
-             endpoints: tuple[str, str] | None) -> Interpolation:
-        """The Interpolation of θ's ``start : start + size``."""
-        window = slice(start, start + size)
-        per_alpha, counts = None, {}
-        if self.fixed_points is not None:
-            groups = self.fixed_points.group
-            mine = (groups >= start) & (groups < start + size)
-            part = self.fixed_points.select(mine)
-            part = replace(part, group=part.group - start, num_groups=size)
-            per_alpha = part.split()
-            kind = torch.tensor([KINDS.index(k) for k in part.kind], dtype=torch.long)
-            counts = {k: torch.bincount(part.group[kind == n], minlength=size)
-                      for n, k in enumerate(KINDS)}
-        return Interpolation(alphas=alphas, thetas=self.thetas[window],
-                             task_metric=self.task_metric[window], metric_name=self.metric_name,
-                             counts=counts, bifurcations=bifurcation_alphas(alphas, counts),
-                             fixed_points=per_alpha, endpoints=endpoints)
-
-
-def _evaluate(m: Any, thetas: Tensor, *, trials: int = 256, seed: int = 0,
-              fixed_points: bool = True, inits_per_theta: int = 64,
-              x_const: Tensor | None = None, tol: float = 1e-8, max_iters: int = 2000,
-              init_noise: float = 0.1, slow_tol: float | None = None) -> _Evaluation:
-    """Task metric and (optionally) fixed points at every θ of ``thetas [S, d]``."""
-    meta = m.meta
-    trials = _positive_int("trials", trials)
-    inits_per_theta = _positive_int("inits_per_theta", inits_per_theta)
-    max_iters = _positive_int("max_iters", max_iters)
-    if not (isinstance(tol, (int, float)) and tol > 0):
-        raise ValueError(f"tol must be a positive number, got {tol!r}")
-    if slow_tol is not None and not (isinstance(slow_tol, (int, float)) and slow_tol > tol):
-        raise ValueError(f"slow_tol must be None or a number > tol ({tol}), got {slow_tol!r}")
-    param = next(meta.parameters())
-    thetas = thetas.to(param)
-    x_const = torch.zeros(meta.input_size) if x_const is None else torch.as_tensor(x_const)
-    if tuple(x_const.shape) != (meta.input_size,):
-        raise ValueError(f"x_const must be [{meta.input_size}], got {tuple(x_const.shape)}")
-    x_const = x_const.to(param)
-    task = m.task
-    generator = torch.Generator().manual_seed(int(seed))
-    if task is None:
-        x, y, ids = x_const.expand(1, FREE_RUN_STEPS, -1), None, None
-    else:
-        x, y, ids = _draw(task, trials, generator)
-    with _evaluating(meta), torch.no_grad():
-        outputs, states = _run_meta(meta, x.to(param), thetas)
-    metric = torch.tensor([math.nan if task is None else _score(task, out.cpu(), y, ids)
-                           for out in outputs], dtype=torch.float64)
-    points = None
-    if fixed_points:
-        inits = torch.cat([sample_inits(s, inits_per_theta, init_noise, generator)
-                           for s in states])
-        step = meta_step_fn(meta, thetas, inits_per_theta)
-        with _evaluating(meta):
-            points = find_fixed_points(step, x_const, inits, tol, groups=step.groups,
-                                       max_iters=max_iters, reference=list(states),
-                                       slow_tol=slow_tol)
-        points = _cpu(points)
-    return _Evaluation(thetas=thetas.detach().cpu(), task_metric=metric,
-                       metric_name="" if task is None else str(task.metric_name),
-                       fixed_points=points, states=states.cpu())
-
-
-def _draw(task: Any, trials: int, generator: torch.Generator
-          ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Test-split trials ``x, y`` and, for a mixture task, each trial's task id."""
-    with_ids = getattr(task, "sample_with_ids", None)
-    if callable(with_ids):
-        return with_ids(trials, generator=generator, split="test")
-    x, y = task.sample(trials, generator=generator, split="test")
-    return x, y, None
-
-
-def _score(task: Any, outputs: Tensor, targets: Tensor, ids: Tensor | None) -> float:
-    """``task.metric`` (with ``task_ids`` when it takes them; NaN when it needs them and
-    the task gave none)."""
-    takes_ids = "task_ids" in inspect.signature(task.metric).parameters
-    if takes_ids:
-        return math.nan if ids is None else float(task.metric(outputs, targets, task_ids=ids))
-    return float(task.metric(outputs, targets))
-
-
-def _run_meta(meta: nn.Module, x: Tensor, thetas: Tensor) -> tuple[Tensor, Tensor]:
-    """Every trial at every θ: ``x [B, T, I]``, ``thetas [S, d]`` → outputs
-    ``[S, B, T, O]`` and states ``[S, B, T, state]``, one call per ``ELEMENT_BUDGET``."""
-    b, t = x.shape[:2]
-    per_theta = b * t * (meta.state_size + meta.output_size)
-    chunk = max(1, ELEMENT_BUDGET // per_theta)
-    outputs, states = [], []
-    for start in range(0, thetas.shape[0], chunk):
-        part = thetas[start : start + chunk]
-        n = part.shape[0]
-        out, hidden = meta(x.repeat(n, 1, 1), part.repeat_interleave(b, dim=0))
-        outputs.append(out.reshape(n, b, t, -1))
-        states.append(hidden.reshape(n, b, t, -1))
-    return torch.cat(outputs), torch.cat(states)
+def _cut(whole: Evaluation, start: int, size: int, alphas: Tensor,
+         endpoints: tuple[str, str] | None) -> Interpolation:
+    """The Interpolation of θ's ``start : start + size`` of ``whole``."""
+    window = slice(start, start + size)
+    per_alpha, counts = None, {}
+    if whole.fixed_points is not None:
+        groups = whole.fixed_points.group
+        mine = (groups >= start) & (groups < start + size)
+        part = whole.fixed_points.select(mine)
+        part = replace(part, group=part.group - start, num_groups=size)
+        per_alpha = part.split()
+        kind = torch.tensor([KINDS.index(k) for k in part.kind], dtype=torch.long)
+        counts = {k: torch.bincount(part.group[kind == n], minlength=size)
+                  for n, k in enumerate(KINDS)}
+    return Interpolation(alphas=alphas, thetas=whole.thetas[window],
+                         task_metric=whole.task_metric[window], metric_name=whole.metric_name,
+                         counts=counts, bifurcations=bifurcation_alphas(alphas, counts),
+                         fixed_points=per_alpha, endpoints=endpoints,
+                         task_metrics={k: v[window] for k, v in whole.task_metrics.items()})
 
 
 def _embeddings(m: Any) -> Tensor:
@@ -397,29 +314,6 @@ def _thetas(m: Any, thetas: Tensor) -> Tensor:
     if thetas.dim() != 2 or thetas.shape[1] != d or thetas.shape[0] < 1:
         raise ValueError(f"thetas must be [S>=1, {d}], got {tuple(thetas.shape)}")
     return thetas.float() if not thetas.is_floating_point() else thetas
-
-
-@contextlib.contextmanager
-def _evaluating(module: nn.Module) -> Iterator[None]:
-    """Eval mode for the block, the module's previous mode restored after."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
-
-
-def _cpu(points: FixedPoints) -> FixedPoints:
-    moved = {f.name: getattr(points, f.name).cpu() for f in fields(points)
-             if isinstance(getattr(points, f.name), Tensor)}
-    return replace(points, **moved)
-
-
-def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def _plain(values: Tensor) -> list[Any]:

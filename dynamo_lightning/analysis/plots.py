@@ -86,13 +86,22 @@ def interpolation_figure(result: Interpolation) -> Figure:
                                       layout="constrained")
     try:
         alphas = result.alphas.double().cpu().numpy()
-        metric = result.task_metric.double().cpu().numpy()
-        if np.isfinite(metric).any():
-            top.plot(alphas, metric, "o-", color="black", lw=1.5, ms=4)
-            _at_least_span(top, metric[np.isfinite(metric)], MIN_METRIC_SPAN)
+        # Several sub-tasks: one line each (their mean mixes scales, e.g. accuracy and R²).
+        curves = (dict(result.task_metrics)
+                  or {result.metric_name or "task metric": result.task_metric})
+        finite = []
+        for n, (label, values) in enumerate(curves.items()):
+            values = values.double().cpu().numpy()
+            finite.append(values[np.isfinite(values)])
+            colour = "black" if len(curves) == 1 else f"C{n}"
+            top.plot(alphas, values, "o-", color=colour, lw=1.5, ms=4, label=label)
+        if any(v.size for v in finite):
+            _at_least_span(top, np.concatenate(finite), MIN_METRIC_SPAN)
+            if len(curves) > 1:
+                top.legend(fontsize=8, loc="best")
         else:
             _note(top, "no task metric")
-        top.set_ylabel(result.metric_name or "task metric")
+        top.set_ylabel(next(iter(curves)) if len(curves) == 1 else "task metric (own trials)")
         shown = [k for k in KINDS if k in result.counts and bool(result.counts[k].any())]
         for kind in shown:
             colour, _, marker = KIND_STYLE[kind]

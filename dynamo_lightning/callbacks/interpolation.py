@@ -101,11 +101,13 @@ class Interpolation(_Analysis):
                 counts = [int(result.counts[k][s]) if result.counts else None for k in KINDS]
                 middle = (alpha + alphas[s + 1]) / 2 if s + 1 < len(alphas) else math.nan
                 after = any(abs(b - middle) < 1e-12 for b in result.bifurcations)
+                by_task = [float(v[s]) for v in result.task_metrics.values()]
                 rows.append([f"{a}__{b}", a, b, alpha, *map(float, result.thetas[s]),
-                             float(result.task_metric[s]), *counts, after])
+                             float(result.task_metric[s]), *by_task, *counts, after])
         dim = results[0].thetas.shape[1]
         columns = ["pair", "from", "to", "alpha", *(f"theta_{k + 1}" for k in range(dim)),
-                   results[0].metric_name or "task_metric", *KINDS, "bifurcation_after"]
+                   results[0].metric_name or "task_metric", *results[0].task_metrics, *KINDS,
+                   "bifurcation_after"]
         log_table(trainer, "tables/interpolation", columns, rows, step=step)
         self.last_results = results
         return True

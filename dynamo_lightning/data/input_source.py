@@ -50,6 +50,8 @@ class MixtureTask(Task):
         super().__init__(tasks=specs)
         self.tasks = [task_registry.get(s["name"], **s["config"]) for s in specs]
         labels = [_label(s) for s in specs]
+        names = [s["name"] for s in specs]  # short labels: indexed where two share a name
+        self.labels = [n if names.count(n) == 1 else f"{n}{i}" for i, n in enumerate(names)]
         for attr in ("input_size", "output_size", "seq_len", "output_kind"):
             values = {label: getattr(t, attr) for label, t in zip(labels, self.tasks, strict=True)}
             if len(set(values.values())) > 1:
@@ -106,10 +108,20 @@ class MixtureTask(Task):
         """Mean over sub-tasks of their metric on their own trials (NaN without ids)."""
         if task_ids is None:
             return math.nan
-        values = [task.metric(outputs[task_ids == j], targets[task_ids == j])
-                  for j, task in enumerate(self.tasks) if bool((task_ids == j).any())]
-        values = [v for v in values if not math.isnan(v)]
+        values = [v for v in self.metrics_by_task(outputs, targets, task_ids).values()
+                  if not math.isnan(v)]
         return sum(values) / len(values) if values else math.nan
+
+    def metrics_by_task(self, outputs: Tensor, targets: Tensor,
+                        task_ids: Tensor) -> dict[str, float]:
+        """Each sub-task's own metric on its own trials, keyed ``"<label>:<metric name>"``
+        (NaN for a sub-task without trials). The mean that :meth:`metric` reports mixes
+        scales — bit accuracy with an R² that is very negative on a network of the other
+        computation — so analyses of mixed populations read these instead."""
+        return {f"{label}:{task.metric_name}":
+                task.metric(outputs[task_ids == j], targets[task_ids == j])
+                if bool((task_ids == j).any()) else math.nan
+                for j, (label, task) in enumerate(zip(self.labels, self.tasks, strict=True))}
 
 
 def normalize_task_spec(spec: Any, where: str = "task") -> dict[str, Any]:

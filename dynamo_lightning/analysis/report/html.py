@@ -161,17 +161,27 @@ def _interpolation_section(report: dict[str, Any], out_dir: Path) -> str:
     rows, figures = [], []
     for p in pairs:
         result = p["result"]
-        metric = [v for v in result["task_metric"] if v is not None]
         stable = result["counts"].get("stable", [])
-        rows.append([f"{p['id_i']} → {p['id_j']}", p["relation"],
-                     result["task_metric"][0], min(metric) if metric else None,
-                     result["task_metric"][-1], " ".join(map(str, stable)) or "—",
+        rows.append([f"{p['id_i']} → {p['id_j']}", p["relation"], *_metric_cells(result),
+                     " ".join(map(str, stable)) or "—",
                      _numbers(result["bifurcations"]) or "none"])
         figures.append((_img(out_dir, p["figure"]), f"{p['id_i']} → {p['id_j']}"))
     metric_name = report["meta"]["metric_name"] or "task metric"
     head = ["segment", "relation", f"{metric_name} at α=0", "lowest along", "at α=1",
             "stable points per α", "bifurcation α's"]
     return _section("Interpolation", "interpolation", _table(head, rows) + _figures(figures))
+
+
+def _metric_cells(result: dict[str, Any]) -> list[Any]:
+    """The metric at α = 0, its lowest value along the path and at α = 1: a number, or for
+    a mixture one ``task:metric value`` per sub-task (their mean mixes scales)."""
+    curves = result.get("task_metrics") or {"": result["task_metric"]}
+    cells: list[list[str]] = [[], [], []]
+    for key, values in curves.items():
+        finite = [v for v in values if v is not None]
+        for n, value in enumerate((values[0], min(finite) if finite else None, values[-1])):
+            cells[n].append(f"{key} {_fmt(value)}" if key else value)
+    return [c[0] if len(curves) == 1 else "; ".join(c) for c in cells]
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -118,7 +118,7 @@ class LoopConditioning(Conditioning):
 
     def _update(self, state: Tensor, gx: Tensor, theta: Tensor,
                 film: tuple[Tensor, Tensor] | None) -> Tensor:
-        gh = self.recurrent_gates(state[..., : self.hidden_size], theta)
+        gh = self.recurrent_gates(cells.hidden_units(self.cell, state, self.hidden_size), theta)
         gamma, beta = film if film is not None else (None, None)
         return cells.cell_update(self.cell, state, gx, gh, gamma, beta)
 

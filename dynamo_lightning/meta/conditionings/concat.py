@@ -63,5 +63,6 @@ class Concat(Conditioning):
     def step(self, state: Tensor, x: Tensor, theta: Tensor) -> Tensor:
         gx = F.linear(torch.cat([x, theta.to(x.dtype)], dim=-1), self.rnn.weight_ih_l0,
                       self.rnn.bias_ih_l0)
-        gh = F.linear(state[..., : self.hidden_size], self.rnn.weight_hh_l0, self.rnn.bias_hh_l0)
+        h = cells.hidden_units(self.cell, state, self.hidden_size)
+        gh = F.linear(h, self.rnn.weight_hh_l0, self.rnn.bias_hh_l0)
         return cells.cell_update(self.cell, state, gx, gh)

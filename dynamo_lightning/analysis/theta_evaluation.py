@@ -1,0 +1,160 @@
+"""The meta-model evaluated at many θ's at once: task metric and fixed points per θ.
+
+The batched engine behind :mod:`.interpolation` (segments, paths, grids) and
+:func:`~.interpolation.fixed_points_at`; the module docstring of :mod:`.interpolation` says
+what is drawn, run and searched. Nothing here imports Lightning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from dynamo_lightning.analysis.fixed_points import (
+    FixedPoints,
+    find_fixed_points,
+    meta_step_fn,
+    sample_inits,
+)
+
+ELEMENT_BUDGET = 2**26
+"""Most ``θ's × trials × time × (state + output)`` elements per meta-model call."""
+FREE_RUN_STEPS = 100
+"""Steps of the free run on ``x_const`` used for trajectories when the module has no task."""
+
+
+@dataclass
+class Evaluation:
+    """Everything computed at θ's ``[S, d]``; :mod:`.interpolation` cuts it into paths."""
+
+    thetas: Tensor  # [S, d]
+    task_metric: Tensor  # [S]
+    metric_name: str
+    fixed_points: FixedPoints | None  # all S groups
+    states: Tensor  # [S, B, T, state]
+    task_metrics: dict[str, Tensor] = field(default_factory=dict)  # mixture: {key: [S]}
+
+
+def evaluate(m: Any, thetas: Tensor, *, trials: int = 256, seed: int = 0,
+             fixed_points: bool = True, inits_per_theta: int = 64,
+             x_const: Tensor | None = None, tol: float = 1e-8, max_iters: int = 2000,
+             init_noise: float = 0.1, slow_tol: float | None = None) -> Evaluation:
+    """Task metric and (optionally) fixed points at every θ of ``thetas [S, d]``; the
+    keywords are :func:`~.interpolation.interpolate`'s."""
+    meta = m.meta
+    trials = positive_int("trials", trials)
+    inits_per_theta = positive_int("inits_per_theta", inits_per_theta)
+    max_iters = positive_int("max_iters", max_iters)
+    if not (isinstance(tol, (int, float)) and tol > 0):
+        raise ValueError(f"tol must be a positive number, got {tol!r}")
+    if slow_tol is not None and not (isinstance(slow_tol, (int, float)) and slow_tol > tol):
+        raise ValueError(f"slow_tol must be None or a number > tol ({tol}), got {slow_tol!r}")
+    param = next(meta.parameters())
+    thetas = thetas.to(param)
+    x_const = torch.zeros(meta.input_size) if x_const is None else torch.as_tensor(x_const)
+    if tuple(x_const.shape) != (meta.input_size,):
+        raise ValueError(f"x_const must be [{meta.input_size}], got {tuple(x_const.shape)}")
+    x_const = x_const.to(param)
+    task = m.task
+    generator = torch.Generator().manual_seed(int(seed))
+    if task is None:
+        x, y, ids = x_const.expand(1, FREE_RUN_STEPS, -1), None, None
+    else:
+        x, y, ids = _draw(task, trials, generator)
+    with evaluating(meta), torch.no_grad():
+        outputs, states = _run_meta(meta, x.to(param), thetas)
+    outputs = outputs.cpu()
+    metric = torch.tensor([math.nan if task is None else _score(task, out, y, ids)
+                           for out in outputs], dtype=torch.float64)
+    points = None
+    if fixed_points:
+        inits = torch.cat([sample_inits(s, inits_per_theta, init_noise, generator)
+                           for s in states])
+        step = meta_step_fn(meta, thetas, inits_per_theta)
+        with evaluating(meta):
+            points = find_fixed_points(step, x_const, inits, tol, groups=step.groups,
+                                       max_iters=max_iters, reference=list(states),
+                                       slow_tol=slow_tol)
+        points = _cpu(points)
+    return Evaluation(thetas=thetas.detach().cpu(), task_metric=metric,
+                      metric_name="" if task is None else str(task.metric_name),
+                      fixed_points=points, states=states.cpu(),
+                      task_metrics=_per_task(task, outputs, y, ids))
+
+
+def positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    """``value`` if an int ≥ ``minimum`` (bools excluded), else a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+@contextlib.contextmanager
+def evaluating(module: nn.Module) -> Iterator[None]:
+    """Eval mode for the block, the module's previous mode restored after."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+def _draw(task: Any, trials: int, generator: torch.Generator
+          ) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Test-split trials ``x, y`` and, for a mixture task, each trial's task id."""
+    with_ids = getattr(task, "sample_with_ids", None)
+    if callable(with_ids):
+        return with_ids(trials, generator=generator, split="test")
+    x, y = task.sample(trials, generator=generator, split="test")
+    return x, y, None
+
+
+def _score(task: Any, outputs: Tensor, targets: Tensor, ids: Tensor | None) -> float:
+    """``task.metric`` (with ``task_ids`` when it takes them; NaN when it needs them and
+    the task gave none)."""
+    takes_ids = "task_ids" in inspect.signature(task.metric).parameters
+    if takes_ids:
+        return math.nan if ids is None else float(task.metric(outputs, targets, task_ids=ids))
+    return float(task.metric(outputs, targets))
+
+
+def _per_task(task: Any, outputs: Tensor, targets: Tensor | None,
+              ids: Tensor | None) -> dict[str, Tensor]:
+    """For a task of several sub-tasks (``metrics_by_task``), each one's metric on its own
+    trials at every θ, ``{"<label>:<metric>": [S]}``; empty for a single task."""
+    by_task = getattr(task, "metrics_by_task", None)
+    if not callable(by_task) or ids is None or targets is None:
+        return {}
+    rows = [by_task(out, targets, ids) for out in outputs]
+    return {key: torch.tensor([float(r[key]) for r in rows], dtype=torch.float64)
+            for key in rows[0]}
+
+
+def _run_meta(meta: nn.Module, x: Tensor, thetas: Tensor) -> tuple[Tensor, Tensor]:
+    """Every trial at every θ: ``x [B, T, I]``, ``thetas [S, d]`` → outputs
+    ``[S, B, T, O]`` and states ``[S, B, T, state]``, one call per ``ELEMENT_BUDGET``."""
+    b, t = x.shape[:2]
+    per_theta = b * t * (meta.state_size + meta.output_size)
+    chunk = max(1, ELEMENT_BUDGET // per_theta)
+    outputs, states = [], []
+    for start in range(0, thetas.shape[0], chunk):
+        part = thetas[start : start + chunk]
+        n = part.shape[0]
+        out, hidden = meta(x.repeat(n, 1, 1), part.repeat_interleave(b, dim=0))
+        outputs.append(out.reshape(n, b, t, -1))
+        states.append(hidden.reshape(n, b, t, -1))
+    return torch.cat(outputs), torch.cat(states)
+
+
+def _cpu(points: FixedPoints) -> FixedPoints:
+    moved = {f.name: getattr(points, f.name).cpu() for f in fields(points)
+             if isinstance(getattr(points, f.name), Tensor)}
+    return replace(points, **moved)
