@@ -106,13 +106,26 @@ def step_cost(meta: MetaRNN, rows: int, repeats: int) -> float:
         return time_call(once, repeats=repeats, warmup=3) / rows
 
 
-def check_agree(problem: Problem) -> tuple[int, int]:
-    """Both forms find the same number of points at every θ; returns (points, iterations)."""
-    batched, loop = problem.batched(), problem.loop()
+def check_agree(problem: Problem) -> tuple[int, int, int]:
+    """Both forms find the same number of points at every θ; returns (points, iterations,
+    row-steps: rows the batched search ran through the meta-model's step, all calls)."""
+    meta, rows = problem.meta, [0]
+    step = meta.step
+
+    def counting(h: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
+        rows[0] += h.shape[0]
+        return step(h, *args)
+
+    meta.step = counting  # type: ignore[method-assign]
+    try:
+        batched = problem.batched()
+    finally:
+        del meta.step
+    loop = problem.loop()
     counts = [len(part) for part in batched.split()]
     if counts != [len(fps) for fps in loop]:
         raise RuntimeError(f"batched and loop disagree: {counts} vs {[len(f) for f in loop]}")
-    return len(batched), batched.iterations
+    return len(batched), batched.iterations, rows[0]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -127,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     ratios: dict[str, float] = {}
     for count in args.thetas:
         problem = Problem(meta, count, args)
-        points, iterations = check_agree(problem)
+        points, iterations, row_steps = check_agree(problem)
         times = time_calls({form: getattr(problem, form) for form in ("batched", "loop")},
                            repeats=args.repeats, warmup=0)
         for form, seconds in times.items():
@@ -135,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(row(f"G={count} {form}", "time_per_theta", seconds / count * 1e3, "ms"))
         rows.append(row(f"G={count}", "points_found", points, "count"))
         rows.append(row(f"G={count}", "adam_iterations", iterations, "count"))
+        rows.append(row(f"G={count} batched", "row_steps", row_steps, "count"))
         ratios[f"G={count}: loop / batched"] = times["loop"] / times["batched"]
         print(f"G={count:3d}: batched {times['batched']:7.2f} s, loop {times['loop']:7.2f} s, "
               f"ratio {ratios[f'G={count}: loop / batched']:.2f}x", flush=True)
