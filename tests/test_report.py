@@ -214,6 +214,23 @@ def test_map_figure_draws_a_panel_per_key() -> None:
         plt.close(fig)
 
 
+def test_long_category_labels_are_cut_and_their_legend_sits_under_the_axes() -> None:
+    configs = [{"n_bits": 3, "seq_len": 64, "pulse_prob": 0.05},
+               {"n_channels": 3, "seq_len": 64, "noise": 0.1, "leak": 0.1, "bound": 1.0}]
+    meta = [{"task_config": configs[i % 2], "architecture": "gru" if i < 2 else "lstm"}
+            for i in range(4)]
+    xy = np.arange(8.0).reshape(4, 2)
+    fig = map_figure(xy, list("abcd"), meta, ["task_config", "architecture"], "pca", 2)
+    try:
+        long, short = (ax.get_legend() for ax in fig.axes[:2])
+        labels = [t.get_text() for t in long.get_texts()]
+        assert max(map(len, labels)) <= 60 and labels[1].endswith("…")
+        assert long.get_bbox_to_anchor().y0 < fig.axes[0].get_window_extent().y0  # below
+        assert short._loc == 0  # "best": short labels stay inside
+    finally:
+        plt.close(fig)
+
+
 def test_stacked_member_search_equals_member_by_member() -> None:
     from dynamo_lightning.analysis import find_fixed_points, member_step_fn
     from dynamo_lightning.analysis.report.members import StackStep

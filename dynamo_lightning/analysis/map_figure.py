@@ -25,6 +25,10 @@ __all__ = ["MAX_CATEGORIES", "default_keys", "map_figure", "metadata_keys"]
 
 MAX_CATEGORIES = 20
 """A metadata key with more distinct (non-numeric) values than this is not drawn by default."""
+LEGEND_INSIDE_CHARS = 24
+"""Legends whose longest label is longer than this go under the axes, not over the points."""
+LEGEND_MAX_CHARS = 60
+"""Legend labels are cut to this many characters."""
 
 
 def map_figure(xy: np.ndarray, ids: list[str], metadata: list[dict[str, Any]],
@@ -97,8 +101,13 @@ def _scatter_categorical(ax: Axes, xy: np.ndarray, values: list[Any], key: str) 
     cmap = plt.get_cmap("tab10" if len(order) <= 10 else "tab20")
     for i, category in enumerate(order):
         mask = np.array([lab == category for lab in labels])
-        ax.scatter(xy[mask, 0], xy[mask, 1], s=30, color=cmap(i % cmap.N), label=category)
-    ax.legend(title=key, fontsize=7, title_fontsize=8, loc="best", framealpha=0.7)
+        ax.scatter(xy[mask, 0], xy[mask, 1], s=30, color=cmap(i % cmap.N),
+                   label=_shorten(category))
+    if max(len(c) for c in order) <= LEGEND_INSIDE_CHARS:
+        ax.legend(title=key, fontsize=7, title_fontsize=8, loc="best", framealpha=0.7)
+    else:  # long labels (e.g. task configs) would cover the points: legend under the axes
+        ax.legend(title=key, fontsize=7, title_fontsize=8, loc="upper center",
+                  bbox_to_anchor=(0.5, -0.18), framealpha=0.7)
     ax.set_title(key)
 
 
@@ -112,6 +121,11 @@ def _scatter_numeric(fig: Figure, ax: Axes, xy: np.ndarray, values: list[Any], k
         ax.legend(fontsize=7)
     fig.colorbar(points, ax=ax, label=key)
     ax.set_title(key)
+
+
+def _shorten(label: str) -> str:
+    """At most :data:`LEGEND_MAX_CHARS` characters, the cut marked with an ellipsis."""
+    return label if len(label) <= LEGEND_MAX_CHARS else label[: LEGEND_MAX_CHARS - 1] + "…"
 
 
 def _is_continuous(values: list[Any]) -> bool:

@@ -167,6 +167,8 @@ def _interpolation_section(report: dict[str, Any], out_dir: Path) -> str:
                      _numbers(result["bifurcations"]) or "none"])
         figures.append((_img(out_dir, p["figure"]), f"{p['id_i']} → {p['id_j']}"))
     metric_name = report["meta"]["metric_name"] or "task metric"
+    if any(p["result"].get("task_metrics") for p in pairs):
+        metric_name = "per-task metric"  # a mixture: each sub-task on its own trials
     head = ["segment", "relation", f"{metric_name} at α=0", "lowest along", "at α=1",
             "stable points per α", "bifurcation α's"]
     return _section("Interpolation", "interpolation", _table(head, rows) + _figures(figures))
