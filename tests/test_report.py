@@ -254,3 +254,14 @@ def test_stacked_member_search_equals_member_by_member() -> None:
                                 max_iters=300)
         assert part.kind == own.kind
         torch.testing.assert_close(part.points, own.points, atol=1e-4, rtol=0)
+
+
+def test_interpolation_table_cells_show_each_sub_task_of_a_mixture() -> None:
+    from dynamo_lightning.analysis.report.html import _metric_cells
+
+    single = {"task_metric": [0.9, None, 0.7, 0.8], "task_metrics": {}}
+    assert _metric_cells(single) == [0.9, 0.7, 0.8]
+    mixed = {"task_metric": [0.5, 0.5], "task_metrics": {"ff:acc": [1.0, 0.9],
+                                                         "int:r2": [-2.0, 0.95]}}
+    assert _metric_cells(mixed) == ["ff:acc 1.000; int:r2 -2.000", "ff:acc 0.900; int:r2 -2.000",
+                                    "ff:acc 0.900; int:r2 0.950"]

@@ -10,8 +10,8 @@ A fixed point of ``h ↦ F(h, x*)`` minimises ``q(h) = ½‖F(h, x*) − h‖²`
    ``_RESIDUAL_SLACK · ‖F(h) − h‖`` of each other: their distance to their fixed point if
    the map contracts by ≥ 10% per step there (slower ones are left to step 4).
 3. A few batched, damped Newton steps ``h ← h − α (J − I)⁻¹(F(h) − h)``, kept where they
-   lower q (α from ``fixed_point_search._NEWTON_STEPS``: near a slow direction J − I is nearly singular and the
-   full step overshoots).
+   lower q (α from ``fixed_point_search._NEWTON_STEPS``: near a slow direction J − I is
+   nearly singular and the full step overshoots).
 4. Filtering: q below ``tol`` (or ``slow_tol``), distance to the data (below), and a final
    de-duplication in which two points also merge when their distance is within their
    *Newton lengths* ``‖(J − I)⁻¹(F(h) − h)‖`` — how far the linearisation puts each from
