@@ -118,29 +118,6 @@ def fit(config: dict[str, Any], ckpt: Path, reuse: bool) -> Any:
     return dynamo_main({"fit": copy.deepcopy(config)}).model
 
 
-def sub_task_metrics(m: Any, thetas: torch.Tensor, trials: int, seed: int) -> dict[str, list]:
-    """Each sub-task's metric on its own trials at every θ (the mixture reports their mean)."""
-    task = m.task
-    subtasks = getattr(task, "tasks", [task])
-    meta = m.meta
-    param = next(meta.parameters())
-    result: dict[str, list] = {}
-    was_training = meta.training
-    meta.eval()
-    try:
-        for sub in subtasks:
-            x, y = sub.sample(trials, generator=torch.Generator().manual_seed(seed), split="test")
-            values = []
-            with torch.no_grad():
-                for theta in thetas:
-                    out, _ = meta(x.to(param), theta.to(param).expand(trials, -1))
-                    values.append(float(sub.metric(out.cpu(), y)))
-            result[f"{sub.name}:{sub.metric_name}"] = values
-    finally:
-        meta.train(was_training)
-    return result
-
-
 def own_fixed_points(population: Population, m: Any, ids: list[str],
                      args: argparse.Namespace) -> dict[str, dict[str, int]]:
     """Counts by kind of each member's own fixed points at zero input (what the meta-model
@@ -175,7 +152,7 @@ def segment(m: Any, i: str, j: str, args: argparse.Namespace) -> dict[str, Any]:
                            "bifurcations_all_kinds": da.bifurcation_alphas(
                                result.alphas, result.counts, kinds=None),
                            "interpolate_seconds": round(seconds, 1)}
-    out["sub_task_metrics"] = sub_task_metrics(m, result.thetas, args.trials, seed=0)
+    out["sub_task_metrics"] = {k: v.tolist() for k, v in result.task_metrics.items()}
     return out
 
 
