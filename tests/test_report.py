@@ -192,6 +192,10 @@ def test_auto_pairs_within_then_across_clusters() -> None:
     labelled = [{"task": "mixture", "task_label": t, "architecture": "gru"} for t in "aabb"]
     assert auto_pairs(labelled) == [(0, 1), (2, 3), (1, 3)]
     assert auto_pairs([{"architecture": "gru"}]) == []
+    # two computations × two architectures: across pairs change the computation only
+    mixed = [{"task": t, "architecture": a} for t in ("flipflop", "integrator")
+             for a in ("gru", "gru", "vanilla", "vanilla")]
+    assert auto_pairs(mixed) == [(0, 1), (2, 3), (1, 5), (3, 7)]
     ids = ["a", "b", "c"]
     assert resolve_pairs([("c", "0")], ids, [{}] * 3) == [(2, 0)]
     assert resolve_pairs("none", ids, [{}] * 3) == []

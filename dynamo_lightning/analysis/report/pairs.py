@@ -21,8 +21,11 @@ AUTO_ACROSS = 2
 
 def cluster_of(metadata: dict[str, Any]) -> str:
     """A member's cluster label: ``"<task_label or task>/<architecture>"`` (``?`` if absent)."""
-    task = metadata.get("task_label") or metadata.get("task") or "?"
-    return f"{task}/{metadata.get('architecture') or '?'}"
+    return f"{_task_of(metadata)}/{metadata.get('architecture') or '?'}"
+
+
+def _task_of(metadata: dict[str, Any]) -> str:
+    return str(metadata.get("task_label") or metadata.get("task") or "?")
 
 
 def clusters(metadata: Sequence[dict[str, Any]]) -> dict[str, list[int]]:
@@ -38,7 +41,10 @@ def auto_pairs(metadata: Sequence[dict[str, Any]]) -> list[Pair]:
 
     Within: the first two members of each cluster that has two, clusters in population order.
     Across: the last members of clusters (0, 1), (2, 3), (0, 2), (1, 3), ... — distinct
-    clusters first, so the segments cover as many of them as they can.
+    clusters first, so the segments cover as many of them as they can — with pairs of
+    different computations (task) first: of the same architecture, so that the segment
+    changes the computation only, then of different ones. In a population of several tasks
+    those are the segments where the fixed-point topology should change.
     """
     groups = list(clusters(metadata).values())
     within = [(g[0], g[1]) for g in groups if len(g) >= 2][:AUTO_WITHIN]
@@ -46,8 +52,15 @@ def auto_pairs(metadata: Sequence[dict[str, Any]]) -> list[Pair]:
     order = [(0, 1), (2, 3), (0, 2), (1, 3), (0, 3), (1, 2)]
     order += [(a, b) for a in range(len(last)) for b in range(a + 1, len(last))
               if (a, b) not in order]
-    across = [(last[a], last[b]) for a, b in order if b < len(last)][:AUTO_ACROSS]
-    return within + across
+    pairs = [(last[a], last[b]) for a, b in order if b < len(last)]
+
+    def rank(pair: Pair) -> int:
+        a, b = (metadata[i] for i in pair)
+        if _task_of(a) == _task_of(b):
+            return 2
+        return 0 if a.get("architecture") == b.get("architecture") else 1
+
+    return within + sorted(pairs, key=rank)[:AUTO_ACROSS]  # sorted() is stable
 
 
 def resolve_pairs(pairs: str | Sequence[Sequence[int | str]] | None, ids: Sequence[str],
