@@ -5,7 +5,8 @@ points at G embeddings θ, 64 initial states per θ drawn from its own trajector
 flip-flop inputs at that θ (with each θ's trajectories as its outlier reference):
 
 - ``batched``: ``find_fixed_points(meta_step_fn(meta, thetas, 64), ...)``, all G·64 rows in
-  one optimisation (and one Newton / Jacobian / eigenvalue pass);
+  one optimisation (and one Newton / Jacobian / eigenvalue pass; on CUDA each Adam iteration
+  replayed from a CUDA graph, the finder's default);
 - ``loop``: the naive form, one ``find_fixed_points`` call per θ on its 64 rows.
 
 Both use the same inits, ``tol`` and ``max_iters`` (500 by default, capped so the CPU run
@@ -79,10 +80,11 @@ class Problem:
         self.inits = torch.cat([sample_inits(r, self.n, 0.1, g) for r in self.references])
         self.x = torch.zeros(meta.input_size, device=device)
 
-    def batched(self) -> FixedPoints:
+    def batched(self, cuda_graphs: bool = True) -> FixedPoints:
         step = meta_step_fn(self.meta, self.thetas, self.n)
         return find_fixed_points(step, self.x, self.inits, self.args.tol,
-                                 max_iters=self.args.max_iters, reference=self.references)
+                                 max_iters=self.args.max_iters, reference=self.references,
+                                 cuda_graphs=cuda_graphs)
 
     def loop(self) -> list[FixedPoints]:
         return [find_fixed_points(meta_step_fn(self.meta, self.thetas[i : i + 1], self.n),
@@ -117,8 +119,8 @@ def check_agree(problem: Problem) -> tuple[int, int, int]:
         return step(h, *args)
 
     meta.step = counting  # type: ignore[method-assign]
-    try:
-        batched = problem.batched()
+    try:  # eagerly: a CUDA graph's replays do not pass through Python
+        batched = problem.batched(cuda_graphs=False)
     finally:
         del meta.step
     loop = problem.loop()

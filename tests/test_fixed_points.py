@@ -296,3 +296,43 @@ def test_helpers_reject_non_recurrent_modules() -> None:
         member_step_fn(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="thetas"):
         meta_step_fn(MetaRNN(1, 1, 2, hidden_size=4), torch.zeros(2), 3)
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _meta_problem(device: str, thetas: int = 8, inits: int = 32):
+    torch.manual_seed(0)
+    meta = MetaRNN(3, 3, embedding_dim=2, hidden_size=16, cell="gru").to(device)
+    theta = torch.randn(thetas, 2, generator=torch.Generator().manual_seed(1)).to(device)
+    x, _ = dl.tasks.get("flipflop", n_bits=3).sample(8 * thetas)
+    with torch.no_grad():
+        hidden = meta(x.to(device), theta.repeat_interleave(8, 0))[1]
+    refs = list(hidden.reshape(thetas, -1, hidden.shape[-1]))
+    g = torch.Generator().manual_seed(2)
+    init = torch.cat([sample_inits(r.cpu(), inits, 0.1, g) for r in refs]).to(device)
+    return meta_step_fn(meta, theta, inits), init, refs
+
+
+@cuda
+def test_cuda_graphs_find_what_the_eager_search_finds() -> None:
+    step, inits, refs = _meta_problem("cuda")
+    zero = torch.zeros(3, device="cuda")
+    graphed = find_fixed_points(step, zero, inits, reference=refs, max_iters=600)
+    eager = find_fixed_points(step, zero, inits, reference=refs, max_iters=600,
+                              cuda_graphs=False)
+    assert [len(p) for p in graphed.split()] == [len(p) for p in eager.split()]
+    assert graphed.kind == eager.kind and graphed.iterations == eager.iterations
+    torch.testing.assert_close(graphed.points, eager.points, atol=1e-4, rtol=0)
+
+
+@cuda
+def test_a_step_function_that_syncs_falls_back_to_eager_on_cuda() -> None:
+    def syncing(h: Tensor, x: Tensor) -> Tensor:
+        if not math.isfinite(float(h.sum())):  # a host sync: cannot be captured
+            raise AssertionError("non-finite state")
+        return bistable(h, x)
+
+    inits = grid(9, 2).cuda()
+    found = find_fixed_points(syncing, torch.zeros(1, device="cuda"), inits)
+    assert found.count("stable") == 4 and found.count("unstable") == 1

@@ -17,6 +17,8 @@ StepFn = Callable[[Tensor, Tensor], Tensor]
 _ADAM_BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8
 _CHECK_EVERY = 10  # iterations between checks that every row has converged
 _COMPACT = 0.75  # drop frozen rows from the batch once the active ones are fewer than this
+_GRAPH_COMPACT = 0.5  # the same with CUDA graphs: each new batch shape costs a capture
+_GRAPH_WARMUP = 2  # eager iterations before a capture
 _NEWTON_STEPS = (1.0, 0.5, 0.25, 0.1)  # step lengths tried by each Newton step
 _JACOBIAN_BUDGET = 2**24  # elements of one chunk of vector-Jacobian products
 
@@ -34,42 +36,117 @@ def subset(fn: StepFn | None, rows: Tensor) -> StepFn | None:
 
 
 def minimise(step_fn: StepFn, x: Tensor, h: Tensor, tol: float, max_iters: int,
-              lr: float) -> tuple[Tensor, int]:
+             lr: float, graphs: bool = True) -> tuple[Tensor, int]:
     """Adam on Σ q over all rows at once; a row freezes once its q < tol (or turns NaN).
 
     Adam is torch's (``torch.optim.Adam``'s update, written out in place so that a frozen
     row's first moment is zeroed and it moves no further). Every ``_CHECK_EVERY`` iterations
     (one device sync) the search stops if no row is active, and drops frozen rows from the
     batch once they are ``1 − _COMPACT`` of it, so converged rows stop costing.
+
+    On CUDA (with ``graphs``) each batch shape's iteration is captured once as a CUDA graph
+    and replayed: an iteration is ~50 small kernels, and launching them one by one from
+    Python costs more than running them (see :class:`_Rows`).
     """
-    out, rows, step = h.clone(), torch.arange(h.shape[0], device=h.device), step_fn
-    m, v = torch.zeros_like(h), torch.zeros_like(h)
-    (b1, b2), active = _ADAM_BETAS, torch.ones_like(h[:, :1])
+    rows = _Rows(step_fn, x, h, tol)
+    use_graphs = graphs and h.is_cuda
     iterations = 0
     for t in range(1, max_iters + 1):
-        leaf = h.requires_grad_(True)
-        q = q_values(step, leaf, x)
-        (grad,) = torch.autograd.grad(q.sum(), leaf)
-        h = leaf.detach()
-        active.mul_(q.detach()[:, None] >= tol)  # NaN compares False: frozen, dropped later
+        if use_graphs:
+            use_graphs = rows.replay(t, lr)
+        if not use_graphs:
+            rows.iterate(t, lr)
         if t % _CHECK_EVERY == 1:
-            live = active[:, 0] > 0
+            live = rows.active[:, 0] > 0
             count = int(live.sum())
             if count == 0:
                 break
-            if count < _COMPACT * rows.numel():
-                out[rows] = h
-                rows, h, x, m, v, active, grad = (rows[live], h[live], x[live], m[live],
-                                                  v[live], active[live], grad[live])
-                step = subset(step_fn, rows)
+            if count < (_GRAPH_COMPACT if use_graphs else _COMPACT) * live.numel():
+                rows.keep(live, step_fn)
         iterations = t
-        correction = math.sqrt(1 - b2**t)
-        m.mul_(b1).add_(grad, alpha=1 - b1).mul_(active)
-        v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-        denominator = v.sqrt().add_(_ADAM_EPS * correction)
-        h = h.addcdiv(m, denominator, value=-lr * correction / (1 - b1**t))
-    out[rows] = h
-    return out.detach(), iterations
+    return rows.result(), iterations
+
+
+class _Rows:
+    """The search's state — positions, Adam moments, active mask — for the rows still in the
+    batch, updated in place so that one iteration can be captured and replayed.
+
+    ``iterate`` runs an iteration eagerly; ``replay`` runs it from a CUDA graph of the
+    current batch, captured after ``_GRAPH_WARMUP`` eager iterations (warm-up the capture
+    needs; they are real iterations of the search). ``keep`` compacts the batch, which
+    drops the graph: the next ``replay`` captures one for the new shape.
+    """
+
+    def __init__(self, step_fn: StepFn, x: Tensor, h: Tensor, tol: float) -> None:
+        self.out, self.tol = h.clone(), tol
+        self.index = torch.arange(h.shape[0], device=h.device)
+        self.step, self.x, self.h = step_fn, x, h
+        self.m, self.v = torch.zeros_like(h), torch.zeros_like(h)
+        self.active = torch.ones_like(h[:, :1])
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.warm = 0
+        self.scalars = torch.zeros(2, dtype=h.dtype, device=h.device)  # step size, eps
+
+    def iterate(self, t: int, lr: float) -> None:
+        step_size, eps = _adam_scalars(t, lr)
+        self._body(step_size, eps)
+
+    def replay(self, t: int, lr: float) -> bool:
+        """One iteration from the graph (capturing it first if needed); False if this step
+        function cannot be captured (the search then goes on eagerly)."""
+        if self.graph is None:
+            if self.warm < _GRAPH_WARMUP:
+                self.warm += 1
+                stream = torch.cuda.Stream()
+                stream.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(stream):
+                    self.iterate(t, lr)
+                torch.cuda.current_stream().wait_stream(stream)
+                return True
+            graph = torch.cuda.CUDAGraph()
+            try:
+                with torch.cuda.graph(graph):
+                    self._body(self.scalars[0], self.scalars[1])
+            except RuntimeError:
+                return False  # e.g. a step function that syncs with the host
+            self.graph = graph
+        self.scalars.copy_(torch.tensor(_adam_scalars(t, lr)), non_blocking=True)
+        self.graph.replay()
+        return True
+
+    def keep(self, live: Tensor, step_fn: StepFn) -> None:
+        """Drop the rows where ``live`` is False from the batch (their positions are kept)."""
+        self.out[self.index] = self.h
+        self.index = self.index[live]
+        self.h, self.x, self.m, self.v, self.active = (
+            t[live] for t in (self.h, self.x, self.m, self.v, self.active))
+        self.step = subset(step_fn, self.index)
+        self.graph, self.warm = None, 0
+
+    def result(self) -> Tensor:
+        self.out[self.index] = self.h
+        return self.out.detach()
+
+    def _body(self, step_size: float | Tensor, eps: float | Tensor) -> None:
+        leaf = self.h.detach().requires_grad_(True)
+        q = q_values(self.step, leaf, self.x)
+        (grad,) = torch.autograd.grad(q.sum(), leaf)
+        self.active.mul_(q.detach()[:, None] >= self.tol)  # NaN compares False: frozen
+        b1, b2 = _ADAM_BETAS
+        self.m.mul_(b1).add_(grad, alpha=1 - b1).mul_(self.active)
+        self.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        denominator = self.v.sqrt().add_(eps)
+        if isinstance(step_size, Tensor):  # graphed: the scalars live on the device
+            self.h.addcdiv_(self.m * step_size, denominator, value=-1.0)
+        else:
+            self.h.addcdiv_(self.m, denominator, value=-step_size)
+
+
+def _adam_scalars(t: int, lr: float) -> tuple[float, float]:
+    """Iteration t's step size and ε, bias corrections folded in (torch's Adam)."""
+    b1, b2 = _ADAM_BETAS
+    correction = math.sqrt(1 - b2**t)
+    return lr * correction / (1 - b1**t), _ADAM_EPS * correction
 
 
 def newton(step_fn: StepFn, x: Tensor, h: Tensor, jacobian_fn: StepFn | None) -> Tensor:

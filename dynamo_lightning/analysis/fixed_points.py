@@ -155,6 +155,7 @@ def find_fixed_points(
     reference: Tensor | Sequence[Tensor] | None = None,
     max_distance: float | None = 2.0,
     jacobian_fn: StepFn | None = None,
+    cuda_graphs: bool = True,
 ) -> FixedPoints:
     """Find the unique fixed points of ``h ↦ step_fn(h, x_const)`` near the data.
 
@@ -182,6 +183,9 @@ def find_fixed_points(
             nearest reference state (None: keep all, still report the distance).
         jacobian_fn: ``(h [M, H], x [M, I]) -> ∂F/∂h [M, H, H]``, for step functions that
             ``torch.func`` cannot transform (called on subsets of rows, like ``step_fn``).
+        cuda_graphs: on CUDA, replay each Adam iteration from a CUDA graph (the same
+            kernels, launched at once); a step function that cannot be captured (one that
+            syncs with the host, say) runs eagerly instead. No effect on the CPU.
 
     Returns:
         :class:`FixedPoints`, sorted by group, then q.
@@ -200,7 +204,8 @@ def find_fixed_points(
     scale = scales(refs, num_groups, inits)
     frozen = getattr(step_fn, "frozen", contextlib.nullcontext)
     with torch.enable_grad(), frozen():
-        h, iterations = minimise(step_fn, x, inits.detach().clone(), tol, max_iters, lr)
+        h, iterations = minimise(step_fn, x, inits.detach().clone(), tol, max_iters, lr,
+                                 cuda_graphs)
         q = q_values(step_fn, h, x).detach()
         # One row per cluster from here on: Newton and Jacobians cost O(rows · H²).
         slack = _RESIDUAL_SLACK * (2 * q).sqrt() * (q < tol)
@@ -230,8 +235,13 @@ def find_fixed_points(
 
 def _collect(h: Tensor, q: Tensor, jac: Tensor, groups: Tensor, distance: Tensor,
              tol: float, num_groups: int, iterations: int) -> FixedPoints:
-    """Eigenvalues (by decreasing |λ|, computed in float64) and kinds of the kept points."""
-    eig = torch.linalg.eigvals(jac.double())
+    """Eigenvalues (by decreasing |λ|, computed in float64) and kinds of the kept points.
+
+    The eigenvalues are computed on the CPU whatever the device: CUDA's general eigensolver
+    (MAGMA's geev) works on the host anyway, and for a batch of small matrices it took a
+    third of a batched search's time on an H200 against a tenth of that on the CPU.
+    """
+    eig = torch.linalg.eigvals(jac.detach().double().cpu()).to(jac.device)
     eig = torch.gather(eig, 1, eig.abs().argsort(dim=1, descending=True))
     n_unstable = (eig.abs() > 1).sum(1)
     is_stable = (eig.abs() < 1).all(1)
