@@ -260,6 +260,25 @@ def test_stacked_member_search_equals_member_by_member() -> None:
         torch.testing.assert_close(part.points, own.points, atol=1e-4, rtol=0)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("arch", ["gru", "lstm"])
+def test_stacked_member_search_on_cuda_graphs_matches_eager(arch: str) -> None:
+    from dynamo_lightning.analysis import find_fixed_points
+    from dynamo_lightning.analysis.report.members import StackStep
+    from dynamo_lightning.population.architectures import build
+
+    stack = build(arch, num_members=3, seeds=[0, 1, 2], input_size=3, output_size=3,
+                  hidden_size=8).requires_grad_(False).cuda()
+    rows = torch.arange(3).repeat_interleave(16).cuda()
+    step = StackStep(stack, rows)
+    size = 16 if arch == "lstm" else 8
+    inits = 0.5 * torch.randn(48, size, generator=torch.Generator().manual_seed(0)).cuda()
+    runs = [find_fixed_points(step, torch.zeros(3, device="cuda"), inits, groups=step.groups,
+                              max_iters=400, cuda_graphs=graphs) for graphs in (True, False)]
+    assert runs[0].kind == runs[1].kind and runs[0].iterations == runs[1].iterations
+    torch.testing.assert_close(runs[0].points, runs[1].points, atol=1e-4, rtol=0)
+
+
 def test_interpolation_table_cells_show_each_sub_task_of_a_mixture() -> None:
     from dynamo_lightning.analysis.report.html import _metric_cells
 

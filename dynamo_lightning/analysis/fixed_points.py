@@ -238,8 +238,8 @@ def _collect(h: Tensor, q: Tensor, jac: Tensor, groups: Tensor, distance: Tensor
     """Eigenvalues (by decreasing |λ|, computed in float64) and kinds of the kept points.
 
     The eigenvalues are computed on the CPU whatever the device: CUDA's general eigensolver
-    (MAGMA's geev) works on the host anyway, and for a batch of small matrices it took a
-    third of a batched search's time on an H200 against a tenth of that on the CPU.
+    (MAGMA's hybrid geev) syncs with the host anyway, and for a batch of small matrices it
+    took a third of a batched search's time on an H200, several times the CPU's time.
     """
     eig = torch.linalg.eigvals(jac.detach().double().cpu()).to(jac.device)
     eig = torch.gather(eig, 1, eig.abs().argsort(dim=1, descending=True))
