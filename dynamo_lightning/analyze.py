@@ -44,7 +44,8 @@ def analyze_main(argv: Sequence[str] = ()) -> int:
         out = run_analysis(args.ckpt, args.out, population=args.population,
                            test=not args.no_test, trials=args.trials,
                            inits_per_member=args.inits_per_member, pairs=pairs,
-                           steps=args.steps, seed=args.seed, max_iters=args.max_iters,
+                           steps=args.steps, grid_resolution=args.grid_resolution,
+                           seed=args.seed, max_iters=args.max_iters,
                            threads=args.threads, progress=not args.no_progress)
     except AnalysisInputError as err:
         print(f"dynamo analyze: error: {err}", file=sys.stderr)
@@ -76,6 +77,7 @@ def run_analysis(ckpt: str | Path, out: str | Path, population: str | Path | Non
             ``population``), or a population that is not the one the module was fitted on.
     """
     from dynamo_lightning.analysis.report import write_report
+    from dynamo_lightning.analysis.report.compute import make_options
     from dynamo_lightning.analysis.report.pairs import resolve_pairs
     from dynamo_lightning.module import DynamoModule
 
@@ -85,7 +87,8 @@ def run_analysis(ckpt: str | Path, out: str | Path, population: str | Path | Non
     module = DynamoModule.load_from_checkpoint(ckpt, map_location="cpu")
     pop_dir = population_dir(module, population)
     pop = _load_population(module, pop_dir)
-    try:
+    try:  # bad options fail here, before the test pass, not after it
+        make_options(options)
         resolve_pairs(options.get("pairs", "auto"), module.member_ids, module.member_metadata)
     except ValueError as err:
         raise AnalysisInputError(str(err)) from None
@@ -189,6 +192,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="member pairs to interpolate: auto | none | a:b,c:d (ids or "
                              "indices)")
     parser.add_argument("--steps", type=int, default=11, help="points per interpolation")
+    parser.add_argument("--grid-resolution", type=int, default=7,
+                        help="topology map of a 2-D map: grid points a side (0: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-iters", type=int, default=3000,
                         help="iterations of each fixed-point search")

@@ -8,11 +8,13 @@ from dataclasses import replace
 from typing import Any
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 import torch
 
 from dynamo_lightning.analysis import fixed_points as fp
 from dynamo_lightning.analysis.interpolation import (
+    GridResult,
     bifurcation_alphas,
     fixed_points_at,
     interpolate,
@@ -20,7 +22,7 @@ from dynamo_lightning.analysis.interpolation import (
     interpolate_pairs,
     interpolate_path,
 )
-from dynamo_lightning.analysis.plots import fixed_point_figure, interpolation_figure
+from dynamo_lightning.analysis.plots import fixed_point_figure, grid_figure, interpolation_figure
 from dynamo_lightning.module import DynamoModule
 
 FLIPFLOP = {"name": "flipflop", "config": {"n_bits": 3, "seq_len": 16}}
@@ -167,6 +169,32 @@ def test_grid_covers_the_map_with_a_margin(module: DynamoModule) -> None:
     torch.testing.assert_close(grid.theta_grid[0, 2], torch.tensor([1.2, -0.1]))  # row = θ₂
     assert int(sum(v.sum() for v in grid.counts.values())) >= 9  # a point at every θ
     json.dumps(grid.to_dict(), allow_nan=False)
+    assert grid.task_metrics == {}
+    fig = grid_figure(grid, THETAS)
+    metric_ax, count_ax = fig.axes[0], fig.axes[1]  # then their two colorbars
+    assert len(fig.axes) == 4 and count_ax.get_title() == "stable fixed points"
+    shown = count_ax.images[0].get_array()
+    assert np.array_equal(np.asarray(shown), grid.counts["stable"].numpy())
+    assert [t.get_text() for t in count_ax.texts] == [str(int(n)) for n in
+                                                      grid.counts["stable"].flatten()]
+    assert len(metric_ax.collections) == 1  # the members, on every panel
+    plt.close(fig)
+    with pytest.raises(ValueError, match="unknown kind"):
+        grid_figure(grid, kind="stabel")
+
+
+def test_grid_figure_draws_each_sub_task_and_clips_very_negative_r2() -> None:
+    grid = GridResult(theta_grid=torch.stack(torch.meshgrid(
+        torch.linspace(0, 1, 3), torch.linspace(0, 1, 3), indexing="xy"), dim=-1),
+        task_metric=torch.zeros(3, 3), counts={"stable": torch.ones(3, 3, dtype=torch.long)},
+        task_metrics={"flipflop:bit_accuracy": torch.full((3, 3), 0.9),
+                      "integrator:r2": torch.linspace(-9, 0.9, 9).reshape(3, 3)})
+    fig = grid_figure(grid)
+    titles = [ax.get_title() for ax in fig.axes[:3]]  # the colorbars come after
+    assert titles == ["flipflop:bit_accuracy", "integrator:r2", "stable fixed points"]
+    r2 = next(ax for ax in fig.axes if ax.get_title() == "integrator:r2")
+    assert r2.images[0].get_clim() == (-1.0, pytest.approx(0.9))
+    plt.close(fig)
 
 
 def test_grid_needs_a_two_dimensional_map() -> None:

@@ -27,7 +27,7 @@ CONF = os.path.join(os.path.dirname(__file__), "conf")
 TINY = os.path.join(CONF, "dynamo_tiny.yaml")
 # Small searches: the tests check the report's shape, not the quality of the fixed points.
 FAST = ["--trials", "16", "--inits-per-member", "8", "--max-iters", "40", "--steps", "3",
-        "--no-progress"]
+        "--grid-resolution", "3", "--no-progress"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -54,9 +54,9 @@ def test_report_html_is_self_contained(fitted: dict) -> None:
     assert len(images) == len(fitted["report"]["figures"]) > 0  # every PNG, inlined once
     assert all(base64.b64decode(i)[:8] == PNG_MAGIC for i in images)
     for heading in ("Map of the population", "Members", "Emulation", "Fixed points",
-                    "Interpolation"):
+                    "Interpolation", "Topology map"):
         assert f"<h2>{heading}</h2>" in page
-    assert page.count("How to read this.") == 4
+    assert page.count("How to read this.") == 5
     assert plt.get_fignums() == []  # every figure was closed
 
 
@@ -101,6 +101,13 @@ def test_report_json_follows_the_schema(fitted: dict, tiny_population: Populatio
         assert result["alphas"] == [0.0, 0.5, 1.0] and len(result["task_metric"]) == 3
         assert result["endpoints"] == [pair["id_i"], pair["id_j"]]
         assert bif["alphas"] == result["bifurcations"] and bif["i"] == pair["i"]
+    grid = report["grid"]  # d = 2: the topology map over the map's bounding box
+    assert grid["resolution"] == 3 and grid["figure"] == "grid.png"
+    cells = np.array(grid["result"]["theta_grid"])
+    assert cells.shape == (3, 3, 2) and np.all(np.diff(cells[0, :, 0]) > 0)
+    assert np.array(grid["result"]["counts"]["stable"]).shape == (3, 3)
+    thetas = np.array([m["theta"] for m in members])
+    assert np.all(cells[0, 0] < thetas.min(0)) and np.all(cells[-1, -1] > thetas.max(0))
 
 
 def test_every_referenced_png_exists(fitted: dict) -> None:
@@ -147,6 +154,8 @@ def test_missing_checkpoint_and_bad_pairs_are_named(fitted: dict, tmp_path: Path
     with pytest.raises(SystemExit):
         main([*argv, "--pairs", "gru-s0"])
     assert "a:b,c:d" in capsys.readouterr().err
+    assert main([*argv, "--grid-resolution", "1", "--no-test"]) == 2  # before any work
+    assert "grid_resolution must be 0 (no grid) or an int >= 2" in capsys.readouterr().err
 
 
 def test_build_report_takes_scores_and_explicit_pairs(fitted: dict) -> None:
@@ -163,9 +172,10 @@ def test_build_report_takes_scores_and_explicit_pairs(fitted: dict) -> None:
     assert report["figures"] == []  # build_report computes; write_report draws
     short = tasks.get("flipflop", n_bits=3, seq_len=8)  # another input task than the fit's
     report = build_report(module, population, short, pairs="none", trials=4,
-                          inits_per_member=2, max_iters=5, progress=False)
+                          inits_per_member=2, max_iters=5, grid_resolution=0, progress=False)
     assert report["meta"]["task"] == {"name": "flipflop", "config": short.config()}
     assert report["interpolation"]["pairs"] == [] and report["bifurcations"] == []
+    assert report["grid"] is None and "grid" not in report["meta"]["timings"]
     with pytest.raises(ValueError, match=r"unknown report option.*inits"):
         build_report(module, population, inits=4)
     with pytest.raises(ValueError, match="not the module's"):

@@ -103,17 +103,21 @@ class GridResult:
         task_metric: ``[R, R]`` (NaN without a task).
         counts: ``{kind: [R, R] long}`` (empty when fixed points were not computed).
         metric_name: the task metric's name.
+        task_metrics: a mixture task's sub-task metrics, ``{"<task>:<metric>": [R, R]}``
+            (empty for a single task; see :class:`Interpolation`).
     """
 
     theta_grid: Tensor
     task_metric: Tensor
     counts: dict[str, Tensor]
     metric_name: str = ""
+    task_metrics: dict[str, Tensor] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (``None`` for NaN)."""
         return {"theta_grid": self.theta_grid.tolist(), "metric_name": self.metric_name,
                 "task_metric": _plain(self.task_metric),
+                "task_metrics": {k: _plain(v) for k, v in self.task_metrics.items()},
                 "counts": {k: v.tolist() for k, v in self.counts.items()}}
 
 
@@ -224,7 +228,8 @@ def interpolate_grid(m: Any, resolution: int = 9, margin: float = 0.1,
     shape = (resolution, resolution)
     return GridResult(theta_grid=grid, task_metric=flat.task_metric.reshape(shape),
                       counts={k: v.reshape(shape) for k, v in flat.counts.items()},
-                      metric_name=flat.metric_name)
+                      metric_name=flat.metric_name,
+                      task_metrics={k: v.reshape(shape) for k, v in flat.task_metrics.items()})
 
 
 def fixed_points_at(m: Any, thetas: Tensor, **options: Any) -> tuple[FixedPoints, Tensor]:

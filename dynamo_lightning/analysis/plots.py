@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from dynamo_lightning.analysis.interpolation import Interpolation
+    from dynamo_lightning.analysis.interpolation import GridResult, Interpolation
 
 KIND_STYLE: dict[str, tuple[str, bool, str]] = {
     "stable": ("tab:blue", True, "o"),
@@ -32,6 +32,8 @@ KIND_STYLE: dict[str, tuple[str, bool, str]] = {
     "slow": ("tab:gray", False, "s"),
 }
 """Per kind: colour, filled marker?, marker shape."""
+ANNOTATE_GRID_UP_TO = 12
+"""Grids of at most this many points a side write each cell's count in the cell."""
 
 
 def fixed_point_figure(trajectories: Tensor | Sequence[Tensor], fps: FixedPoints,
@@ -124,6 +126,64 @@ def interpolation_figure(result: Interpolation) -> Figure:
         plt.close(fig)
         raise
     return fig
+
+
+def grid_figure(result: GridResult, thetas: Tensor | None = None,
+                kind: str = "stable") -> Figure:
+    """The map as a field: the task metric (one panel per sub-task of a mixture) and the
+    number of ``kind`` fixed points at every grid θ, the members' θ's on top.
+
+    Metrics bounded above by 1 (accuracy, R²) are coloured from −1 up: an R² far below
+    zero, a network of another computation, would otherwise wash out the rest.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
+    grid = result.theta_grid.double().cpu().numpy()
+    xs, ys = grid[0, :, 0], grid[:, 0, 1]
+    extent = (*_edges(xs), *_edges(ys))
+    panels = dict(result.task_metrics) or {result.metric_name or "task metric": result.task_metric}
+    panels = {k: v for k, v in panels.items() if bool(torch.isfinite(v).any())}
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4.4 * (len(panels) + 1), 3.9),
+                             squeeze=False, layout="constrained")
+    try:
+        for ax, (name, values) in zip(axes[0], panels.items(), strict=False):
+            metric = values.double().cpu().numpy()
+            high, lowest = float(np.nanmax(metric)), float(np.nanmin(metric))
+            low = max(lowest, -1.0) if high <= 1.0 else lowest
+            image = ax.imshow(metric, origin="lower", extent=extent, aspect="auto",
+                              cmap="viridis", vmin=low, vmax=high)
+            fig.colorbar(image, ax=ax, extend="min" if low > lowest else "neither")
+            ax.set_title(name, fontsize=9)
+        ax = axes[0, -1]
+        if kind in result.counts:
+            counts = result.counts[kind].cpu().numpy()
+            image = ax.imshow(counts, origin="lower", extent=extent, aspect="auto",
+                              cmap="magma", vmin=0)
+            fig.colorbar(image, ax=ax, ticks=MaxNLocator(integer=True))
+            if counts.shape[0] <= ANNOTATE_GRID_UP_TO:
+                for (r, c), n in np.ndenumerate(counts):
+                    ax.text(xs[c], ys[r], str(n), ha="center", va="center", fontsize=7,
+                            color="white" if n < 0.6 * max(1, counts.max()) else "black")
+            ax.set_title(f"{kind} fixed points", fontsize=9)
+        else:
+            _note(ax, "fixed points not computed")
+        for ax in axes[0]:
+            ax.set_xlabel("θ₁")
+            ax.set_ylabel("θ₂")
+            if thetas is not None:
+                points = torch.as_tensor(thetas).double().cpu().numpy()
+                ax.scatter(points[:, 0], points[:, 1], s=22, color="white",
+                           edgecolors="black", lw=0.8, zorder=3)
+    except BaseException:
+        plt.close(fig)
+        raise
+    return fig
+
+
+def _edges(centres: np.ndarray) -> tuple[float, float]:
+    """The outer edges of cells centred on evenly spaced ``centres``."""
+    half = (centres[1] - centres[0]) / 2 if len(centres) > 1 else 0.5
+    return float(centres[0] - half), float(centres[-1] + half)
 
 
 def _fixed_point_panel(ax: Axes, states: Tensor, points: FixedPoints, dims: int,

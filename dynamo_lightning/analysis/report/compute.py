@@ -28,8 +28,10 @@ from tqdm.auto import tqdm
 
 from dynamo_lightning.analysis.fixed_points import FixedPoints
 from dynamo_lightning.analysis.interpolation import (
+    GridResult,
     Interpolation,
     fixed_points_at,
+    interpolate_grid,
     interpolate_pairs,
 )
 from dynamo_lightning.analysis.projection import project
@@ -71,6 +73,11 @@ class ReportOptions:
         tol: a point is fixed once ``q = ½‖F(h) − h‖² < tol``.
         init_noise: noise of the initial states, × the per-unit std of the states.
         figure_members: members that get a ``fixed_points_<id>.png`` (one per cluster first).
+        grid_resolution: for a 2-D map, the task metric and stable-point count on a
+            ``grid_resolution²`` grid over it (:func:`~..interpolation.interpolate_grid`):
+            the map as a field, where regions of one topology and the borders between them
+            show. 0 skips it.
+        grid_inits: initial states per grid θ.
         threads: torch intra-op threads while computing (restored after); None leaves
             torch's setting. The searches are thousands of small ops on tensors of a few
             thousand elements, where extra threads only add synchronisation: on a busy
@@ -89,16 +96,23 @@ class ReportOptions:
     tol: float = 1e-8
     init_noise: float = 0.1
     figure_members: int = 4
+    grid_resolution: int = 7
+    grid_inits: int = 64
     threads: int | None = 1
 
     def __post_init__(self) -> None:
         for name in ("trials", "inits_per_member", "steps", "fixed_point_trials",
-                     "interpolation_inits", "max_iters"):
+                     "interpolation_inits", "max_iters", "grid_inits"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"report option {name} must be a positive int, got {value!r}")
         if self.steps < 2:
             raise ValueError(f"report option steps must be >= 2, got {self.steps}")
+        resolution = self.grid_resolution
+        if (isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 0
+                or resolution == 1):
+            raise ValueError(f"report option grid_resolution must be 0 (no grid) or an int "
+                             f">= 2, got {resolution!r}")
         if self.threads is not None and (isinstance(self.threads, bool)
                                          or not isinstance(self.threads, int)
                                          or self.threads < 1):
@@ -122,6 +136,7 @@ class ReportData:
     meta_states: Tensor | None = None  # [N, B, T, state]
     meta_points: list[FixedPoints] = field(default_factory=list)
     interpolations: list[Interpolation] = field(default_factory=list)
+    grid: GridResult | None = None
 
 
 def build_report(m: Any, population: Any, task: Any = None, *,
@@ -190,6 +205,9 @@ def compute_report(m: Any, population: Any, task: Any = None, *,
                                              settings),
         "interpolation": {"pairs": pairs_section(pairs, ids, metadata, data.interpolations)},
         "bifurcations": bifurcations_section(pairs, ids, data.interpolations),
+        "grid": None if data.grid is None else {
+            "resolution": opts.grid_resolution, "inits_per_theta": opts.grid_inits,
+            "figure": None, "result": data.grid.to_dict()},
         "figures": [],
     }
     data.report = plain(report)
@@ -198,9 +216,12 @@ def compute_report(m: Any, population: Any, task: Any = None, *,
 
 def _search(m: Any, population: Any, task: Any, theta: Tensor, pairs: list[tuple[int, int]],
             opts: ReportOptions, timings: dict[str, float], data: ReportData) -> None:
-    """The long stages (fixed points of members and meta-model, interpolation) into ``data``."""
+    """The long stages (fixed points of members and meta-model, interpolation, the topology
+    map of a 2-D map) into ``data``."""
     stages = ["member fixed points", "meta-model fixed points"]
     stages += [f"interpolation ({len(pairs)} pairs × {opts.steps})"] if pairs else []
+    grid = opts.grid_resolution if theta.shape[1] == 2 else 0
+    stages += [f"topology map ({grid}×{grid})"] if grid else []
     with tqdm(total=len(stages), desc="report", disable=not opts.progress, unit="stage") as bar:
         with _timed(timings, "fixed_points"):
             x, _ = _draw(task, opts.fixed_point_trials, opts.seed)
@@ -224,6 +245,14 @@ def _search(m: Any, population: Any, task: Any, theta: Tensor, pairs: list[tuple
                     m, pairs, opts.steps, trials=opts.trials, seed=opts.seed,
                     inits_per_theta=opts.interpolation_inits, tol=opts.tol,
                     max_iters=opts.max_iters, init_noise=opts.init_noise)
+            bar.update()
+        if grid:
+            bar.set_postfix_str(stages[-1])
+            with _timed(timings, "grid"):
+                data.grid = interpolate_grid(
+                    m, grid, trials=opts.trials, seed=opts.seed,
+                    inits_per_theta=opts.grid_inits, tol=opts.tol, max_iters=opts.max_iters,
+                    init_noise=opts.init_noise)
             bar.update()
 
 

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from dynamo_lightning.analysis.fixed_points import FixedPoints
 from dynamo_lightning.analysis.map_figure import map_figure
-from dynamo_lightning.analysis.plots import fixed_point_figure, interpolation_figure
+from dynamo_lightning.analysis.plots import fixed_point_figure, grid_figure, interpolation_figure
 from dynamo_lightning.analysis.report.compute import ReportData
 from dynamo_lightning.analysis.report.pairs import clusters
 from dynamo_lightning.analysis.report.sections import SCORE_KEYS
@@ -47,6 +47,12 @@ def write_figures(data: ReportData, out_dir: Path, figure_members: int = 4) -> l
         _save(interpolation_figure(result), out_dir / name)
         entry["figure"] = name
         written.append(name)
+    if data.grid is not None and report.get("grid") is not None:
+        fig = grid_figure(data.grid, torch.tensor([m["theta"] for m in report["members"]]))
+        fig.suptitle("Topology map: the meta-model at every θ of a grid over the map")
+        _save(fig, out_dir / "grid.png")
+        report["grid"]["figure"] = "grid.png"
+        written.append("grid.png")
     report["figures"] = written
     return written
 

@@ -44,6 +44,10 @@ READ = {
                      "a cluster the task metric should stay high and the topology constant; a "
                      "change in the fixed-point counts is a bifurcation (dashed lines), expected "
                      "mostly between clusters.",
+    "grid": "The meta-model at every θ of a regular grid over the 2-D map: the task metric "
+            "and the number of stable fixed points. Regions of one count are networks of one "
+            "topology; where the count changes, the dynamics bifurcate. Between members of "
+            "different computations the map shows where one computation turns into the other.",
 }
 
 
@@ -79,6 +83,7 @@ def _page(report: dict[str, Any], out_dir: Path) -> str:
         _emulation_section(report, out_dir),
         _fixed_points_section(report, out_dir),
         _interpolation_section(report, out_dir),
+        _grid_section(report, out_dir),
         "<p class='muted'>Every number on this page, and more, is in "
         "<code>report.json</code> (schema: <code>docs/report.md</code>).</p>",
         "</body></html>",
@@ -151,6 +156,15 @@ def _fixed_points_section(report: dict[str, Any], out_dir: Path) -> str:
     figures = [(_img(out_dir, name), member) for member, name in section["figures"].items()]
     body = summary + _table(["member", *head, "match"], rows, raw_last=True) + _figures(figures)
     return _section("Fixed points", "fixed_points", body)
+
+
+def _grid_section(report: dict[str, Any], out_dir: Path) -> str:
+    grid = report.get("grid")
+    if not grid or not grid.get("figure"):
+        return ""
+    caption = (f"{grid['resolution']} × {grid['resolution']} θ's, {grid['inits_per_theta']} "
+               "initial states each; white dots: the members")
+    return _section("Topology map", "grid", _figures([(_img(out_dir, grid["figure"]), caption)]))
 
 
 def _interpolation_section(report: dict[str, Any], out_dir: Path) -> str:
