@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import torch
 import yaml
 
@@ -72,6 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--slow-tol", type=float, default=1e-4,
                         help="q below which a non-fixed point counts as slow")
     parser.add_argument("--trials", type=int, default=256, help="task trials per θ")
+    parser.add_argument("--grid", type=int, default=7, help="topology map: points a side")
     parser.add_argument("--results", default=str(RESULTS), help="results JSON path")
     return parser.parse_args(argv)
 
@@ -156,6 +158,28 @@ def segment(m: Any, i: str, j: str, args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def topology_map(m: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Stable-point counts and per-task metrics on a grid over the map; the figure goes to
+    ``<results stem>_grid.png`` beside the results."""
+    from dynamo_lightning.analysis.plots import grid_figure
+
+    started = time.perf_counter()
+    grid = da.interpolate_grid(m, resolution=args.grid, inits_per_theta=64,
+                               max_iters=args.max_iters, trials=args.trials)
+    seconds = round(time.perf_counter() - started, 1)
+    fig = grid_figure(grid, m.embeddings())
+    fig.suptitle("Flip-flops (bottom) and leaky integrators (top): stable points over the map")
+    path = Path(args.results).with_name(Path(args.results).stem + "_grid.png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    print(f"\ntopology map ({args.grid}×{args.grid}, {seconds} s), stable points, "
+          f"top row = highest θ₂:")
+    for row in reversed(grid.counts["stable"].tolist()):
+        print("  " + " ".join(f"{n:2d}" for n in row))
+    return {**grid.to_dict(), "seconds": seconds, "figure": path.name}
+
+
 def print_segment(name: str, seg: dict[str, Any]) -> None:
     print(f"\n{name}: {seg['from']} -> {seg['to']}  ({seg['interpolate_seconds']} s)")
     subs = list(seg["sub_task_metrics"])
@@ -226,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     print("members' own fixed points:", json.dumps(own, indent=1))
     mixed = [segment(model, i, j, args) for i, j in ends]
     same = segment(model, *same_pair, args)
+    topology = topology_map(model, args)
     for seg in mixed:
         print_segment("different computations", seg)
     print_segment("same computation", same)
@@ -246,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                            "architecture": population[k].architecture,
                            "task_metric": own_metric[k],
                            "theta": model.embeddings()[ids.index(k)].tolist()} for k in ids],
-              "own_fixed_points": own, "different_computation": mixed,
+              "own_fixed_points": own, "topology_map": topology, "different_computation": mixed,
               "same_computation": same, "checks": checks}
     path = Path(args.results)
     path.parent.mkdir(parents=True, exist_ok=True)

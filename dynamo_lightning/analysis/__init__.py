@@ -18,6 +18,7 @@ from dynamo_lightning.analysis.interpolation import (
     interpolate_path,
 )
 from dynamo_lightning.analysis.map_figure import map_figure
+from dynamo_lightning.analysis.plots import fixed_point_figure, grid_figure, interpolation_figure
 from dynamo_lightning.analysis.projection import project
 from dynamo_lightning.analysis.reparameterize import (
     permuted_copy,
@@ -33,11 +34,14 @@ __all__ = [
     "bifurcation_alphas",
     "build_report",
     "find_fixed_points",
+    "fixed_point_figure",
     "fixed_points_at",
+    "grid_figure",
     "interpolate",
     "interpolate_grid",
     "interpolate_pairs",
     "interpolate_path",
+    "interpolation_figure",
     "map_figure",
     "member_step_fn",
     "meta_step_fn",
