@@ -194,6 +194,8 @@ def test_grid_figure_draws_each_sub_task_and_clips_very_negative_r2() -> None:
     assert titles == ["flipflop:bit_accuracy", "integrator:r2", "stable fixed points"]
     r2 = next(ax for ax in fig.axes if ax.get_title() == "integrator:r2")
     assert r2.images[0].get_clim() == (-1.0, pytest.approx(0.9))
+    flat = next(ax for ax in fig.axes if ax.get_title() == "flipflop:bit_accuracy")
+    assert flat.images[0].get_clim() == pytest.approx((0.85, 0.9))  # a 5-point range at least
     plt.close(fig)
 
 

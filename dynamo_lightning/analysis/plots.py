@@ -134,7 +134,8 @@ def grid_figure(result: GridResult, thetas: Tensor | None = None,
     number of ``kind`` fixed points at every grid θ, the members' θ's on top.
 
     Metrics bounded above by 1 (accuracy, R²) are coloured from −1 up: an R² far below
-    zero, a network of another computation, would otherwise wash out the rest.
+    zero, a network of another computation, would otherwise wash out the rest. The colour
+    range spans at least ``MIN_METRIC_SPAN``, as the interpolation plot's axis does.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
@@ -150,6 +151,7 @@ def grid_figure(result: GridResult, thetas: Tensor | None = None,
             metric = values.double().cpu().numpy()
             high, lowest = float(np.nanmax(metric)), float(np.nanmin(metric))
             low = max(lowest, -1.0) if high <= 1.0 else lowest
+            low = min(low, high - MIN_METRIC_SPAN)  # 0.9973 vs 0.9986 is no contrast
             image = ax.imshow(metric, origin="lower", extent=extent, aspect="auto",
                               cmap="viridis", vmin=low, vmax=high)
             fig.colorbar(image, ax=ax, extend="min" if low > lowest else "neither")
