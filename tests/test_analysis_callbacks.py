@@ -40,7 +40,7 @@ def module_for(dm: TrajectoryDataModule) -> DynamoModule:
 
 def fit(dm: TrajectoryDataModule, tmp_path: Path, *callbacks: Any) -> tuple[Trainer, Any]:
     module = module_for(dm)
-    trainer = Trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=1,
+    trainer = Trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=1, devices=1,
                       logger=CSVLogger(tmp_path, name="run"), callbacks=list(callbacks),
                       enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False, num_sanity_val_steps=1)

@@ -91,7 +91,7 @@ def _figure():
 
 
 def test_log_figure_writes_step_and_latest_png(tmp_path):
-    trainer = Trainer(logger=CSVLogger(tmp_path), default_root_dir=tmp_path)
+    trainer = Trainer(devices=1, logger=CSVLogger(tmp_path), default_root_dir=tmp_path)
     path = log_figure(trainer, _figure(), "figures/demo", step=7)
     assert path == Path(trainer.log_dir) / "figures" / "figures_demo_step7.png"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -102,7 +102,7 @@ def test_log_figure_writes_step_and_latest_png(tmp_path):
 
 
 def test_log_figure_closes_figure_when_a_logger_raises(tmp_path):
-    trainer = Trainer(logger=_BrokenTensorBoard(tmp_path), default_root_dir=tmp_path)
+    trainer = Trainer(devices=1, logger=_BrokenTensorBoard(tmp_path), default_root_dir=tmp_path)
     with pytest.raises(RuntimeError, match="logger is down"):
         log_figure(trainer, _figure(), "figures/demo", step=1, png_dir=tmp_path)
     assert plt.get_fignums() == []
@@ -110,13 +110,13 @@ def test_log_figure_closes_figure_when_a_logger_raises(tmp_path):
 
 
 def test_log_figure_without_logger_uses_default_root_dir(tmp_path):
-    trainer = Trainer(logger=False, default_root_dir=tmp_path)
+    trainer = Trainer(devices=1, logger=False, default_root_dir=tmp_path)
     assert log_figure(trainer, _figure(), "a/b", step=2) == tmp_path / "figures" / "a_b_step2.png"
     assert plt.get_fignums() == []
 
 
 def test_log_table_writes_csv(tmp_path):
-    trainer = Trainer(logger=False, default_root_dir=tmp_path)
+    trainer = Trainer(devices=1, logger=False, default_root_dir=tmp_path)
     path = log_table(trainer, "tables/t", ["id", "cfg"], [["a", {"n": 3}], ["b", 1.5]], step=3)
     with open(path) as f:
         assert list(csv.reader(f)) == [["id", "cfg"], ["a", '{"n": 3}'], ["b", "1.5"]]
@@ -174,7 +174,8 @@ class _FakeDynamo(LightningModule):
 def _fit(tmp_path, logger, callback, dim=2):
     """Two epochs of two steps each, with a sanity check before them."""
     loader = DataLoader(TensorDataset(torch.arange(6)), batch_size=3)
-    trainer = Trainer(max_epochs=2, logger=logger, default_root_dir=tmp_path, callbacks=[callback],
+    trainer = Trainer(devices=1, max_epochs=2, logger=logger, default_root_dir=tmp_path,
+                      callbacks=[callback],
                       enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False, num_sanity_val_steps=1)
     trainer.fit(_FakeDynamo(dim), loader, loader)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -314,16 +315,64 @@ def _meta_problem(device: str, thetas: int = 8, inits: int = 32):
     return meta_step_fn(meta, theta, inits), init, refs
 
 
+def _counting_calls(step) -> list[int]:
+    """Count the Python-level calls of the meta-model's step (a graph replay makes none)."""
+    meta, calls, original = step.module, [0], step.module.step
+
+    def counted(*args: Tensor) -> Tensor:
+        calls[0] += 1
+        return original(*args)
+
+    meta.step = counted
+    return calls
+
+
 @cuda
 def test_cuda_graphs_find_what_the_eager_search_finds() -> None:
-    step, inits, refs = _meta_problem("cuda")
-    zero = torch.zeros(3, device="cuda")
+    _compare_graphed_and_eager("cuda", graphs_run=True)
+
+
+@cuda
+def test_a_second_gpu_in_the_same_process_still_finds_the_same_points() -> None:
+    """Capturing on a GPU after another one ran autograd in this process fails in torch
+    (each DDP rank has one GPU, where it works): the search must then run eagerly."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two GPUs")
+    _compare_graphed_and_eager("cuda:0", graphs_run=True)
+    previous = torch.cuda.current_device()
+    torch.cuda.set_device(1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the capture's failure
+            _compare_graphed_and_eager("cuda:1", graphs_run=False)
+    finally:
+        torch.cuda.set_device(previous)
+
+
+def _compare_graphed_and_eager(device: str, graphs_run: bool) -> None:
+    step, inits, refs = _meta_problem(device)
+    calls = _counting_calls(step)
+    zero = torch.zeros(3, device=device)
     graphed = find_fixed_points(step, zero, inits, reference=refs, max_iters=600)
+    graphed_calls, calls[0] = calls[0], 0
     eager = find_fixed_points(step, zero, inits, reference=refs, max_iters=600,
                               cuda_graphs=False)
     assert [len(p) for p in graphed.split()] == [len(p) for p in eager.split()]
     assert graphed.kind == eager.kind and graphed.iterations == eager.iterations
     torch.testing.assert_close(graphed.points, eager.points, atol=1e-4, rtol=0)
+    if graphs_run:
+        assert calls[0] > eager.iterations > 4 * graphed_calls  # the graph ran, not Python
+
+
+@cuda
+def test_rows_on_a_gpu_that_is_not_current_run_eagerly() -> None:
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two GPUs")
+    step, inits, refs = _meta_problem("cuda:1")  # cuda:0 stays current
+    calls = _counting_calls(step)
+    found = find_fixed_points(step, torch.zeros(3, device="cuda:1"), inits, reference=refs,
+                              max_iters=600)
+    assert calls[0] > found.iterations and found.points.device == torch.device("cuda:1")
 
 
 @cuda
@@ -334,5 +383,6 @@ def test_a_step_function_that_syncs_falls_back_to_eager_on_cuda() -> None:
         return bistable(h, x)
 
     inits = grid(9, 2).cuda()
-    found = find_fixed_points(syncing, torch.zeros(1, device="cuda"), inits)
+    with pytest.warns(RuntimeWarning, match="CUDA graph capture failed"):
+        found = find_fixed_points(syncing, torch.zeros(1, device="cuda"), inits)
     assert found.count("stable") == 4 and found.count("unstable") == 1

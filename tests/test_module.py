@@ -228,7 +228,7 @@ def module_for(dm: TrajectoryDataModule, **kwargs: Any) -> DynamoModule:
 
 def quiet_trainer(**kwargs: Any) -> pl.Trainer:
     return pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, **kwargs)
+                      enable_model_summary=False, **{"devices": 1, **kwargs})
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ independent, or a ``subset(rows)`` method where row r depends on its position r)
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -94,6 +95,8 @@ class _Rows:
     def replay(self, t: int, lr: float) -> bool:
         """One iteration from the graph (capturing it first if needed); False if this step
         function cannot be captured (the search then goes on eagerly)."""
+        if self.h.device != torch.device("cuda", torch.cuda.current_device()):
+            return False  # capture needs the rows' GPU current (as each DDP rank's is)
         if self.graph is None:
             if self.warm < _GRAPH_WARMUP:
                 self.warm += 1
@@ -105,10 +108,12 @@ class _Rows:
                 return True
             graph = torch.cuda.CUDAGraph()
             try:
-                with torch.cuda.graph(graph):
+                with torch.cuda.graph(graph):  # "global" mode: a bad capture raises
                     self._body(self.scalars[0], self.scalars[1])
-            except RuntimeError:
-                return False  # e.g. a step function that syncs with the host
+            except RuntimeError as err:  # e.g. a step function that syncs with the host
+                warnings.warn(f"fixed-point search: CUDA graph capture failed ({err}); "
+                              "running eagerly", RuntimeWarning, stacklevel=4)
+                return False
             self.graph = graph
         self.scalars.copy_(torch.tensor(_adam_scalars(t, lr)), non_blocking=True)
         self.graph.replay()
