@@ -46,7 +46,8 @@ def analyze_main(argv: Sequence[str] = ()) -> int:
                            inits_per_member=args.inits_per_member, pairs=pairs,
                            steps=args.steps, grid_resolution=args.grid_resolution,
                            seed=args.seed, max_iters=args.max_iters,
-                           threads=args.threads, progress=not args.no_progress)
+                           threads=args.threads, progress=not args.no_progress,
+                           device=args.device)
     except AnalysisInputError as err:
         print(f"dynamo analyze: error: {err}", file=sys.stderr)
         return 2
@@ -56,7 +57,7 @@ def analyze_main(argv: Sequence[str] = ()) -> int:
 
 def run_analysis(ckpt: str | Path, out: str | Path, population: str | Path | None = None,
                  scores: dict[str, list[float]] | None = None, test: bool = True,
-                 **options: Any) -> Path:
+                 device: str = "cpu", **options: Any) -> Path:
     """Load ``ckpt`` and its population, get emulation scores, write the report to ``out``.
 
     Args:
@@ -67,6 +68,9 @@ def run_analysis(ckpt: str | Path, out: str | Path, population: str | Path | Non
         scores: precomputed per-member test scores (``module.member_scores``): skips the
             test pass (``dynamo demo`` passes the scores of the test it just ran).
         test: run the test pass when ``scores`` is None (else the report has no scores).
+        device: where the fixed-point searches and interpolations run (``"cpu"``,
+            ``"cuda"``, ``"cuda:1"``, ...). The CPU default keeps reports comparable across
+            machines; a GPU pays off for large populations and grids.
         **options: :class:`~dynamo_lightning.analysis.report.ReportOptions` fields.
 
     Returns:
@@ -84,6 +88,12 @@ def run_analysis(ckpt: str | Path, out: str | Path, population: str | Path | Non
     ckpt = Path(ckpt)
     if not ckpt.is_file():
         raise AnalysisInputError(f"checkpoint {ckpt} not found")
+    try:
+        target = torch.device(device)
+        if target.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("no CUDA device is available")
+    except RuntimeError as err:
+        raise AnalysisInputError(f"--device {device}: {err}") from None
     module = DynamoModule.load_from_checkpoint(ckpt, map_location="cpu")
     pop_dir = population_dir(module, population)
     pop = _load_population(module, pop_dir)
@@ -94,6 +104,8 @@ def run_analysis(ckpt: str | Path, out: str | Path, population: str | Path | Non
         raise AnalysisInputError(str(err)) from None
     if scores is None and test:
         scores = emulation_scores(module, ckpt, pop_dir, progress=options.get("progress", True))
+    module.to(target)
+    pop.to(target)
     return write_report(module, pop, out, scores=scores, checkpoint=str(ckpt), **options)
 
 
@@ -197,6 +209,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-iters", type=int, default=3000,
                         help="iterations of each fixed-point search")
+    parser.add_argument("--device", default="cpu",
+                        help="where the searches run: cpu (default), cuda, cuda:1, ...")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads for the searches (small ops: 1 is "
                              "usually fastest)")

@@ -156,6 +156,21 @@ def test_missing_checkpoint_and_bad_pairs_are_named(fitted: dict, tmp_path: Path
     assert "a:b,c:d" in capsys.readouterr().err
     assert main([*argv, "--grid-resolution", "1", "--no-test"]) == 2  # before any work
     assert "grid_resolution must be 0 (no grid) or an int >= 2" in capsys.readouterr().err
+    assert main([*argv, "--device", "gpu9", "--no-test"]) == 2
+    assert "--device gpu9: Invalid device string" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_analyze_runs_the_searches_on_a_gpu(fitted: dict, tmp_path: Path) -> None:
+    out = tmp_path / "gpu"
+    assert main(["analyze", "--ckpt", str(fitted["ckpt"]), "--out", str(out), "--device",
+                 "cuda", "--no-test", *FAST]) == 0
+    report = json.loads((out / "report.json").read_text())
+    validate_report(report)
+    assert report["meta"]["machine"]["device"] == torch.cuda.get_device_name(0)
+    assert [r["id"] for r in report["fixed_points"]["members"]] == [
+        r["id"] for r in fitted["report"]["fixed_points"]["members"]]
+    assert report["grid"]["figure"] == "grid.png" and (out / "grid.png").is_file()
 
 
 def test_build_report_takes_scores_and_explicit_pairs(fitted: dict) -> None:

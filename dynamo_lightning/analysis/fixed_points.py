@@ -120,6 +120,12 @@ class FixedPoints:
         values["kind"] = [self.kind[i] for i in index.tolist()]
         return FixedPoints(**values)
 
+    def cpu(self) -> FixedPoints:
+        """The same points with every tensor on the CPU (for figures, JSON, comparisons)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return FixedPoints(**{k: v.cpu() if isinstance(v, Tensor) else v
+                              for k, v in values.items()})
+
     def split(self) -> list[FixedPoints]:
         """One :class:`FixedPoints` per group, ordered 0..G-1 (empty ones included)."""
         return [self.select(self.group == g) for g in range(self.num_groups)]

@@ -11,7 +11,7 @@ import contextlib
 import inspect
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -82,7 +82,7 @@ def evaluate(m: Any, thetas: Tensor, *, trials: int = 256, seed: int = 0,
             points = find_fixed_points(step, x_const, inits, tol, groups=step.groups,
                                        max_iters=max_iters, reference=list(states),
                                        slow_tol=slow_tol)
-        points = _cpu(points)
+        points = points.cpu()
     return Evaluation(thetas=thetas.detach().cpu(), task_metric=metric,
                       metric_name="" if task is None else str(task.metric_name),
                       fixed_points=points, states=states.cpu(),
@@ -152,9 +152,3 @@ def _run_meta(meta: nn.Module, x: Tensor, thetas: Tensor) -> tuple[Tensor, Tenso
         outputs.append(out.reshape(n, b, t, -1))
         states.append(hidden.reshape(n, b, t, -1))
     return torch.cat(outputs), torch.cat(states)
-
-
-def _cpu(points: FixedPoints) -> FixedPoints:
-    moved = {f.name: getattr(points, f.name).cpu() for f in fields(points)
-             if isinstance(getattr(points, f.name), Tensor)}
-    return replace(points, **moved)

@@ -83,5 +83,5 @@ def member_fixed_points(population: Any, x: Tensor, x_const: Tensor, *, inits_pe
         points = find_fixed_points(step, x_const.to(inits), inits, tol, groups=step.groups,
                                    max_iters=max_iters, reference=mine)
         for i, part in zip(indices, points.split(), strict=True):
-            found[i] = part
+            found[i] = part.cpu()
     return found, {i: s for i, s in enumerate(states) if found[i] is not None}
