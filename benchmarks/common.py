@@ -17,7 +17,7 @@ import socket
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +123,21 @@ def write_results(name: str, rows: Iterable[Mapping[str, Any]], ratios: Mapping[
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     tmp.replace(path)
+    return path
+
+
+def finish(name: str, device: str, rows: Sequence[Mapping[str, Any]],
+           ratios: Mapping[str, float]) -> Path:
+    """Write ``<name>[_cuda].json`` (see :func:`write_results`), then print the table, the
+    ratios and where the results went; returns the path."""
+    path = write_results(name + ("_cuda" if device == "cuda" else ""), rows, ratios)
+    print()
+    print_table(rows)
+    print()
+    width = max((len(label) for label in ratios), default=0)
+    for label, value in ratios.items():
+        print(f"{label:{width}s}  {value:6.2f}x")
+    print(f"\nwrote {path}")
     return path
 
 

@@ -33,7 +33,7 @@ import argparse
 from typing import Any
 
 import torch
-from common import print_table, row, time_call, time_calls, write_results
+from common import finish, row, time_call, time_calls
 
 import dynamo_lightning as dl
 from dynamo_lightning.analysis.fixed_points import (
@@ -159,14 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(row(f"step, {count * args.inits} rows", "time_per_row", per_row * 1e6, "us"))
     small, large = rows[-2]["value"], rows[-1]["value"]
     ratios[f"step per row: {args.inits} / {max(args.thetas) * args.inits} rows"] = small / large
-    name = "fixed_points" + ("_cuda" if args.device == "cuda" else "")
-    path = write_results(name, rows, ratios)
-    print()
-    print_table(rows)
-    print()
-    for label, value in ratios.items():
-        print(f"{label:32s} {value:6.2f}x")
-    print(f"\nwrote {path}")
+    finish("fixed_points", args.device, rows, ratios)
 
 
 if __name__ == "__main__":

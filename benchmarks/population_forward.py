@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from common import print_table, row, time_calls, write_results
+from common import finish, row, time_calls
 
 from dynamo_lightning.population.architectures import MemberNetwork, build
 from dynamo_lightning.population.architectures.gru import GRU
@@ -211,14 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     training_rows(forms, args, rows, ratios)
     if args.compile:
         compile_rows(forms, args, rows, ratios)
-    name = "population_forward" + ("_cuda" if args.device == "cuda" else "")
-    path = write_results(name, rows, ratios)
-    print()
-    print_table(rows)
-    print()
-    for label, value in ratios.items():
-        print(f"{label:48s} {value:6.2f}x")
-    print(f"\nwrote {path}")
+    finish("population_forward", args.device, rows, ratios)
 
 
 if __name__ == "__main__":

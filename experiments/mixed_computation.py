@@ -161,13 +161,11 @@ def segment(m: Any, i: str, j: str, args: argparse.Namespace) -> dict[str, Any]:
 def topology_map(m: Any, args: argparse.Namespace) -> dict[str, Any]:
     """Stable-point counts and per-task metrics on a grid over the map; the figure goes to
     ``<results stem>_grid.png`` beside the results."""
-    from dynamo_lightning.analysis.plots import grid_figure
-
     started = time.perf_counter()
     grid = da.interpolate_grid(m, resolution=args.grid, inits_per_theta=64,
                                max_iters=args.max_iters, trials=args.trials)
     seconds = round(time.perf_counter() - started, 1)
-    fig = grid_figure(grid, m.embeddings())
+    fig = da.grid_figure(grid, m.embeddings())
     fig.suptitle("Flip-flops (bottom) and leaky integrators (top): stable points over the map")
     path = Path(args.results).with_name(Path(args.results).stem + "_grid.png")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
+from dynamo_lightning.detached import DetachedCall
+
 
 def sample_inits(trajectories: Tensor, n: int, noise: float = 0.0,
                  generator: torch.Generator | None = None) -> Tensor:
@@ -44,17 +46,6 @@ def frozen_parameters(module: nn.Module) -> Iterator[None]:
             p.requires_grad_(True)
 
 
-class _StepCall(nn.Module):
-    """``forward(*args)`` = ``module.step(*args)``, so ``functional_call`` can run it."""
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module
-
-    def forward(self, *args: Tensor) -> Tensor:
-        return self.module.step(*args)
-
-
 class ModuleStep:
     """``step_fn(h [M, H], x [M, I])`` over a module's ``step``, never touching its ``.grad``;
     with ``theta_rows [M, d]``, row r runs at ``theta_rows[r]`` (see :func:`meta_step_fn`).
@@ -71,7 +62,7 @@ class ModuleStep:
         self.module = module
         self.theta_rows = None if theta_rows is None else theta_rows.detach()
         self.groups = groups
-        self._call = _StepCall(module)
+        self._call = DetachedCall(module)
 
     def frozen(self) -> contextlib.AbstractContextManager[None]:
         """Context in which the module's parameters do not require grad (restored after)."""
@@ -91,11 +82,7 @@ class ModuleStep:
                 raise ValueError(f"this step function runs {self.theta_rows.shape[0]} rows "
                                  f"(θ's × inits per θ), got h {tuple(h.shape)}")
             args = (h, x, self.theta_rows.to(h.device))
-        params = self._call.named_parameters()
-        detached = {name: p.detach() for name, p in params if p.requires_grad}
-        if not detached or not torch.is_grad_enabled():
-            return self.module.step(*args)
-        return torch.func.functional_call(self._call, detached, args)
+        return self._call("step", *args)
 
 
 def member_step_fn(member: nn.Module) -> ModuleStep:

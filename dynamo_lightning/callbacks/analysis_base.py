@@ -19,10 +19,34 @@ MemberKey = str | int
 
 
 class ResumableDrawing(Callback):
-    """Remembers the last global step it drew at and how often, across resumes."""
+    """Draws every ``_every_n_epochs`` validation epochs and once at the end of fit, on rank 0
+    only; remembers the last global step it drew at and how often, across resumes.
 
+    Subclasses set ``_every_n_epochs`` and implement ``_draw(trainer, pl_module, final)``
+    (``final``: the end-of-fit call, made even when this step was already drawn).
+    """
+
+    _every_n_epochs: int = 1
     _last_step: int | None = None
     _num_drawn: int = 0
+
+    @override
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        if (trainer.current_epoch + 1) % self._every_n_epochs != 0:
+            return
+        if self._last_step == trainer.global_step:  # already drawn at this step
+            return
+        self._draw(trainer, pl_module, final=False)
+
+    @override
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self._draw(trainer, pl_module, final=True)
+
+    def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, final: bool) -> None:
+        raise NotImplementedError
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -50,19 +74,7 @@ class _Analysis(ResumableDrawing):
         self._num_drawn = 0
 
     @override
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
-            return
-        if (trainer.current_epoch + 1) % self._every_n_epochs != 0:
-            return
-        self._run(trainer, pl_module)
-
-    @override
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.is_global_zero:
-            self._run(trainer, pl_module)
-
-    def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, final: bool) -> None:
         if self._last_step == trainer.global_step:  # already analysed at this step
             return
         was_training = pl_module.training

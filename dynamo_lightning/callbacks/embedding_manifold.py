@@ -93,20 +93,6 @@ class EmbeddingManifold(ResumableDrawing):
         self._last_png: Path | None = None  # that map's PNG (not restored on resume)
 
     @override
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
-            return
-        if (trainer.current_epoch + 1) % self._every_n_epochs != 0:
-            return
-        if self._last_step == trainer.global_step:  # already drawn at this step
-            return
-        self._draw(trainer, pl_module, final=False)
-
-    @override
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.is_global_zero:
-            self._draw(trainer, pl_module, final=True)
-
     def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, final: bool) -> None:
         """Project, plot, log; ``final`` also writes ``<run_dir>/map.png``."""
         step = trainer.global_step

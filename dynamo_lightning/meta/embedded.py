@@ -9,34 +9,21 @@ point of a 100-point interpolation costs nothing, and it always reflects the met
 current weights. The meta-model is deliberately not registered as a submodule, so the
 wrapper owns no parameters (``parameters()`` is empty and nothing in it is trainable),
 ``net.eval()``/``net.train()`` and ``net.to()`` never touch the shared meta-model, and its
-``state_dict`` holds only θ. Every call runs the meta-model through
-``torch.func.functional_call`` with *detached* views of its parameters (shared storage, no
-copy), so gradients still flow to ``h`` and ``x`` (Jacobians, fixed-point searches) but
-never into the meta-model's ``.grad`` — an analysis run mid-training cannot disturb it.
-(When no meta parameter requires grad, or grad is off, the meta-model is called directly:
-there is nothing to cut off, and the parameter swap costs ~0.1–0.3 ms a call.)
+``state_dict`` holds only θ. Every call runs the meta-model with *detached* views of its
+parameters (:class:`~dynamo_lightning.detached.DetachedCall`), so gradients still flow to
+``h`` and ``x`` (Jacobians, fixed-point searches) but never into the meta-model's ``.grad``
+— an analysis run mid-training cannot disturb it.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from dynamo_lightning.detached import DetachedCall
 from dynamo_lightning.meta.rnn import MetaRNN
-
-
-class _MethodCall(nn.Module):
-    """``forward(name, *args)`` calls ``meta.<name>(*args)``, so ``functional_call`` can run
-    any of the meta-model's methods with substituted parameters."""
-
-    def __init__(self, meta: MetaRNN) -> None:
-        super().__init__()
-        self.meta = meta
-
-    def forward(self, method: str, *args: Tensor) -> Any:
-        return getattr(self.meta, method)(*args)
 
 
 class EmbeddedNetwork(nn.Module):
@@ -67,15 +54,14 @@ class EmbeddedNetwork(nn.Module):
         if tuple(theta.shape) != (meta.embedding_dim,):
             raise ValueError(f"theta must be [{meta.embedding_dim}] (the meta-model's "
                              f"embedding_dim), got {tuple(theta.shape)}")
-        # object.__setattr__: a plain reference, not a submodule (see the module docstring).
-        object.__setattr__(self, "_call", _MethodCall(meta))
+        self._call = DetachedCall(meta)  # a plain object: meta is not a submodule
         self.register_buffer("theta", theta.detach().clone().to(_dtype(meta)))
         self.eval()
 
     @property
     def meta_model(self) -> MetaRNN:
         """The wrapped (shared, not copied) meta-model."""
-        return self._call.meta
+        return self._call.module
 
     @property
     def state_size(self) -> int:
@@ -93,13 +79,6 @@ class EmbeddedNetwork(nn.Module):
     def hidden_size(self) -> int:
         return self.meta_model.hidden_size
 
-    def _run(self, method: str, *args: Tensor) -> Any:
-        meta = self.meta_model
-        if not torch.is_grad_enabled() or not any(p.requires_grad for p in meta.parameters()):
-            return getattr(meta, method)(*args)  # nothing to cut off: skip the swap's cost
-        frozen = {f"meta.{name}": p.detach() for name, p in meta.named_parameters()}
-        return torch.func.functional_call(self._call, frozen, (method, *args))
-
     def _theta(self, batch_size: int | None = None) -> Tensor:
         """θ on the meta-model's device (it may have moved since), ``[batch_size, d]``."""
         theta = self.theta.to(next(self.meta_model.parameters()).device)
@@ -107,19 +86,19 @@ class EmbeddedNetwork(nn.Module):
 
     def initial_state(self, batch_size: int) -> Tensor:
         """``H̃₀(θ)`` repeated: ``[batch_size, state]``."""
-        return self._run("initial_state", self._theta(batch_size))
+        return self._call("initial_state", self._theta(batch_size))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``x [B, T, I]`` → ``(outputs [B, T, O], hidden [B, T, state])``."""
-        return self._run("forward", x, self._theta(x.shape[0]))
+        return self._call("forward", x, self._theta(x.shape[0]))
 
     def step(self, h: Tensor, x: Tensor) -> Tensor:
         """``h [B, state]``, ``x [B, I]`` → ``h_next [B, state]``."""
-        return self._run("step", h, x, self._theta(h.shape[0]))
+        return self._call("step", h, x, self._theta(h.shape[0]))
 
     def readout(self, h: Tensor) -> Tensor:
         """Outputs ``[..., O]`` from states ``h [..., state]``."""
-        return self._run("readout", h, self._theta())
+        return self._call("readout", h, self._theta())
 
     def extra_repr(self) -> str:
         return f"theta={self.theta.tolist()}, meta={self.meta_model.config()}"
