@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import matplotlib.pyplot as plt
 import numpy as np
 
+from dynamo_lightning.analysis.plots import closed_on_error
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -52,7 +54,7 @@ def map_figure(xy: np.ndarray, ids: list[str], metadata: list[dict[str, Any]],
     nrows = math.ceil(len(panels) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 4.0 * nrows),
                              squeeze=False, layout="constrained")
-    try:
+    with closed_on_error(fig):
         labels = _axis_labels(method, dim)
         for ax, key in zip(axes.flat, panels, strict=False):
             if key is None:
@@ -72,9 +74,6 @@ def map_figure(xy: np.ndarray, ids: list[str], metadata: list[dict[str, Any]],
             ax.set_ylabel(labels[1])
         for ax in axes.flat[len(panels):]:
             ax.set_visible(False)
-    except BaseException:
-        plt.close(fig)  # never leak a half-drawn figure
-        raise
     return fig
 
 

@@ -7,8 +7,9 @@ when drawing it fails.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
@@ -34,6 +35,16 @@ KIND_STYLE: dict[str, tuple[str, bool, str]] = {
 """Per kind: colour, filled marker?, marker shape."""
 ANNOTATE_GRID_UP_TO = 12
 """Grids of at most this many points a side write each cell's count in the cell."""
+
+
+@contextlib.contextmanager
+def closed_on_error(fig: Figure) -> Iterator[Figure]:
+    """Close ``fig`` if drawing it fails, so no half-drawn figure leaks."""
+    try:
+        yield fig
+    except BaseException:
+        plt.close(fig)
+        raise
 
 
 def fixed_point_figure(trajectories: Tensor | Sequence[Tensor], fps: FixedPoints,
@@ -69,15 +80,12 @@ def fixed_point_figure(trajectories: Tensor | Sequence[Tensor], fps: FixedPoints
     ncols = min(4, len(systems))
     nrows = math.ceil(len(systems) / ncols)
     fig = plt.figure(figsize=(4.2 * ncols, 3.8 * nrows), layout="constrained")
-    try:
+    with closed_on_error(fig):
         for g, (states, points) in enumerate(zip(systems, fps.split(), strict=True)):
             ax = fig.add_subplot(nrows, ncols, g + 1, projection="3d" if dims == 3 else None)
             _fixed_point_panel(ax, _as_trajectories(states), points, dims, max_trajectories)
             counts = ", ".join(f"{points.count(k)} {k}" for k in KINDS if points.count(k))
             ax.set_title(f"{titles[g]}\n{counts or 'no fixed point'}", fontsize=9)
-    except BaseException:
-        plt.close(fig)
-        raise
     return fig
 
 
@@ -86,7 +94,7 @@ def interpolation_figure(result: Interpolation) -> Figure:
     as dashed vertical lines, the endpoint ids in the title."""
     fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(6.4, 5.6),
                                       layout="constrained")
-    try:
+    with closed_on_error(fig):
         alphas = result.alphas.double().cpu().numpy()
         # Several sub-tasks: one line each (their mean mixes scales, e.g. accuracy and R²).
         curves = (dict(result.task_metrics)
@@ -122,9 +130,6 @@ def interpolation_figure(result: Interpolation) -> Figure:
         path = (f"θ[{result.endpoints[0]}] → θ[{result.endpoints[1]}]" if result.endpoints
                 else "path in θ-space")
         fig.suptitle(f"{path}: {len(result.bifurcations)} bifurcation(s)", fontsize=10)
-    except BaseException:
-        plt.close(fig)
-        raise
     return fig
 
 
@@ -146,7 +151,7 @@ def grid_figure(result: GridResult, thetas: Tensor | None = None,
     panels = {k: v for k, v in panels.items() if bool(torch.isfinite(v).any())}
     fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4.4 * (len(panels) + 1), 3.9),
                              squeeze=False, layout="constrained")
-    try:
+    with closed_on_error(fig):
         for ax, (name, values) in zip(axes[0], panels.items(), strict=False):
             metric = values.double().cpu().numpy()
             high, lowest = float(np.nanmax(metric)), float(np.nanmin(metric))
@@ -176,9 +181,6 @@ def grid_figure(result: GridResult, thetas: Tensor | None = None,
                 points = torch.as_tensor(thetas).double().cpu().numpy()
                 ax.scatter(points[:, 0], points[:, 1], s=22, color="white",
                            edgecolors="black", lw=0.8, zorder=3)
-    except BaseException:
-        plt.close(fig)
-        raise
     return fig
 
 

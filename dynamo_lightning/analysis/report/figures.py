@@ -21,7 +21,12 @@ from torch import Tensor
 
 from dynamo_lightning.analysis.fixed_points import FixedPoints
 from dynamo_lightning.analysis.map_figure import map_figure
-from dynamo_lightning.analysis.plots import fixed_point_figure, grid_figure, interpolation_figure
+from dynamo_lightning.analysis.plots import (
+    closed_on_error,
+    fixed_point_figure,
+    grid_figure,
+    interpolation_figure,
+)
 from dynamo_lightning.analysis.report.compute import ReportData
 from dynamo_lightning.analysis.report.pairs import clusters
 from dynamo_lightning.analysis.report.sections import SCORE_KEYS
@@ -92,7 +97,7 @@ def _emulation_png(report: dict[str, Any], out_dir: Path) -> str | None:
     x = np.arange(len(ids))
     fig, axes = plt.subplots(count, 1, figsize=(max(6.0, 0.45 * len(ids) + 2), 2.4 * count),
                              sharex=True, squeeze=False, layout="constrained")
-    try:
+    with closed_on_error(fig):
         for ax, (key, label) in zip(axes[:, 0], panels, strict=False):
             ax.bar(x, np.nan_to_num(values(key), nan=0.0), color="tab:blue")
             ax.set_ylabel(label, fontsize=8)
@@ -107,9 +112,6 @@ def _emulation_png(report: dict[str, Any], out_dir: Path) -> str | None:
             ax.legend(fontsize=7, loc="lower right")
         axes[-1, 0].set_xticks(x, ids, rotation=60, ha="right", fontsize=7)
         fig.suptitle("Emulation of each member (test pass)")
-    except BaseException:
-        plt.close(fig)
-        raise
     name = "emulation.png"
     _save(fig, out_dir / name)
     return name
