@@ -67,7 +67,7 @@ def evaluate(m: Any, thetas: Tensor, *, trials: int = 256, seed: int = 0,
     if task is None:
         x, y, ids = x_const.expand(1, FREE_RUN_STEPS, -1), None, None
     else:
-        x, y, ids = _draw(task, trials, generator)
+        x, y, ids = draw_trials(task, trials, generator)
     with evaluating(meta), torch.no_grad():
         outputs, states = _run_meta(meta, x.to(param), thetas)
     outputs = outputs.cpu()
@@ -107,9 +107,10 @@ def evaluating(module: nn.Module) -> Iterator[None]:
         module.train(was_training)
 
 
-def _draw(task: Any, trials: int, generator: torch.Generator
-          ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Test-split trials ``x, y`` and, for a mixture task, each trial's task id."""
+def draw_trials(task: Any, trials: int, generator: torch.Generator
+                ) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Test-split trials ``x, y`` and, for a mixture task, each trial's task id (else
+    None): the trials every θ is scored and searched on."""
     with_ids = getattr(task, "sample_with_ids", None)
     if callable(with_ids):
         return with_ids(trials, generator=generator, split="test")

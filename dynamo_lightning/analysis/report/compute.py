@@ -50,6 +50,7 @@ from dynamo_lightning.analysis.report.sections import (
     meta_section,
     pairs_section,
 )
+from dynamo_lightning.analysis.theta_evaluation import draw_trials
 
 __all__ = ["SCORE_KEYS", "ReportData", "ReportOptions", "build_report", "compute_report",
            "make_options"]
@@ -224,7 +225,9 @@ def _search(m: Any, population: Any, task: Any, theta: Tensor, pairs: list[tuple
     stages += [f"topology map ({grid}×{grid})"] if grid else []
     with tqdm(total=len(stages), desc="report", disable=not opts.progress, unit="stage") as bar:
         with _timed(timings, "fixed_points"):
-            x, _ = _draw(task, opts.fixed_point_trials, opts.seed)
+            # the trials interpolation draws for the same count and seed
+            generator = torch.Generator().manual_seed(int(opts.seed))
+            x = draw_trials(task, opts.fixed_point_trials, generator)[0].float()
             x_const = torch.zeros(x.shape[-1])
             bar.set_postfix_str(stages[0])
             data.member_points, data.member_states = member_fixed_points(
@@ -257,17 +260,6 @@ def _search(m: Any, population: Any, task: Any, theta: Tensor, pairs: list[tuple
 
 
 # ----------------------------------------------------------------------------- computing
-def _draw(task: Any, trials: int, seed: int) -> tuple[Tensor, Tensor]:
-    """The test-split trials ``interpolation`` draws for the same ``trials`` and ``seed``."""
-    generator = torch.Generator().manual_seed(int(seed))
-    with_ids = getattr(task, "sample_with_ids", None)
-    if callable(with_ids):
-        x, y, _ = with_ids(trials, generator=generator, split="test")
-    else:
-        x, y = task.sample(trials, generator=generator, split="test")
-    return x.float(), y
-
-
 class _WithTask:
     """``m`` with another ``task`` (everything else read through to ``m``)."""
 
