@@ -80,9 +80,10 @@ class ReportOptions:
             show. 0 skips it.
         grid_inits: initial states per grid θ.
         threads: torch intra-op threads while computing (restored after); None leaves
-            torch's setting. The searches are thousands of small ops on tensors of a few
-            thousand elements, where extra threads only add synchronisation: on a busy
-            2-core machine a 16-member flip-flop report took 208 s with 2 threads, 20 s with 1.
+            torch's setting. The searches are thousands of small ops, and an extra thread
+            waiting for a busy core stalls each: on the 2-core demo machine with one core
+            kept busy, 2 threads took 101.6 s against 33.2 s with 1 (quiet: 22.9 s vs
+            32.3 s, docs/report.md).
     """
 
     trials: int = 256
