@@ -33,3 +33,24 @@ def tiny_population() -> Population:
                  "seed": s, "hidden_size": 8, "task_metric": 0.5} for s in seeds]
         parts.append(Population.from_stack(name, stack, ids, meta))
     return Population.concat(parts)
+
+
+@pytest.fixture(scope="session")
+def tiny_fit(tiny_population: Population, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """``tiny_population`` saved, and one tiny ``dynamo fit`` on it (2 epochs, meta GRU of 8).
+
+    Returns a dict: ``root`` (run dir), ``population`` (its directory), ``ckpt`` (last.ckpt)
+    and ``module`` (the loaded ``DynamoModule``, eval mode, on the CPU). Read-only: tests that
+    change the module must load their own copy from ``ckpt``.
+    """
+    from dynamo_lightning.cli import main
+    from dynamo_lightning.module import DynamoModule
+
+    root = tmp_path_factory.mktemp("tiny_fit")
+    pop_dir = tiny_population.save(root / "population")
+    config = os.path.join(os.path.dirname(__file__), "conf", "dynamo_tiny.yaml")
+    assert main(["fit", "--config", config, f"--data.population={pop_dir}",
+                 f"--data.cache_dir={root / 'cache'}", f"--trainer.default_root_dir={root}"]) == 0
+    ckpt = root / "checkpoints" / "last.ckpt"
+    module = DynamoModule.load_from_checkpoint(ckpt, map_location="cpu").eval()
+    return {"root": root, "population": pop_dir, "ckpt": ckpt, "module": module}

@@ -89,7 +89,7 @@ def test_contains() -> None:
 
 # --------------------------------------------------------------------------- global registries
 def test_global_registries_start_with_the_builtins() -> None:
-    assert dl.architectures.names()[:5] == ["vanilla", "gru", "lstm", "ugrnn", "cnn"]
+    assert dl.architectures.names()[:6] == ["vanilla", "relu", "gru", "lstm", "ugrnn", "cnn"]
     names = dl.tasks.names()
     builtin = [n for n in names if dl.tasks.get_class(n).__module__.startswith("dynamo_lightning.")]
     assert names[: len(builtin)] == builtin

@@ -5,7 +5,7 @@
 
 # Built-ins register themselves on import (order = the order of names()); keep isort out.
 # isort: off
-from dynamo_lightning.population.architectures import vanilla, gru, lstm, ugrnn, cnn, rotated
+from dynamo_lightning.population.architectures import vanilla, relu, gru, lstm, ugrnn, cnn, rotated
 # isort: on
 from dynamo_lightning.population.architectures.base import (
     Architecture,
@@ -34,6 +34,7 @@ __all__ = [
     "lstm",
     "names",
     "register_architecture",
+    "relu",
     "rotated",
     "ugrnn",
     "vanilla",
