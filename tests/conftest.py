@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -18,7 +20,6 @@ from dynamo_lightning.population import Population, architectures
 
 # The suite runs many tiny ops; one intra-op thread avoids oversubscription on 2-core CI.
 torch.set_num_threads(1)
-
 
 
 @pytest.fixture(scope="session")
@@ -54,3 +55,17 @@ def tiny_fit(tiny_population: Population, tmp_path_factory: pytest.TempPathFacto
     ckpt = root / "checkpoints" / "last.ckpt"
     module = DynamoModule.load_from_checkpoint(ckpt, map_location="cpu").eval()
     return {"root": root, "population": pop_dir, "ckpt": ckpt, "module": module}
+
+
+@pytest.fixture(scope="session")
+def demo_layout(tiny_fit: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory laid out like ``make demo``'s output, filled from ``tiny_fit``:
+    ``runs/demo/population/`` and ``runs/demo/fit/checkpoints/last.ckpt``. Tests run README
+    examples as written with this directory as the working directory (``monkeypatch.chdir``).
+    """
+    root = tmp_path_factory.mktemp("demo_layout")
+    demo = root / "runs" / "demo"
+    shutil.copytree(tiny_fit["population"], demo / "population")
+    (demo / "fit" / "checkpoints").mkdir(parents=True)
+    shutil.copy(tiny_fit["ckpt"], demo / "fit" / "checkpoints" / "last.ckpt")
+    return root
