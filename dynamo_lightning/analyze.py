@@ -47,7 +47,9 @@ def analyze_main(argv: Sequence[str] = ()) -> int:
                            steps=args.steps, grid_resolution=args.grid_resolution,
                            seed=args.seed, max_iters=args.max_iters,
                            threads=args.threads, progress=not args.no_progress,
-                           device=args.device)
+                           device=args.device, baselines=args.baselines,
+                           similarity_trials=args.similarity_trials,
+                           averaging=not args.no_averaging)
     except AnalysisInputError as err:
         print(f"dynamo analyze: error: {err}", file=sys.stderr)
         return 2
@@ -214,6 +216,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads for the searches (small ops: 1 is "
                              "usually fastest)")
+    parser.add_argument("--baselines", default="all",
+                        help="similarity baselines beside the map: all | none | a comma list "
+                             "of cka, procrustes, weights, dsa (dsa needs the [baselines] "
+                             "extra)")
+    parser.add_argument("--similarity-trials", type=int, default=64,
+                        help="test trials each baseline runs the members on")
+    parser.add_argument("--no-averaging", action="store_true",
+                        help="skip the model-averaging section")
     parser.add_argument("--no-test", action="store_true",
                         help="skip the test pass (the report then has no emulation scores)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

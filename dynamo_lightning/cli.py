@@ -3,6 +3,7 @@
     dynamo population fit --config configs/population/flipflop.yaml   # train a population
     dynamo fit --config configs/dynamo/flipflop.yaml                  # train the meta-model
     dynamo analyze --ckpt <run>/last.ckpt --out <run>/report          # the analysis report
+    dynamo place --ckpt_path <run>/last.ckpt --population <dir>       # new networks on the map
     dynamo demo                                                       # the built-in default
 
 Every ``fit``-style command is a LightningCLI run: all Trainer flags work and the resolved
@@ -30,6 +31,7 @@ COMMANDS = {
     "validate": "evaluate a DYNAMO checkpoint on validation trials (LightningCLI)",
     "test": "evaluate a DYNAMO checkpoint on test trials (LightningCLI)",
     "analyze": "write the analysis report (report.html, report.json, PNGs) of a checkpoint",
+    "place": "place new networks on a checkpoint's map (placement.json, .png, .md)",
     "demo": "train the built-in default population and write it under runs/demo/",
 }
 
@@ -90,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if command == "analyze":
         return analyze_main(rest)
+    if command == "place":
+        return place_main(rest)
     if command == "demo":
         from dynamo_lightning.demo import run_demo
 
@@ -102,6 +106,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def analyze_main(args: Sequence[str]) -> int:
     """``dynamo analyze --ckpt <path> --out <dir> ...`` (see ``dynamo_lightning.analyze``)."""
     from dynamo_lightning.analyze import analyze_main as run
+
+    return run(args)
+
+
+def place_main(args: Sequence[str]) -> int:
+    """``dynamo place --ckpt_path <path> --population <dir> ...`` (see
+    ``dynamo_lightning.place``)."""
+    from dynamo_lightning.place import place_main as run
 
     return run(args)
 

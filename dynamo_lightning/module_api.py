@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dynamo_lightning.data.input_source import task_from_spec
+from dynamo_lightning.data.input_source import MixtureTask, task_from_spec
 from dynamo_lightning.data.projection import fit_projections, project
 from dynamo_lightning.meta.embedding_fit import EmbeddingFit, fit_theta, least_squares_map
 from dynamo_lightning.tasks.base import Task
@@ -46,8 +46,8 @@ class EmbeddingAPI:
 
     def fit_embedding(self, inputs: Tensor, outputs: Tensor | None = None,
                       hidden: Tensor | None = None, targets: Tensor | None = None,
-                      steps: int = 300, lr: float = 0.05,
-                      return_details: bool = False) -> Tensor | EmbeddingFit:
+                      task: Task | dict[str, Any] | str | None = None, steps: int = 300,
+                      lr: float = 0.05, return_details: bool = False) -> Tensor | EmbeddingFit:
         """Fit θ for a new network or a few labels, the meta-model frozen.
 
         Args:
@@ -55,7 +55,12 @@ class EmbeddingAPI:
             outputs: the new network's outputs ``[B, T, O]`` (emulate them, as in training).
             hidden: the new network's states ``[B, T, H_new]``; they are projected on their own
                 top-k PCs and a new alignment map ``[k, H̃]`` is fitted jointly with θ.
-            targets: task targets (few-shot labels), scored with the input task's loss.
+            targets: task targets (few-shot labels), scored with ``task``'s own loss.
+            task: the task the ``targets`` come from: a ``Task``, a ``{"name", "config"}``
+                spec, or a string naming a sub-task of the module's mixture (its label in
+                ``MixtureTask.labels``, or its registered name when only one sub-task has it).
+                Default: the module's input task, which must then not be a mixture (a mixture
+                trial's loss depends on which sub-task drew it, which labels alone do not say).
             steps, lr: Adam steps and learning rate.
             return_details: return an ``EmbeddingFit`` (θ, loss curve, alignment map).
 
@@ -63,23 +68,18 @@ class EmbeddingAPI:
             θ ``[d]`` (or the ``EmbeddingFit``).
 
         Raises:
-            ValueError: no evidence given, shapes that do not fit, or targets without a task.
+            ValueError: no evidence given, shapes that do not fit, targets without a task (or
+                with a mixture and no ``task=``), ``task`` without targets, or a task that
+                does not fit the module.
         """
         if outputs is None and hidden is None and targets is None:
             raise ValueError("fit_embedding needs outputs, hidden and/or targets to fit θ to")
+        if task is not None and targets is None:
+            raise ValueError("task= names the task of the targets; pass targets too")
         device = self.theta.weight.device
         inputs = self._check_inputs(inputs).to(device)
-        task = self.task if targets is not None else None
-        if targets is not None and task is None:
-            raise ValueError("targets need the input task, which this checkpoint does not name")
-        projected = None
-        if hidden is not None:
-            if hidden.dim() != 3 or hidden.shape[:2] != inputs.shape[:2]:
-                raise ValueError(f"hidden must be [B, T, H] matching inputs {tuple(inputs.shape)},"
-                                 f" got {tuple(hidden.shape)}")
-            projection = fit_projections(hidden.unsqueeze(0).float().cpu(),
-                                         self.hparams.num_components)
-            projected = project(projection, hidden.unsqueeze(0).float().cpu())[0].to(device)
+        labels_task = self._labels_task(task) if targets is not None else None
+        projected = None if hidden is None else self._project_hidden(hidden, inputs)
         weights = self.hparams.loss
 
         def loss_fn(theta: Tensor, extra: dict[str, Tensor]) -> Tensor:
@@ -87,8 +87,8 @@ class EmbeddingAPI:
             loss = weights["theta"] * theta.pow(2).sum()
             if outputs is not None:
                 loss = loss + weights["output"] * self.output_loss(out, outputs.to(device))
-            if targets is not None:
-                loss = loss + task.loss(out, targets.to(device))
+            if labels_task is not None and targets is not None:
+                loss = loss + labels_task.loss(out, targets.to(device))
             if projected is not None:
                 aligned = states @ extra["align_weight"].T + extra["align_bias"]
                 loss = loss + (aligned - projected).pow(2).sum(-1).mean()
@@ -107,6 +107,46 @@ class EmbeddingAPI:
             self.meta.requires_grad_(True)
             self.meta.train(was_training)
         return result if return_details else result.theta
+
+    def _labels_task(self, task: Task | dict[str, Any] | str | None) -> Task:
+        """The single task whose loss scores few-shot targets (see ``fit_embedding``)."""
+        own = self.task
+        if task is None:
+            if own is None:
+                raise ValueError("targets need the input task, which this checkpoint does not "
+                                 "name; pass task= (a Task or a {name, config} spec)")
+            if isinstance(own, MixtureTask):
+                raise ValueError("this module's input task is a mixture of "
+                                 f"{_sub_tasks(own)}; pass task= naming the task the targets "
+                                 "come from (one of those labels, a Task or a spec)")
+            resolved = own
+        elif isinstance(task, str):
+            resolved = _named_sub_task(own, task)
+        elif isinstance(task, Task):
+            resolved = task
+        elif isinstance(task, dict):
+            resolved = task_from_spec(task)
+        else:
+            raise ValueError(f"task must be a Task, a {{name, config}} dict or a sub-task "
+                             f"name, got {type(task).__name__} {task!r}")
+        if isinstance(resolved, MixtureTask):
+            raise ValueError("task= must be one task, not a mixture (targets alone do not say "
+                             f"which sub-task drew each trial): one of {_sub_tasks(resolved)}")
+        sizes = (resolved.input_size, resolved.output_size)
+        expected = (self.hparams.input_size, self.hparams.output_size)
+        if sizes != expected:
+            raise ValueError(f"task {resolved!r} has input/output sizes {sizes}, but this "
+                             f"module takes {expected}")
+        return resolved
+
+    def _project_hidden(self, hidden: Tensor, inputs: Tensor) -> Tensor:
+        """``hidden [B, T, H_new]`` on its own top-k PCs, ``[B, T, k]`` on θ's device."""
+        if hidden.dim() != 3 or hidden.shape[:2] != inputs.shape[:2]:
+            raise ValueError(f"hidden must be [B, T, H] matching inputs {tuple(inputs.shape)},"
+                             f" got {tuple(hidden.shape)}")
+        states = hidden.unsqueeze(0).float().cpu()
+        projection = fit_projections(states, self.hparams.num_components)
+        return project(projection, states)[0].to(inputs.device)
 
     def _check_inputs(self, inputs: Tensor) -> Tensor:
         size = self.hparams.input_size
@@ -131,3 +171,29 @@ class EmbeddingAPI:
                 best = (error, index, weight, bias)
         assert best is not None
         return candidates[best[1]].unsqueeze(0), {"align_weight": best[2], "align_bias": best[3]}
+
+
+def _sub_tasks(mixture: MixtureTask) -> str:
+    """``'flipflop' (flipflop {...}), ...``: each sub-task's label and spec, for errors."""
+    return ", ".join(f"{label!r} ({t.name} {t.config()})"
+                     for label, t in zip(mixture.labels, mixture.tasks, strict=True))
+
+
+def _named_sub_task(own: Task | None, name: str) -> Task:
+    """The sub-task of the module's mixture called ``name`` (a label, or a registered name
+    that only one sub-task has); for a single-task module, that task by its name."""
+    if isinstance(own, MixtureTask):
+        if name in own.labels:
+            return own.tasks[own.labels.index(name)]
+        matches = [t for t in own.tasks if t.name == name]
+        if len(matches) == 1:
+            return matches[0]
+        why = "several sub-tasks are" if matches else "no sub-task is"
+        raise ValueError(f"task={name!r}: {why} called that; the mixture's sub-tasks are "
+                         f"{_sub_tasks(own)}; pass a label, a Task or a {{name, config}} spec")
+    if own is not None and own.name == name:
+        return own
+    known = f"this module's task is {own.name!r}" if own is not None else "this checkpoint " \
+        "names no task"
+    raise ValueError(f"task={name!r} names no task of this module ({known}); pass a Task or "
+                     "a {name, config} spec")

@@ -21,13 +21,14 @@ from dynamo_lightning.population.architectures import (
     recurrent,
 )
 
-BUILTINS = ["vanilla", "gru", "lstm", "ugrnn", "cnn"]
-RECURRENT = ["vanilla", "gru", "lstm", "ugrnn"]
+BUILTINS = ["vanilla", "relu", "gru", "lstm", "ugrnn", "cnn"]
+RECURRENT = ["vanilla", "relu", "gru", "lstm", "ugrnn"]
 G, B, T, H = 3, 4, 6, 5
 SEEDS = [11, 12, 13]
 # CNN members read [B, T, I] as a one-channel T×I image; I = 8 columns, hidden = channels.
 CONFIGS = {
     "vanilla": {"input_size": 3, "output_size": 2, "hidden_size": H},
+    "relu": {"input_size": 3, "output_size": 2, "hidden_size": H},
     "gru": {"input_size": 3, "output_size": 2, "hidden_size": H},
     "lstm": {"input_size": 3, "output_size": 2, "hidden_size": H},
     "ugrnn": {"input_size": 3, "output_size": 2, "hidden_size": H},
@@ -79,8 +80,10 @@ def test_stack_matches_members_run_alone(name: str, shared: bool) -> None:
 def torch_rnn_reference(name: str, p: dict[str, Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
     """One member through torch.nn.RNN/GRU/LSTM (weights transposed in) + linear readout."""
     size, inputs = H, CONFIGS[name]["input_size"]
-    if name == "vanilla":
-        module: torch.nn.RNNBase = torch.nn.RNN(inputs, size, nonlinearity="tanh", batch_first=True)
+    if name in ("vanilla", "relu"):
+        nonlinearity = "tanh" if name == "vanilla" else "relu"
+        module: torch.nn.RNNBase = torch.nn.RNN(inputs, size, nonlinearity=nonlinearity,
+                                                batch_first=True)
     elif name == "gru":
         module = torch.nn.GRU(inputs, size, batch_first=True)
     else:

@@ -12,10 +12,11 @@ import torch
 from torch import Tensor
 
 from dynamo_lightning import analysis as da
+from dynamo_lightning.analysis.reparameterize import rescaled_copy
 from dynamo_lightning.population import Member, Population, architectures
 
 H, B, T, IN, OUT = 6, 5, 7, 3, 2
-PERMUTABLE = ["vanilla", "gru", "lstm", "ugrnn", "vanilla_rotated"]
+PERMUTABLE = ["vanilla", "relu", "gru", "lstm", "ugrnn", "vanilla_rotated"]
 CONFIG = {"input_size": IN, "output_size": OUT, "hidden_size": H}
 
 
@@ -76,6 +77,26 @@ def test_rotated_copy_keeps_outputs_and_rotates_hidden(name: str) -> None:
     assert copy.metadata["copy_of"] == member.id
 
 
+def test_rescaled_copy_keeps_outputs_and_scales_hidden() -> None:
+    member = make_member("relu")
+    scales = torch.logspace(-1, 1, H)[torch.randperm(H, generator=torch.Generator().manual_seed(5))]
+    copy = rescaled_copy(member, scales, "scaled")
+    out, hidden = run(member)
+    out_c, hidden_c = run(copy)
+    torch.testing.assert_close(out_c, out, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(hidden_c, hidden * scales, atol=1e-5, rtol=1e-5)
+    assert hidden.abs().sum() > 0  # some units are active, so the check above has teeth
+    for name in ("weight_ih", "weight_hh", "bias_ih", "readout_weight"):
+        assert not torch.allclose(copy.state[name], member.state[name]), name
+    x, h = inputs()[:, 0], hidden[:, 2]
+    with torch.no_grad():  # the single-step map is conjugated too
+        torch.testing.assert_close(copy.module.step(h * scales, x),
+                                   member.module.step(h, x) * scales, atol=1e-5, rtol=1e-5)
+    assert copy.architecture == "relu" and copy.metadata["transform"] == "rescaling"
+    assert copy.metadata["copy_of"] == member.id
+    assert copy.state["weight_hh"].dtype == member.state["weight_hh"].dtype
+
+
 def test_copies_round_trip_through_the_population_format(tmp_path) -> None:
     member = make_member("vanilla")
     q = da.random_orthogonal(H, torch.Generator().manual_seed(4))
@@ -128,6 +149,25 @@ def test_non_orthogonal_matrices_are_refused() -> None:
         da.rotated_copy(member, torch.eye(H + 1), "copy")
     with pytest.raises(ValueError, match="positive int"):
         da.random_orthogonal(0)
+
+
+@pytest.mark.parametrize("name", ["vanilla", "gru", "lstm", "ugrnn"])
+def test_rescaled_copy_refuses_cells_that_are_not_positively_homogeneous(name: str) -> None:
+    with pytest.raises(ValueError, match=rf"needs a 'relu' member.*'{name}'.*positively homog"):
+        rescaled_copy(make_member(name), torch.ones(H), "copy")
+
+
+@pytest.mark.parametrize("scales, match", [
+    (torch.ones(H + 1), "1-d sequence of 6"),
+    (torch.ones(1, H), "1-d sequence of 6"),
+    (torch.tensor([1.0, 2.0, 0.0, 1.0, 1.0, 1.0]), r"positive.*0\.0 at unit 2"),
+    (torch.tensor([1.0, -2.0, 1.0, -1.0, 1.0, 1.0]), r"-2\.0 at unit 1 and 1 more"),
+    (torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, float("inf")]), "finite"),
+    (torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, float("nan")]), "finite"),
+])
+def test_bad_scales_are_refused(scales: Tensor, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        rescaled_copy(make_member("relu"), scales, "copy")
 
 
 # --------------------------------------------------------------------- vanilla_rotated

@@ -54,9 +54,10 @@ def test_report_html_is_self_contained(fitted: dict) -> None:
     assert len(images) == len(fitted["report"]["figures"]) > 0  # every PNG, inlined once
     assert all(base64.b64decode(i)[:8] == PNG_MAGIC for i in images)
     for heading in ("Map of the population", "Members", "Emulation", "Fixed points",
-                    "Interpolation", "Topology map"):
+                    "Interpolation", "Topology map", "The map beside similarity baselines",
+                    "Model averaging"):
         assert f"<h2>{heading}</h2>" in page
-    assert page.count("How to read this.") == 5
+    assert page.count("How to read this.") == 7
     assert plt.get_fignums() == []  # every figure was closed
 
 
@@ -158,6 +159,35 @@ def test_missing_checkpoint_and_bad_pairs_are_named(fitted: dict, tmp_path: Path
     assert "grid_resolution must be 0 (no grid) or an int >= 2" in capsys.readouterr().err
     assert main([*argv, "--device", "gpu9", "--no-test"]) == 2
     assert "--device gpu9: Invalid device string" in capsys.readouterr().err
+    assert main([*argv, "--baselines", "cka,svcca", "--no-test"]) == 2  # before any work
+    assert "unknown method(s) ['svcca']" in capsys.readouterr().err
+
+
+def test_report_compares_the_map_with_every_baseline(fitted: dict) -> None:
+    section = fitted["report"]["baselines"]
+    methods = section["methods"]
+    assert list(methods) == ["dynamo", "cka", "procrustes", "weights", "dsa"]
+    # the tiny population has one task: the clusters are counted by architecture
+    assert section["key"] == "architecture" and section["n_clusters"] == 3
+    n = fitted["report"]["meta"]["num_members"]
+    for name, entry in methods.items():
+        if entry["error"]:  # only a baseline whose optional package is missing
+            assert name == "dsa" and "dynamo-lightning[baselines]" in entry["error"]
+            continue
+        assert len(entry["labels"]) == n and len(entry["mds"]) == n
+        assert set(entry["scores"]) >= {"architecture"} and "dissimilarity" not in entry
+        assert -1.0 <= entry["scores"]["architecture"]["ari"] <= 1.0
+    assert section["figure"] == "baselines.png" and "baselines.png" in fitted["report"]["figures"]
+
+
+def test_report_averages_each_computation(fitted: dict) -> None:
+    section = fitted["report"]["averaging"]
+    assert section["key"] == "task"
+    [row] = section["groups"]  # one task: every member in one group
+    assert row["group"] == "flipflop" and len(row["members"]) == 4
+    assert row["members_mean"] == pytest.approx(sum(row["member_metrics"]) / 4)
+    assert set(row["weight_average"]) == {"gru"}  # the only architecture with two members
+    assert 0.0 <= row["centroid"] <= 1.0 and len(row["theta_bar"]) == 2
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -191,6 +221,10 @@ def test_build_report_takes_scores_and_explicit_pairs(fitted: dict) -> None:
     assert report["meta"]["task"] == {"name": "flipflop", "config": short.config()}
     assert report["interpolation"]["pairs"] == [] and report["bifurcations"] == []
     assert report["grid"] is None and "grid" not in report["meta"]["timings"]
+    report = build_report(module, population, pairs="none", trials=4, inits_per_member=2,
+                          max_iters=5, grid_resolution=0, baselines="none", averaging=False,
+                          progress=False)
+    assert report["baselines"] is None and report["averaging"] is None
     with pytest.raises(ValueError, match=r"unknown report option.*inits"):
         build_report(module, population, inits=4)
     with pytest.raises(ValueError, match="not the module's"):

@@ -11,6 +11,8 @@ that is tested (``experiments/embedding_invariance.py``).
   i.e. the columns of its basis.
 - ``rotated_copy``: ``h_copy = h Q`` for an orthogonal ``Q``; a rotated tanh RNN is no longer
   a tanh RNN, so the copy is a ``vanilla_rotated`` member with ``basis = Q``.
+- ``rescaled_copy``: ``h_copy = h * s`` for positive per-unit scales ``s``; only a ReLU RNN
+  stays the same architecture (``relu(s a) = s relu(a)`` for ``s > 0``), so only it is accepted.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from torch import Tensor
 from dynamo_lightning.population import Member
 
 #: Gate blocks per architecture whose hidden units ``permuted_copy`` can relabel.
-PERMUTABLE_GATES = {"vanilla": 1, "gru": 3, "lstm": 4, "ugrnn": 2}
+PERMUTABLE_GATES = {"vanilla": 1, "relu": 1, "gru": 3, "lstm": 4, "ugrnn": 2}
 #: Architectures whose state ``rotated_copy`` can rotate.
 ROTATABLE = ("vanilla", "vanilla_rotated")
 #: Largest ``|QᵀQ − I|`` entry accepted as orthogonal (float32 QR gives ~1e-6 at H = 256).
@@ -39,7 +41,8 @@ def permuted_copy(member: Member, permutation: Sequence[int] | Tensor, new_id: s
     ``hidden[..., permutation]`` (LSTM: both the ``h`` and the ``c`` half).
 
     Args:
-        member: a ``vanilla``, ``gru``, ``lstm``, ``ugrnn`` or ``vanilla_rotated`` member.
+        member: a ``vanilla``, ``relu``, ``gru``, ``lstm``, ``ugrnn`` or ``vanilla_rotated``
+            member.
         permutation: a permutation of ``range(hidden_size)``.
         new_id: id of the copy.
 
@@ -95,6 +98,50 @@ def rotated_copy(member: Member, orthogonal: Tensor, new_id: str) -> Member:
     return _copy(member, new_id, "vanilla_rotated", state, "rotation")
 
 
+def rescaled_copy(member: Member, scales: Sequence[float] | Tensor, new_id: str) -> Member:
+    """A copy of a ReLU RNN whose hidden units are rescaled: ``h_copy = h * scales``.
+
+    Because ``relu(s a) = s relu(a)`` for ``s > 0``, scaling the incoming weights and biases
+    of each unit by ``s`` (``W_ih' = W_ih diag(s)``, ``b' = b * s``), conjugating the
+    recurrence (``W_hh' = diag(1/s) W_hh diag(s)``, input-major) and undoing the scale in the
+    readout (``W_out' = diag(1/s) W_out``) gives identical outputs on every input, while
+    every weight changes. tanh and gated cells are not positively homogeneous, so the same
+    change would alter what they compute; they are refused.
+
+    Args:
+        member: a ``relu`` member.
+        scales: ``[H]`` finite positive scales, one per hidden unit.
+        new_id: id of the copy.
+
+    Returns:
+        A new ``relu`` member whose hidden trajectory is ``hidden * scales``; metadata copied
+        plus ``copy_of`` and ``transform="rescaling"``.
+
+    Raises:
+        ValueError: a non-``relu`` member, or ``scales`` of the wrong size or not all
+            finite and positive.
+    """
+    if not isinstance(member, Member):
+        raise TypeError(f"rescaled_copy takes a Member, got {type(member).__name__}")
+    if member.architecture != "relu":
+        raise ValueError(f"rescaled_copy needs a 'relu' member, got architecture "
+                         f"{member.architecture!r} for member {member.id!r}: only ReLU is "
+                         "positively homogeneous (relu(s·a) = s·relu(a) for s > 0); tanh and "
+                         "gated cells are not, so rescaling their units changes the outputs")
+    size = _hidden_size(member)
+    s = _check_scales(scales, size)
+    # In float64, so the float32 copy is the exact transform rounded once.
+    state = {name: t.detach().double() for name, t in member.state.items()}
+    state["weight_ih"] = state["weight_ih"] * s
+    state["bias_ih"] = state["bias_ih"] * s
+    state["bias_hh"] = state["bias_hh"] * s
+    state["weight_hh"] = state["weight_hh"] / s[:, None] * s[None, :]
+    state["readout_weight"] = state["readout_weight"] / s[:, None]
+    dtypes = {name: t.dtype for name, t in member.state.items()}
+    state = {name: t.to(dtypes[name]) for name, t in state.items()}
+    return _copy(member, new_id, member.architecture, state, "rescaling")
+
+
 def random_orthogonal(n: int, generator: torch.Generator | None = None,
                       dtype: torch.dtype = torch.float32) -> Tensor:
     """A Haar-random ``[n, n]`` orthogonal matrix (QR of a Gaussian, with the sign fix).
@@ -144,6 +191,23 @@ def _check_permutation(permutation: Sequence[int] | Tensor, size: int) -> Tensor
                          f"missing {missing[:8]}{' ...' if len(missing) > 8 else ''}, "
                          f"got {perm.tolist()[:16]}{' ...' if size > 16 else ''}")
     return perm
+
+
+def _check_scales(scales: Sequence[float] | Tensor, size: int) -> Tensor:
+    """``scales`` as a float64 ``[size]`` tensor, or a ValueError saying what is wrong."""
+    s = torch.as_tensor(scales).detach().cpu()
+    if s.dim() != 1 or s.numel() != size:
+        raise ValueError(f"scales must be a 1-d sequence of {size} positive numbers (one per "
+                         f"hidden unit), got shape {tuple(s.shape)}")
+    if s.is_complex() or s.dtype == torch.bool:
+        raise ValueError(f"scales must be real numbers, got dtype {s.dtype}")
+    s = s.double()
+    bad = (~torch.isfinite(s) | (s <= 0)).nonzero().flatten().tolist()
+    if bad:
+        raise ValueError(f"scales must be finite and positive (a ReLU commutes only with "
+                         f"positive scaling), got {s[bad[0]].item()!r} at unit {bad[0]}"
+                         f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}")
+    return s
 
 
 def _check_orthogonal(orthogonal: Tensor, size: int) -> Tensor:

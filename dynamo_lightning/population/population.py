@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, overload
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from dynamo_lightning.population import architectures
 from dynamo_lightning.population.architectures import Architecture
 from dynamo_lightning.population.format import load_population, save_population
 from dynamo_lightning.population.member import Member
+from dynamo_lightning.population.torch_import import members_from_torch
 from dynamo_lightning.population.trajectories import Trajectories
 
 
@@ -82,6 +83,30 @@ class Population(Sequence[Member]):
             state = {k: v.cpu() for k, v in stack.member_state(i).items()}
             members.append(Member(member_id, architecture_name, dict(config), meta, state))
         return cls(members)
+
+    @classmethod
+    def from_torch(cls, members: Mapping[str, tuple[nn.Module, nn.Module]],
+                   metadata: Mapping[str, Mapping[str, Any]] | None = None,
+                   device: torch.device | str = "cpu") -> Population:
+        """Members made from users' own torch networks, computing exactly what they compute.
+
+        Args:
+            members: ``{id: (rnn, readout)}``: a single-layer ``batch_first`` ``nn.RNN``
+                (tanh or relu), ``nn.GRU`` or ``nn.LSTM``, and an ``nn.Linear`` of its hidden
+                state, so that ``outputs = readout(rnn(x)[0])`` for ``x [B, T, I]``.
+            metadata: optional ``{id: dict}`` merged over the defaults (``architecture``,
+                ``hidden_size``, ``source="torch"``, ``torch_class``).
+            device: as for ``Population``.
+
+        Raises:
+            ValueError: naming the member, the fault and what is accepted.
+
+        Example::
+
+            pop = Population.from_torch({"net-a": (nn.GRU(3, 16, batch_first=True),
+                                                   nn.Linear(16, 2))})
+        """
+        return cls(members_from_torch(members, metadata), device=device)
 
     @classmethod
     def concat(cls, populations: Iterable[Population]) -> Population:

@@ -15,9 +15,6 @@ and are anchored to, their own states on the same ``fixed_point_trials`` test tr
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +47,13 @@ from dynamo_lightning.analysis.report.sections import (
     meta_section,
     pairs_section,
 )
+from dynamo_lightning.analysis.report.timing import threads as _threads
+from dynamo_lightning.analysis.report.timing import timed as _timed
+from dynamo_lightning.analysis.report.uses import (
+    averaging_section,
+    baselines_section,
+    parse_methods,
+)
 from dynamo_lightning.analysis.theta_evaluation import draw_trials
 
 __all__ = ["SCORE_KEYS", "ReportData", "ReportOptions", "build_report", "compute_report",
@@ -79,6 +83,10 @@ class ReportOptions:
             the map as a field, where regions of one topology and the borders between them
             show. 0 skips it.
         grid_inits: initial states per grid θ.
+        baselines: similarity baselines to compare the map with (``"all"``, ``"none"``, or
+            names from ``cka``, ``procrustes``, ``weights``, ``dsa``; see ``uses.py``).
+        similarity_trials: test trials every baseline runs the members on.
+        averaging: compute the model-averaging section (centroid networks per computation).
         threads: torch intra-op threads while computing (restored after); None leaves
             torch's setting. The searches are thousands of small ops, and an extra thread
             waiting for a busy core stalls each: on the 2-core demo machine with one core
@@ -100,11 +108,14 @@ class ReportOptions:
     figure_members: int = 4
     grid_resolution: int = 7
     grid_inits: int = 64
+    baselines: Any = "all"
+    similarity_trials: int = 64
+    averaging: bool = True
     threads: int | None = 1
 
     def __post_init__(self) -> None:
         for name in ("trials", "inits_per_member", "steps", "fixed_point_trials",
-                     "interpolation_inits", "max_iters", "grid_inits"):
+                     "interpolation_inits", "max_iters", "grid_inits", "similarity_trials"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"report option {name} must be a positive int, got {value!r}")
@@ -120,6 +131,9 @@ class ReportOptions:
                                          or self.threads < 1):
             raise ValueError(f"report option threads must be a positive int or None, "
                              f"got {self.threads!r}")
+        self.baselines = parse_methods(self.baselines)
+        if not isinstance(self.averaging, bool):
+            raise ValueError(f"report option averaging must be a bool, got {self.averaging!r}")
         if not (isinstance(self.tol, (int, float)) and self.tol > 0):
             raise ValueError(f"report option tol must be a positive number, got {self.tol!r}")
 
@@ -193,6 +207,12 @@ def compute_report(m: Any, population: Any, task: Any = None, *,
     data = ReportData(report={}, xy=project(theta, method="pca"))
     with _threads(opts.threads):
         _search(m, population, task, theta, pairs, opts, timings, data)
+        with _timed(timings, "baselines"):
+            baselines = baselines_section(m, population, task, theta, metadata, opts.baselines,
+                                          opts.similarity_trials, opts.seed)
+        with _timed(timings, "averaging"):
+            averaging = (averaging_section(m, population, metadata, opts.trials, opts.seed)
+                         if opts.averaging else None)
     members = members_section(ids, metadata, theta, data.xy,
                               member_scores(m, scores, len(ids)))
     settings = {k: getattr(opts, k) for k in ("fixed_point_trials", "inits_per_member",
@@ -210,6 +230,8 @@ def compute_report(m: Any, population: Any, task: Any = None, *,
         "grid": None if data.grid is None else {
             "resolution": opts.grid_resolution, "inits_per_theta": opts.grid_inits,
             "figure": None, "result": data.grid.to_dict()},
+        "baselines": baselines,
+        "averaging": averaging,
         "figures": [],
     }
     data.report = plain(report)
@@ -269,24 +291,3 @@ class _WithTask:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._m, name)
-
-
-@contextmanager
-def _threads(count: int | None) -> Iterator[None]:
-    """torch's intra-op thread count set to ``count`` for the block (None: unchanged)."""
-    before = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@contextmanager
-def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[name] = round(time.perf_counter() - start, 3)

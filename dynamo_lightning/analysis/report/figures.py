@@ -3,7 +3,8 @@
 - ``map_<key>.png``: the map coloured by one metadata key (``map.png`` when no key varies);
 - ``emulation.png``: per-member hidden R², output agreement and task metric (meta vs member);
 - ``fixed_points_<id>.png``: member vs meta-model at θ_n, side by side;
-- ``interpolation_<i>_<j>.png``: task metric and fixed-point counts along θ_i → θ_j.
+- ``interpolation_<i>_<j>.png``: task metric and fixed-point counts along θ_i → θ_j;
+- ``baselines.png``: the map beside an MDS picture of every similarity baseline.
 
 Each writer records the file names it wrote in the matching section of the report.
 """
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dynamo_lightning.analysis.baselines import comparison_figure
 from dynamo_lightning.analysis.fixed_points import FixedPoints
 from dynamo_lightning.analysis.map_figure import map_figure
 from dynamo_lightning.analysis.plots import (
@@ -58,6 +60,12 @@ def write_figures(data: ReportData, out_dir: Path, figure_members: int = 4) -> l
         _save(fig, out_dir / "grid.png")
         report["grid"]["figure"] = "grid.png"
         written.append("grid.png")
+    if report.get("baselines"):
+        section = report["baselines"]
+        metadata = [m["metadata"] for m in report["members"]]
+        _save(comparison_figure(section, metadata, section["key"]), out_dir / "baselines.png")
+        section["figure"] = "baselines.png"
+        written.append("baselines.png")
     report["figures"] = written
     return written
 

@@ -6,12 +6,12 @@ from its JSON. Every string from the report is HTML-escaped.
 
 from __future__ import annotations
 
-import base64
-import html
 import json
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from dynamo_lightning.analysis.report import html_parts as hp
+from dynamo_lightning.analysis.report.html_uses import averaging_html, baselines_html
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2rem auto;
@@ -70,13 +70,13 @@ def _page(report: dict[str, Any], out_dir: Path) -> str:
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-        f"<title>DYNAMO report — {_e(task.get('name', ''))}</title><style>{CSS}</style>",
+        f"<title>DYNAMO report — {hp.e(task.get('name', ''))}</title><style>{CSS}</style>",
         "</head><body>",
         "<h1>DYNAMO analysis report</h1>",
         f"<p class='muted'>{meta['num_members']} members, θ ∈ R<sup>{meta['embedding_dim']}"
-        f"</sup>, task <code>{_e(task.get('name', '?'))}</code> "
-        f"<code>{_e(json.dumps(task.get('config', {}), sort_keys=True))}</code> · created "
-        f"{_e(meta['created'])} · dynamo_lightning {_e(meta['package']['version'])}</p>",
+        f"</sup>, task <code>{hp.e(task.get('name', '?'))}</code> "
+        f"<code>{hp.e(json.dumps(task.get('config', {}), sort_keys=True))}</code> · created "
+        f"{hp.e(meta['created'])} · dynamo_lightning {hp.e(meta['package']['version'])}</p>",
         _meta_table(meta),
         _map_section(report, out_dir),
         _members_section(report),
@@ -84,6 +84,8 @@ def _page(report: dict[str, Any], out_dir: Path) -> str:
         _fixed_points_section(report, out_dir),
         _interpolation_section(report, out_dir),
         _grid_section(report, out_dir),
+        baselines_html(report, out_dir),
+        averaging_html(report),
         "<p class='muted'>Every number on this page, and more, is in "
         "<code>report.json</code> (schema: <code>docs/report.md</code>).</p>",
         "</body></html>",
@@ -106,38 +108,38 @@ def _meta_table(meta: dict[str, Any]) -> str:
         ("settings", ", ".join(f"{k}={v}" for k, v in meta["options"].items())),
         ("time", ", ".join(f"{k} {v:.1f} s" for k, v in meta["timings"].items())),
     ]
-    return _table(["", ""], rows, header=False)
+    return hp.table(["", ""], rows, header=False)
 
 
 def _map_section(report: dict[str, Any], out_dir: Path) -> str:
     section = report["map"]
-    figures = [(_img(out_dir, name), f"coloured by {key}")
+    figures = [(hp.img(out_dir, name), f"coloured by {key}")
                for key, name in section["figures"].items()]
-    return _section("Map of the population", "map", _figures(figures))
+    return hp.section("Map of the population", READ["map"], hp.figures(figures))
 
 
 def _members_section(report: dict[str, Any]) -> str:
     keys = [k for k in ("architecture", "task", "seed", "hidden_size", "task_metric")
             if any(k in m["metadata"] for m in report["members"])]
     projected = report["map"]["projected"]  # else the map coordinates are θ itself
-    rows = [[m["index"], m["id"], m["cluster"], _numbers(m["theta"]),
-             *([_numbers(m["map"])] if projected else []),
+    rows = [[m["index"], m["id"], m["cluster"], hp.numbers(m["theta"]),
+             *([hp.numbers(m["map"])] if projected else []),
              *(m["metadata"].get(k) for k in keys)] for m in report["members"]]
     head = ["#", "id", "cluster", "θ", *(["map (x, y)"] if projected else []), *keys]
-    table = _table(head, rows)
+    table = hp.table(head, rows)
     return f"<h2>Members</h2>{table}"
 
 
 def _emulation_section(report: dict[str, Any], out_dir: Path) -> str:
     section = report["emulation"]
     if not section["keys"]:
-        return _section("Emulation", "emulation",
+        return hp.section("Emulation", READ["emulation"],
                         "<p class='muted'>No emulation scores (no test pass was run).</p>")
     keys = section["keys"]
-    rows = [[_e(m["id"]), *(m["scores"][k] for k in keys)] for m in report["members"]]
+    rows = [[hp.e(m["id"]), *(m["scores"][k] for k in keys)] for m in report["members"]]
     rows.append(["<b>median</b>", *(section["median"][k] for k in keys)])
-    body = _figures([(_img(out_dir, section["figure"]), "per-member test scores")])
-    return _section("Emulation", "emulation", body + _table(["member", *keys], rows,
+    body = hp.figures([(hp.img(out_dir, section["figure"]), "per-member test scores")])
+    return hp.section("Emulation", READ["emulation"], body + hp.table(["member", *keys], rows,
                                                              raw_first=True))
 
 
@@ -148,14 +150,14 @@ def _fixed_points_section(report: dict[str, Any], out_dir: Path) -> str:
     for r in section["members"]:
         own, meta = r["member"] or {}, r["meta"]
         rows.append([r["id"], *(own.get(k, "—") for k in kinds), *(meta[k] for k in kinds),
-                     _verdict(r["match"])])
+                     hp.verdict(r["match"])])
     head = [*(f"member {k}" for k in kinds), *(f"meta {k}" for k in kinds)]
     fraction = section["match_fraction"]
     summary = ("<p>Stable-point counts match for <b>"
                f"{'—' if fraction is None else f'{100 * fraction:.0f}%'}</b> of the members.</p>")
-    figures = [(_img(out_dir, name), member) for member, name in section["figures"].items()]
-    body = summary + _table(["member", *head, "match"], rows, raw_last=True) + _figures(figures)
-    return _section("Fixed points", "fixed_points", body)
+    figures = [(hp.img(out_dir, name), member) for member, name in section["figures"].items()]
+    body = summary + hp.table(["member", *head, "match"], rows, raw_last=True) + hp.figures(figures)
+    return hp.section("Fixed points", READ["fixed_points"], body)
 
 
 def _grid_section(report: dict[str, Any], out_dir: Path) -> str:
@@ -164,13 +166,14 @@ def _grid_section(report: dict[str, Any], out_dir: Path) -> str:
         return ""
     caption = (f"{grid['resolution']} × {grid['resolution']} θ's, {grid['inits_per_theta']} "
                "initial states each; white dots: the members")
-    return _section("Topology map", "grid", _figures([(_img(out_dir, grid["figure"]), caption)]))
+    body = hp.figures([(hp.img(out_dir, grid["figure"]), caption)])
+    return hp.section("Topology map", READ["grid"], body)
 
 
 def _interpolation_section(report: dict[str, Any], out_dir: Path) -> str:
     pairs = report["interpolation"]["pairs"]
     if not pairs:
-        return _section("Interpolation", "interpolation",
+        return hp.section("Interpolation", READ["interpolation"],
                         "<p class='muted'>No pairs were interpolated.</p>")
     rows, figures = [], []
     for p in pairs:
@@ -178,14 +181,15 @@ def _interpolation_section(report: dict[str, Any], out_dir: Path) -> str:
         stable = result["counts"].get("stable", [])
         rows.append([f"{p['id_i']} → {p['id_j']}", p["relation"], *_metric_cells(result),
                      " ".join(map(str, stable)) or "—",
-                     _numbers(result["bifurcations"]) or "none"])
-        figures.append((_img(out_dir, p["figure"]), f"{p['id_i']} → {p['id_j']}"))
+                     hp.numbers(result["bifurcations"]) or "none"])
+        figures.append((hp.img(out_dir, p["figure"]), f"{p['id_i']} → {p['id_j']}"))
     metric_name = report["meta"]["metric_name"] or "task metric"
     if any(p["result"].get("task_metrics") for p in pairs):
         metric_name = "per-task metric"  # a mixture: each sub-task on its own trials
     head = ["segment", "relation", f"{metric_name} at α=0", "lowest along", "at α=1",
             "stable points per α", "bifurcation α's"]
-    return _section("Interpolation", "interpolation", _table(head, rows) + _figures(figures))
+    body = hp.table(head, rows) + hp.figures(figures)
+    return hp.section("Interpolation", READ["interpolation"], body)
 
 
 def _metric_cells(result: dict[str, Any]) -> list[Any]:
@@ -196,63 +200,5 @@ def _metric_cells(result: dict[str, Any]) -> list[Any]:
     for key, values in curves.items():
         finite = [v for v in values if v is not None]
         for n, value in enumerate((values[0], min(finite) if finite else None, values[-1])):
-            cells[n].append(f"{key} {_fmt(value)}" if key else value)
+            cells[n].append(f"{key} {hp.fmt(value)}" if key else value)
     return [c[0] if len(curves) == 1 else "; ".join(c) for c in cells]
-
-
-# ----------------------------------------------------------------------------- helpers
-def _section(title: str, key: str, body: str) -> str:
-    return f"<h2>{_e(title)}</h2><div class='read'><b>How to read this.</b> {_e(READ[key])}" \
-           f"</div>{body}"
-
-
-def _table(head: Sequence[str], rows: Iterable[Sequence[Any]], header: bool = True,
-           raw_first: bool = False, raw_last: bool = False) -> str:
-    out = ["<table>"]
-    if header:
-        out.append("<tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>")
-    for row in rows:
-        cells = []
-        for n, value in enumerate(row):
-            raw = (raw_first and n == 0) or (raw_last and n == len(row) - 1)
-            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-            text = value if raw else _e(_fmt(value))
-            cells.append(f"<td class='num'>{text}</td>" if numeric else f"<td>{text}</td>")
-        out.append("<tr>" + "".join(cells) + "</tr>")
-    out.append("</table>")
-    return "".join(out)
-
-
-def _figures(items: Iterable[tuple[str, str]]) -> str:
-    inner = "".join(f"<figure>{img}<figcaption>{_e(caption)}</figcaption></figure>"
-                    for img, caption in items)
-    return f"<div class='figs'>{inner}</div>" if inner else ""
-
-
-def _img(out_dir: Path, name: str | None) -> str:
-    if not name:
-        return ""
-    data = base64.b64encode((out_dir / name).read_bytes()).decode("ascii")
-    return f"<img alt='{_e(name)}' src='data:image/png;base64,{data}'>"
-
-
-def _verdict(match: bool | None) -> str:
-    if match is None:
-        return "<span class='muted'>n/a</span>"
-    return "<span class='yes'>yes</span>" if match else "<span class='no'>no</span>"
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.3f}" if abs(value) < 1e4 else f"{value:.3g}"
-    return str(value)
-
-
-def _numbers(values: Sequence[float]) -> str:
-    return ", ".join(_fmt(float(v)) for v in values)
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)

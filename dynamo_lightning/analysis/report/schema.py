@@ -55,6 +55,9 @@ SCHEMA: dict[str, Any] = {
                    "task_metric": [OPT_NUM], "counts": dict, "bifurcations": [NUM]},
     }]},
     "bifurcations": [{"i": int, "j": int, "id_i": str, "id_j": str, "alphas": [NUM]}],
+    # The map's uses (docs/report.md): null when not computed.
+    "baselines": (dict, type(None)),
+    "averaging": (dict, type(None)),
     "figures": [str],
 }
 

@@ -1,0 +1,195 @@
+"""Clusters of members, from map points or from a dissimilarity, and how well they match metadata.
+
+Pure numpy/scikit-learn; no Lightning. Every method of the comparison (DYNAMO's map and the
+similarity baselines) is clustered the same way, agglomerative with average linkage on its
+dissimilarity, so differences in the scores come from the dissimilarities, not the clusterer.
+
+A dissimilarity may hold NaN where a method is undefined (``weights`` across architectures):
+such entries are read as the largest finite dissimilarity, i.e. "as far apart as anything".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from numbers import Number
+from typing import Any
+
+import numpy as np
+from sklearn import metrics
+from sklearn.cluster import AgglomerativeClustering, KMeans
+from sklearn.manifold import MDS
+
+METHODS = ("agglomerative", "kmeans")
+"""Clustering methods :func:`cluster` knows (``kmeans`` only on points)."""
+
+
+def cluster(x: Any, n_clusters: int, method: str = "agglomerative", precomputed: bool = False,
+            random_state: int | None = 0) -> np.ndarray:
+    """Cluster members from their map points or from a dissimilarity between them.
+
+    Args:
+        x: points ``[N, d]`` (e.g. embeddings θ) or, with ``precomputed``, a symmetric
+            dissimilarity ``[N, N]`` (NaN read as the largest finite entry). Arrays or tensors.
+        n_clusters: number of clusters, in ``[1, N]``.
+        method: ``"agglomerative"`` (average linkage; on points, of their Euclidean distances,
+            so points and their distance matrix give the same labels) or ``"kmeans"``
+            (points only; ``n_init=10``).
+        precomputed: ``x`` is a dissimilarity matrix.
+        random_state: seed for k-means.
+
+    Returns:
+        ``int`` labels ``[N]`` in ``[0, n_clusters)``.
+
+    Raises:
+        ValueError: unknown method, k-means on a dissimilarity, a bad shape or ``n_clusters``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown clustering method {method!r} (known: {', '.join(METHODS)})")
+    data = dissimilarity_matrix(x) if precomputed else _points(x)
+    n = data.shape[0]
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, int | np.integer) \
+            or not 1 <= n_clusters <= n:
+        raise ValueError(f"n_clusters must be an int in [1, {n}] for {n} members, "
+                         f"got {n_clusters!r}")
+    if n_clusters == 1 or n == 1:
+        return np.zeros(n, dtype=int)
+    if method == "kmeans":
+        if precomputed:
+            raise ValueError("kmeans needs points, not a dissimilarity; use "
+                             "method='agglomerative' with precomputed=True")
+        model = KMeans(n_clusters=int(n_clusters), n_init=10, random_state=random_state)
+        return model.fit_predict(data).astype(int)
+    model = AgglomerativeClustering(n_clusters=int(n_clusters), linkage="average",
+                                    metric="precomputed" if precomputed else "euclidean")
+    return model.fit_predict(data).astype(int)
+
+
+def cluster_scores(labels: Sequence[Any], truth: Sequence[Any],
+                   dissimilarity: Any = None) -> dict[str, Any]:
+    """How well clusters match known labels (ARI, NMI), and how compact they are (silhouette).
+
+    Args:
+        labels: cluster labels ``[N]``.
+        truth: either labels ``[N]``, or one metadata dict per member: then every key whose
+            values are hashable scalars (str, numbers, bool, None) with at least two distinct
+            values is scored (a missing key counts as the value None).
+        dissimilarity: optional ``[N, N]`` the clusters came from; adds the silhouette
+            (NaN unless there are 2 to N-1 clusters).
+
+    Returns:
+        ``{"ari", "nmi"}`` for labels, ``{key: {"ari", "nmi"}}`` for metadata; plus
+        ``"silhouette"`` at the top level when ``dissimilarity`` is given.
+
+    Raises:
+        ValueError: ``labels`` and ``truth`` differ in length.
+    """
+    labels = list(np.asarray(labels).tolist())
+    truth = list(truth)
+    if len(labels) != len(truth):
+        raise ValueError(f"labels ({len(labels)}) and truth ({len(truth)}) differ in length")
+    if truth and all(isinstance(t, Mapping) for t in truth):
+        out: dict[str, Any] = {key: _agreement(labels, [m.get(key) for m in truth])
+                               for key in scorable_keys(truth)}
+    else:
+        out = _agreement(labels, truth)
+    if dissimilarity is not None:
+        out["silhouette"] = silhouette(labels, dissimilarity)
+    return out
+
+
+def scorable_keys(metadata: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Metadata keys (first-seen order) with hashable scalar values and ≥ 2 distinct values."""
+    keys = list(dict.fromkeys(k for m in metadata for k in m))
+    out = []
+    for key in keys:
+        values = [m.get(key) for m in metadata]
+        if all(v is None or isinstance(v, str | Number) for v in values) \
+                and len({_category(v) for v in values}) >= 2:
+            out.append(key)
+    return out
+
+
+def silhouette(labels: Sequence[Any], dissimilarity: Any) -> float:
+    """Silhouette of ``labels`` on a precomputed dissimilarity (NaN for < 2 or N clusters)."""
+    d = dissimilarity_matrix(dissimilarity)
+    n_labels = len(set(np.asarray(labels).tolist()))
+    if not 2 <= n_labels <= d.shape[0] - 1:
+        return math.nan
+    return float(metrics.silhouette_score(d, labels, metric="precomputed"))
+
+
+def mds(dissimilarity: Any, n_components: int = 2, random_state: int | None = 0) -> np.ndarray:
+    """Points whose distances approximate a dissimilarity (metric MDS, classical-MDS start).
+
+    Args:
+        dissimilarity: ``[N, N]`` (NaN read as the largest finite entry).
+        n_components: output axes.
+        random_state: seed of the SMACOF iterations.
+
+    Returns:
+        ``float64`` ``[N, n_components]``.
+    """
+    d = dissimilarity_matrix(dissimilarity)
+    if d.shape[0] <= n_components or not d.any():
+        out = np.zeros((d.shape[0], n_components))  # too few points (or all equal) to place
+        if d.shape[0] == 2:
+            out[1, 0] = d[0, 1]
+        return out
+    model = MDS(n_components=n_components, metric="precomputed", init="classical_mds",
+                random_state=random_state)
+    return np.asarray(model.fit_transform(d), dtype=np.float64)
+
+
+def dissimilarity_matrix(x: Any) -> np.ndarray:
+    """``x`` as a symmetric, non-negative float64 ``[N, N]`` with zero diagonal; NaN entries
+    become the largest finite entry (0 when none is finite).
+
+    Raises:
+        ValueError: not square, not symmetric, negative or infinite entries.
+    """
+    d = _array(x)
+    if d.ndim != 2 or d.shape[0] != d.shape[1] or d.shape[0] == 0:
+        raise ValueError(f"a dissimilarity must be a non-empty square [N, N] matrix, got shape "
+                         f"{tuple(d.shape)}")
+    finite = d[np.isfinite(d)]
+    if np.isinf(d).any() or (finite < 0).any():
+        raise ValueError("a dissimilarity must be finite (NaN allowed) and non-negative")
+    d = np.where(np.isnan(d), finite.max() if finite.size else 0.0, d)
+    if not np.allclose(d, d.T, rtol=1e-6, atol=1e-9):
+        raise ValueError("a dissimilarity must be symmetric")
+    d = (d + d.T) / 2
+    np.fill_diagonal(d, 0.0)
+    return d
+
+
+def _agreement(labels: list[Any], truth: list[Any]) -> dict[str, float]:
+    codes = _encode(truth)
+    return {"ari": float(metrics.adjusted_rand_score(codes, labels)),
+            "nmi": float(metrics.normalized_mutual_info_score(codes, labels))}
+
+
+def _encode(values: list[Any]) -> list[int]:
+    """Integer codes per distinct value (mixed types and None allowed; all NaNs are one)."""
+    codes: dict[Hashable, int] = {}
+    return [codes.setdefault(_category(v), len(codes)) for v in values]
+
+
+def _category(value: Any) -> Hashable:
+    if isinstance(value, float) and math.isnan(value):
+        return ("nan",)
+    return value if isinstance(value, Hashable) else repr(value)
+
+
+def _points(x: Any) -> np.ndarray:
+    points = _array(x)
+    if points.ndim != 2 or points.shape[0] == 0 or not np.isfinite(points).all():
+        raise ValueError(f"points must be a finite, non-empty [N, d] array, got shape "
+                         f"{tuple(points.shape)}")
+    return points
+
+
+def _array(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch.Tensor, without importing torch here
+        x = x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=np.float64)

@@ -1,0 +1,167 @@
+"""``dynamo place``: new networks placed on the map of a DYNAMO checkpoint.
+
+    dynamo place --ckpt_path <run>/checkpoints/last.ckpt --population <dir of new members>
+
+Fits θ for every member of ``--population`` (the meta-model frozen) on fresh trials of the
+module's task, and writes into ``--out`` (default ``<run>/placement``): ``placement.json``
+(θ's, nearest members, nearest group centre, the settings), ``placement.png`` (the map
+with the new members as stars) and ``placement.md`` (the table that is also printed).
+The placing itself is :func:`dynamo_lightning.analysis.placement.place`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+
+
+class PlacementInputError(ValueError):
+    """A checkpoint, population or output directory ``dynamo place`` cannot use."""
+
+
+def place_main(argv: Sequence[str] = ()) -> int:
+    """``dynamo place ...``; returns the exit status (2 for unusable inputs)."""
+    args = _parser().parse_args(list(argv))
+    try:
+        out = run_placement(args.ckpt, args.population, args.out, trials=args.trials,
+                            steps=args.steps, seed=args.seed, key=args.key,
+                            use_hidden=not args.no_hidden, neighbours=args.neighbours,
+                            progress=not args.no_progress)
+    except PlacementInputError as err:
+        print(f"dynamo place: error: {err}", file=sys.stderr)
+        return 2
+    print((out / "placement.md").read_text(encoding="utf-8"))
+    print(f"Placement written to {out} (placement.json, placement.png, placement.md)")
+    return 0
+
+
+def run_placement(ckpt: str | Path, population: str | Path, out: str | Path | None = None,
+                  **settings: Any) -> Path:
+    """Load ``ckpt`` and the new ``population``, place it, write the three files to ``out``.
+
+    Args:
+        ckpt: a ``DynamoModule`` checkpoint.
+        population: the directory of the members to place.
+        out: output directory; None: ``placement/`` in the checkpoint's run directory.
+        **settings: :func:`~dynamo_lightning.analysis.placement.place` keywords.
+
+    Returns:
+        ``out`` as a ``Path``.
+
+    Raises:
+        PlacementInputError: a missing or unreadable checkpoint, a directory that is not a
+            population, members the module cannot take, a bad setting or an unwritable
+            ``out`` — all found before any fitting.
+    """
+    from dynamo_lightning.analysis.placement import check_placeable, place, placement_figure
+    from dynamo_lightning.population import Population
+
+    ckpt = Path(ckpt)
+    module = load_module(ckpt)
+    try:
+        pop = Population.load(Path(population).expanduser())
+        check_placeable(module, pop, settings.get("key", "task"))
+    except ValueError as err:
+        raise PlacementInputError(str(err)) from None
+    for name in ("trials", "steps", "neighbours"):
+        if name in settings and (not isinstance(settings[name], int) or settings[name] < 1):
+            raise PlacementInputError(f"--{name} must be a positive integer, got "
+                                      f"{settings[name]!r}")
+    out = writable_dir(default_out(ckpt) if out is None else Path(out).expanduser())
+    placement = place(module, pop, **settings)
+    record = {"checkpoint": str(ckpt), "population": str(population),
+              "settings": {k: v for k, v in settings.items() if k != "progress"},
+              **placement.to_dict()}
+    (out / "placement.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+    fig = placement_figure(module.embeddings(), module.member_metadata, placement,
+                           key=placement.key)
+    try:
+        fig.savefig(out / "placement.png", dpi=120)
+    finally:
+        plt.close(fig)
+    (out / "placement.md").write_text(_markdown(placement, ckpt), encoding="utf-8")
+    return out
+
+
+def load_module(ckpt: Path) -> Any:
+    """The ``DynamoModule`` of ``ckpt``, on the CPU, in eval mode.
+
+    Raises:
+        PlacementInputError: no file there, or one that is not a DynamoModule checkpoint.
+    """
+    from dynamo_lightning.cli import _quiet_known_warnings
+    from dynamo_lightning.module import DynamoModule
+
+    if not ckpt.is_file():
+        raise PlacementInputError(f"checkpoint {ckpt} not found")
+    _quiet_known_warnings()
+    try:
+        return DynamoModule.load_from_checkpoint(ckpt, map_location="cpu").eval()
+    except (pickle.UnpicklingError, RuntimeError, KeyError, EOFError, TypeError,
+            ValueError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise PlacementInputError(f"{ckpt} is not a readable DynamoModule checkpoint "
+                                  f"({reason})") from None
+
+
+def default_out(ckpt: Path) -> Path:
+    """``<run>/placement``: the run is the checkpoint's parent's parent when the checkpoint
+    is in a ``checkpoints/`` folder, else its parent."""
+    run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    return run / "placement"
+
+
+def writable_dir(path: Path) -> Path:
+    """Create ``path`` if needed and prove a file can be written there (before fitting).
+
+    Raises:
+        PlacementInputError: ``path`` is a file, or cannot be created or written to.
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise PlacementInputError(f"--out {path}: cannot write there "
+                                  f"({err.strerror or err})") from None
+    return path
+
+
+def _markdown(placement: Any, ckpt: Path) -> str:
+    score = placement.fraction_correct
+    summary = ("" if score is None else
+               f" Nearest centre is the member's own {placement.key}: {100 * score:.0f}%.")
+    return (f"# Placement on {ckpt}\n\n{len(placement.ids)} member(s) placed; distances in "
+            f"θ-space (map diameter {placement.diameter:.3g}).{summary}\n\n"
+            f"{placement.to_markdown()}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dynamo place", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt_path", "--ckpt", dest="ckpt", required=True,
+                        help="DynamoModule checkpoint (last.ckpt)")
+    parser.add_argument("--population", required=True,
+                        help="directory of the members to place (a saved population)")
+    parser.add_argument("--out", default=None,
+                        help="output directory (default: <run>/placement)")
+    parser.add_argument("--trials", type=int, default=256,
+                        help="trials of the module's task each member is run on")
+    parser.add_argument("--steps", type=int, default=300, help="Adam steps of each θ fit")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the trials")
+    parser.add_argument("--key", default="task",
+                        help="metadata key whose groups' centres are compared")
+    parser.add_argument("--neighbours", type=int, default=3,
+                        help="nearest fitted members reported per new member")
+    parser.add_argument("--no-hidden", action="store_true",
+                        help="fit θ to the outputs only, not the hidden states")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser

@@ -1,0 +1,95 @@
+"""Clustering of points and dissimilarities, scores against metadata, MDS."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn import metrics
+
+from dynamo_lightning.analysis.clustering import cluster, cluster_scores, mds, scorable_keys
+
+TRUTH = np.repeat([0, 1, 2], 5)
+
+
+@pytest.fixture
+def points() -> np.ndarray:
+    """Three tight, far-apart clusters of 5 points in 3-d, in shuffled-looking order."""
+    rng = np.random.default_rng(0)
+    centres = np.array([[0, 0, 0], [10, 0, 0], [0, 10, 0]], dtype=float)
+    return centres[TRUTH] + 0.1 * rng.standard_normal((15, 3))
+
+
+def block_dissimilarity() -> np.ndarray:
+    """0.1 within a block, 1 between blocks, zero diagonal."""
+    d = np.where(TRUTH[:, None] == TRUTH[None], 0.1, 1.0)
+    np.fill_diagonal(d, 0.0)
+    return d
+
+
+@pytest.mark.parametrize("method", ["agglomerative", "kmeans"])
+def test_recovers_planted_clusters_on_points(points, method):
+    labels = cluster(torch.as_tensor(points), 3, method=method)
+    assert labels.dtype.kind == "i" and labels.shape == (15,)
+    assert metrics.adjusted_rand_score(TRUTH, labels) == 1.0
+
+
+def test_recovers_planted_blocks_of_a_dissimilarity():
+    labels = cluster(block_dissimilarity(), 3, precomputed=True)
+    assert metrics.adjusted_rand_score(TRUTH, labels) == 1.0
+
+
+def test_nan_entries_read_as_the_largest_dissimilarity():
+    d = block_dissimilarity()
+    d[np.ix_(TRUTH == 1, TRUTH == 2)] = np.nan  # as "weights" across architectures
+    d[np.ix_(TRUTH == 2, TRUTH == 1)] = np.nan
+    labels = cluster(d, 3, precomputed=True)
+    assert metrics.adjusted_rand_score(TRUTH, labels) == 1.0
+    assert np.isfinite(cluster_scores(labels, TRUTH, d)["silhouette"])
+
+
+def test_rejects_bad_calls(points):
+    with pytest.raises(ValueError, match="kmeans needs points"):
+        cluster(block_dissimilarity(), 3, method="kmeans", precomputed=True)
+    with pytest.raises(ValueError, match="unknown clustering method 'ward'"):
+        cluster(points, 3, method="ward")
+    with pytest.raises(ValueError, match=r"n_clusters must be an int in \[1, 15\]"):
+        cluster(points, 16)
+    with pytest.raises(ValueError, match="symmetric"):
+        cluster(np.triu(block_dissimilarity()), 3, precomputed=True)
+
+
+def test_scores_agree_with_sklearn_on_a_hand_case():
+    labels = [0, 0, 1, 1, 1, 2]
+    truth = ["a", "a", "a", "b", "b", "b"]
+    d = np.abs(np.arange(6.0)[:, None] - np.arange(6.0)[None])
+    scores = cluster_scores(labels, truth, dissimilarity=d)
+    assert scores["ari"] == pytest.approx(metrics.adjusted_rand_score(truth, labels))
+    assert scores["nmi"] == pytest.approx(metrics.normalized_mutual_info_score(truth, labels))
+    assert scores["silhouette"] == pytest.approx(
+        metrics.silhouette_score(d, labels, metric="precomputed"))
+    assert set(cluster_scores(labels, truth)) == {"ari", "nmi"}
+
+
+def test_scores_every_scalar_metadata_key_with_two_values():
+    metadata = [{"task": t, "architecture": a, "seed": s, "n": 3, "config": {"x": 1}}
+                for t, a, s in zip("aabb", ["gru", "lstm"] * 2, [0, 1, 2, 3], strict=True)]
+    assert scorable_keys(metadata) == ["task", "architecture", "seed"]
+    scores = cluster_scores([0, 0, 1, 1], metadata, dissimilarity=np.ones((4, 4)) - np.eye(4))
+    assert scores["task"] == {"ari": 1.0, "nmi": 1.0}
+    assert scores["architecture"]["ari"] < 0.5
+    assert set(scores) == {"task", "architecture", "seed", "silhouette"}
+
+
+def test_silhouette_is_nan_for_a_single_cluster():
+    assert np.isnan(cluster_scores([0, 0, 0], [1, 2, 3], np.ones((3, 3)) - np.eye(3))
+                    ["silhouette"])
+
+
+def test_mds_preserves_euclidean_distances(points):
+    d = np.linalg.norm(points[:, None] - points[None], axis=-1)
+    xy = mds(d[:6, :6], n_components=3)
+    assert xy.shape == (6, 3)
+    got = np.linalg.norm(xy[:, None] - xy[None], axis=-1)
+    np.testing.assert_allclose(got, d[:6, :6], atol=1e-3 * d.max())
+    assert mds(np.zeros((4, 4))).shape == (4, 2)
