@@ -32,6 +32,7 @@ bench: install
 	$(BIN)/python benchmarks/fixed_points.py
 	test -d runs/population/flipflop/population || $(BIN)/dynamo population fit --config configs/population/flipflop.yaml
 	$(BIN)/python benchmarks/dynamo_fit.py --tag cpu
+	$(BIN)/python benchmarks/similarity.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
