@@ -61,7 +61,8 @@ def run_placement(ckpt: str | Path, population: str | Path, out: str | Path | No
             population, members the module cannot take, a bad setting or an unwritable
             ``out`` — all found before any fitting.
     """
-    from dynamo_lightning.analysis.placement import check_placeable, place, placement_figure
+    from dynamo_lightning.analysis.placement import check_placeable, place
+    from dynamo_lightning.analysis.placement_figure import placement_figure
     from dynamo_lightning.population import Population
 
     ckpt = Path(ckpt)

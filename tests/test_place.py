@@ -14,12 +14,8 @@ import pytest
 import torch
 
 from dynamo_lightning.analysis import placement
-from dynamo_lightning.analysis.placement import (
-    group_centres,
-    locate,
-    place,
-    placement_figure,
-)
+from dynamo_lightning.analysis.placement import group_centres, locate, place
+from dynamo_lightning.analysis.placement_figure import placement_figure
 from dynamo_lightning.analysis.theta_evaluation import draw_trials
 from dynamo_lightning.cli import main
 from dynamo_lightning.population import Population, architectures

@@ -22,7 +22,8 @@ from dynamo_lightning.analysis.interpolation import (
     interpolate_path,
 )
 from dynamo_lightning.analysis.map_figure import map_figure
-from dynamo_lightning.analysis.placement import Placement, place, placement_figure
+from dynamo_lightning.analysis.placement import Placement, place
+from dynamo_lightning.analysis.placement_figure import placement_figure
 from dynamo_lightning.analysis.plots import fixed_point_figure, grid_figure, interpolation_figure
 from dynamo_lightning.analysis.projection import project
 from dynamo_lightning.analysis.reparameterize import (
