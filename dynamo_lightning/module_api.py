@@ -13,7 +13,12 @@ from torch import Tensor
 
 from dynamo_lightning.data.input_source import MixtureTask, task_from_spec
 from dynamo_lightning.data.projection import fit_projections, project
-from dynamo_lightning.meta.embedding_fit import EmbeddingFit, fit_theta, least_squares_map
+from dynamo_lightning.meta.embedding_fit import (
+    EmbeddingFit,
+    fit_theta,
+    least_squares_map,
+    map_grid,
+)
 from dynamo_lightning.tasks.base import Task
 
 
@@ -61,7 +66,9 @@ class EmbeddingAPI:
                 ``MixtureTask.labels``, or its registered name when only one sub-task has it).
                 Default: the module's input task, which must then not be a mixture (a mixture
                 trial's loss depends on which sub-task drew it, which labels alone do not say).
-            steps, lr: Adam steps and learning rate.
+            steps, lr: Adam steps and learning rate. Adam starts from the best of the
+                members' θ's, the origin and (for maps of d ≤ 3 without ``hidden``) a grid
+                of 225 θ's over the map: the loss in θ has several basins.
             return_details: return an ``EmbeddingFit`` (θ, loss curve, alignment map).
 
         Returns:
@@ -95,7 +102,11 @@ class EmbeddingAPI:
             return loss
 
         table = self.theta.weight.detach()
-        candidates = torch.cat([table, table.new_zeros(1, table.shape[1])])  # members and origin
+        # Start from the members, the origin and, for a low-dimensional map without a new
+        # alignment to fit, a grid over the map: the loss in θ is far from convex (a sine's
+        # frequency, say), and the best start decides which basin the fit ends in.
+        candidates = torch.cat([table, table.new_zeros(1, table.shape[1]),
+                                *([map_grid(table)] if hidden is None else [])])
         was_training = self.meta.training
         self.meta.eval()
         self.meta.requires_grad_(False)

@@ -47,17 +47,27 @@ from dynamo_lightning.analysis.few_shot import few_shot_curve, few_shot_figure  
 from dynamo_lightning.demo import fit_run_settings  # noqa: E402
 from dynamo_lightning.population import Population  # noqa: E402
 
-RESULTS = REPO / "experiments" / "results" / "few_shot.json"
-POPULATION_CONFIG = REPO / "configs" / "population" / "integrator_family.yaml"
-DYNAMO_CONFIG = REPO / "configs" / "dynamo" / "integrator_family.yaml"
-HELD_OUT = {"n_channels": 3, "leak": 0.1}
+RESULTS = REPO / "experiments" / "results"
+CONFIGS = REPO / "configs"
+#: Per task family: its held-out variant (a task spec no member was trained on) and the
+#: architecture and width of the network trained from scratch (the members').
+FAMILIES: dict[str, dict[str, Any]] = {
+    "integrator": {"held_out": {"name": "integrator", "config": {"n_channels": 3, "leak": 0.1}},
+                   "scratch": ("gru", 32)},
+    "sine": {"held_out": {"name": "sine", "config": {"n_frequencies": 8, "min_freq": 0.02,
+                                                     "max_freq": 0.09}},
+             "scratch": ("gru", 64)},
+}
 ACCEPTANCE_MAX_N = 16
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="runs/experiments/few_shot",
-                        help="where the population and the fit go")
+    parser.add_argument("--family", choices=sorted(FAMILIES), default="sine",
+                        help="configs/{population,dynamo}/<family>_family.yaml")
+    parser.add_argument("--out", default=None,
+                        help="where the population and the fit go (default "
+                             "runs/experiments/few_shot_<family>)")
     parser.add_argument("--epochs", type=int, default=30, help="DYNAMO epochs (default 30)")
     parser.add_argument("--population-steps", type=int, default=None,
                         help="override the population config's max_steps (default: keep it)")
@@ -70,19 +80,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--theta-steps", type=int, default=300, help="Adam steps of the θ fit")
     parser.add_argument("--scratch-steps", type=int, default=500,
                         help="full-batch Adam steps of the from-scratch GRU")
-    parser.add_argument("--results", default=str(RESULTS), help="results JSON path")
+    parser.add_argument("--results", default=None,
+                        help="results JSON path (default experiments/results/few_shot_<family>"
+                             ".json)")
     return parser.parse_args(argv)
 
 
 def configs(out: Path, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     """The population and DYNAMO configs with this run's directories, steps and epochs."""
-    population = yaml.safe_load(POPULATION_CONFIG.read_text())
+    name = f"{args.family}_family.yaml"
+    population = yaml.safe_load((CONFIGS / "population" / name).read_text())
     if args.population_steps is not None:
         population["trainer"]["max_steps"] = args.population_steps
     population["trainer"].update({"default_root_dir": str(out), "enable_progress_bar": False})
     population["trainer"]["logger"]["init_args"]["save_dir"] = str(out)
     population["population"]["path"] = str(out / "population")
-    dynamo = yaml.safe_load(DYNAMO_CONFIG.read_text())
+    dynamo = yaml.safe_load((CONFIGS / "dynamo" / name).read_text())
     dynamo["data"]["population"] = str(out / "population")
     dynamo["trainer"].update({"max_epochs": args.epochs, "enable_progress_bar": False,
                               **fit_run_settings(out / "fit", max(1, args.epochs))})
@@ -149,7 +162,8 @@ def acceptance(curve: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    out = Path(args.out)
+    family = FAMILIES[args.family]
+    out = Path(args.out or f"runs/experiments/few_shot_{args.family}")
     population_config, dynamo_config = configs(out, args)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
@@ -158,16 +172,17 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     model = fit(dynamo_config, out / "fit" / "checkpoints" / "last.ckpt", args.reuse_fit)
     seconds["fit"] = round(time.perf_counter() - started, 1)
-    held_out = tasks.get("integrator", **HELD_OUT)
+    held_out = tasks.get(family["held_out"]["name"], **family["held_out"]["config"])
     members = members_on(population, held_out, args.test_trials)
     started = time.perf_counter()
-    curve = few_shot_curve(model, held_out, "gru", 32, ns=args.ns, test_trials=args.test_trials,
-                           seeds=args.seeds, theta_steps=args.theta_steps,
-                           scratch_steps=args.scratch_steps)
+    architecture, width = family["scratch"]
+    curve = few_shot_curve(model, held_out, architecture, width, ns=args.ns,
+                           test_trials=args.test_trials, seeds=args.seeds,
+                           theta_steps=args.theta_steps, scratch_steps=args.scratch_steps)
     seconds["few_shot_curve"] = round(time.perf_counter() - started, 1)
     averaging = averaging_table(model, population, key="task_label", trials=args.test_trials)
     print_curve(curve, members)
-    print("\nmodel averaging per leak (members' mean / centroid / weight average):")
+    print("\nmodel averaging per variant (members' mean / centroid / weight average):")
     for row in averaging:
         naive = ", ".join(f"{k} {_fmt(v).strip()}" for k, v in row["weight_average"].items())
         print(f"  {row['group']:>8}: {_fmt(row['members_mean'])} / {_fmt(row['centroid'])} / "
@@ -175,15 +190,15 @@ def main(argv: list[str] | None = None) -> int:
     check = acceptance(curve)
     print(f"\nθ-only beats scratch at every n ≤ {ACCEPTANCE_MAX_N}: "
           f"{'PASS' if check['passed'] else 'FAIL'} {check['theta_minus_scratch']}")
-    results = Path(args.results)
+    results = Path(args.results or RESULTS / f"few_shot_{args.family}.json")
     results.parent.mkdir(parents=True, exist_ok=True)
     fig = few_shot_figure(curve)
     fig.savefig(results.with_suffix(".png"), dpi=90)
     plt.close(fig)
-    settings = {**vars(args), "held_out": HELD_OUT, "population_config": population_config,
-                "dynamo_config": dynamo_config}
+    settings = {**vars(args), "held_out": family["held_out"],
+                "population_config": population_config, "dynamo_config": dynamo_config}
     results.write_text(json.dumps({
-        "name": "few_shot", "machine": machine_info(), "settings": settings,
+        "name": f"few_shot_{args.family}", "machine": machine_info(), "settings": settings,
         "input_task": model.task.name, "seconds": seconds, "members_on_held_out": members,
         "curve": curve, "averaging": averaging, "acceptance": check,
         "figure": results.with_suffix(".png").name}, indent=2))

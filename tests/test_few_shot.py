@@ -141,3 +141,28 @@ def test_few_shot_curve_structure_and_figure(tiny_fit: dict) -> None:
 def test_few_shot_curve_refuses_a_mixture(mixture_module: DynamoModule) -> None:
     with pytest.raises(ValueError, match="not a mixture"):
         few_shot_curve(mixture_module, mixture_module.task, "gru", 4, ns=(2,))
+
+
+def test_map_grid_spans_the_map_with_a_margin() -> None:
+    from dynamo_lightning.meta.embedding_fit import map_grid
+
+    thetas = torch.tensor([[0.0, 0.0], [1.0, 2.0], [0.5, -1.0]])
+    grid = map_grid(thetas, points=25)
+    assert grid.shape == (25, 2)
+    assert torch.allclose(grid.min(0).values, torch.tensor([-0.1, -1.3]))
+    assert torch.allclose(grid.max(0).values, torch.tensor([1.1, 2.3]))
+    assert map_grid(torch.zeros(4, 5)).shape == (0, 5)  # no grid in 5 dimensions
+
+
+def test_theta_fit_starts_between_members_when_that_fits_best(tiny_fit: dict) -> None:
+    # Labels made by the meta-model at a θ between members: the grid start near it must win
+    # over every member's θ and the origin (init_index past the N + 1 member/origin rows).
+    m = tiny_fit["module"]
+    table = m.embeddings()
+    target = table.max(0).values + 0.05 * (table.max(0).values - table.min(0).values)
+    task = dl.tasks.get("flipflop", n_bits=3)
+    x, _ = task.sample(8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = m.meta_model_at(target)(x)[0]
+    fit = m.fit_embedding(x, outputs=y, steps=5, return_details=True)
+    assert fit.init_index > table.shape[0]

@@ -102,6 +102,26 @@ def least_squares_map(states: Tensor, targets: Tensor,
     return solution[:-1].T.contiguous(), solution[-1].contiguous()
 
 
+def map_grid(thetas: Tensor, max_dim: int = 3, points: int = 225, margin: float = 0.1
+             ) -> Tensor:
+    """A regular grid over the bounding box of ``thetas [N, d]``, widened by ``margin`` of
+    its size a side: ``points ** (1/d)`` (at least 2) points an axis, ``[G, d]``; empty
+    ``[0, d]`` when ``d > max_dim`` (a grid in many dimensions is too large to help).
+
+    Candidate starts for :func:`fit_theta`: between the members lie networks none of them is
+    (a held-out task variant), and a start near them keeps the fit out of the wrong basin.
+    """
+    d = thetas.shape[1]
+    if d > max_dim or thetas.shape[0] == 0:
+        return thetas.new_zeros(0, d)
+    per_axis = max(2, round(points ** (1.0 / d)))
+    low, high = thetas.min(0).values, thetas.max(0).values
+    pad = margin * (high - low).clamp_min(1e-3)
+    axes = [torch.linspace(float(lo - p), float(hi + p), per_axis, dtype=thetas.dtype,
+                           device=thetas.device) for lo, hi, p in zip(low, high, pad, strict=True)]
+    return torch.cartesian_prod(*axes).reshape(-1, d)
+
+
 def as_candidates(thetas: Sequence[Tensor] | Tensor) -> Tensor:
     """Stack candidate θ's into ``[C, d]``."""
     return thetas if isinstance(thetas, Tensor) else torch.stack(list(thetas))
