@@ -12,6 +12,7 @@ import torch
 import dynamo_lightning as dl
 from dynamo_lightning.analysis.few_shot import few_shot_curve, few_shot_figure
 from dynamo_lightning.data.input_source import build_input_source, task_spec_of
+from dynamo_lightning.meta.embedding_fit import map_grid
 from dynamo_lightning.module import DynamoModule
 from dynamo_lightning.population import Population, architectures
 
@@ -67,7 +68,8 @@ def test_mixture_module_fits_theta_to_the_named_tasks_labels(
     x, y = integrator.sample(8, generator=torch.Generator().manual_seed(0))
     fit = mixture_module.fit_embedding(x, targets=y, task=task, steps=20, return_details=True)
     assert fit.theta.shape == (2,)
-    start = torch.cat([mixture_module.embeddings(), torch.zeros(1, 2)])[fit.init_index]
+    table = mixture_module.embeddings()  # the candidate starts: members, origin, map grid
+    start = torch.cat([table, torch.zeros(1, 2), map_grid(table)])[fit.init_index]
     # θ moved to lower the integrator's own loss (what MixtureTask.loss could not score).
     assert integrator_loss(mixture_module, fit.theta, x, y) < integrator_loss(
         mixture_module, start, x, y)
@@ -144,8 +146,6 @@ def test_few_shot_curve_refuses_a_mixture(mixture_module: DynamoModule) -> None:
 
 
 def test_map_grid_spans_the_map_with_a_margin() -> None:
-    from dynamo_lightning.meta.embedding_fit import map_grid
-
     thetas = torch.tensor([[0.0, 0.0], [1.0, 2.0], [0.5, -1.0]])
     grid = map_grid(thetas, points=25)
     assert grid.shape == (25, 2)
