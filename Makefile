@@ -25,6 +25,7 @@ lint: install
 	$(BIN)/ruff check .
 
 test: install lint
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 bench: install

@@ -2,7 +2,7 @@
 
 Every script measures a fast form against its naive form side by side in one run and writes
 ``benchmarks/results/<name>.json`` = ``{"name", "machine": {...}, "rows": [{"case", "metric",
-"value", "unit"}, ...], "ratios": {"<label>": float}}`` (DESIGN.md §7), so a number is never
+"value", "unit"}, ...], "ratios": {"<label>": float}}``, so a number is never
 read without the machine it ran on.
 """
 

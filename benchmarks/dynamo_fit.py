@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT.parent))
 
 from common import machine_info  # noqa: E402
 
-from dynamo_lightning.cli import dynamo_main  # noqa: E402
-from dynamo_lightning.demo import DEMO_DYNAMO  # noqa: E402
+from dynamo_lightning.cli.demo import DEMO_DYNAMO  # noqa: E402
+from dynamo_lightning.cli.lightning_cli import dynamo_main  # noqa: E402
 
 
 def main() -> None:

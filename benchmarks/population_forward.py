@@ -1,4 +1,4 @@
-"""Stacked population forward vs per-member loops (DESIGN.md §7).
+"""Stacked population forward vs per-member loops.
 
 N GRU members (default: the issue's N=64, H=64, T=100, B=128, I=3) run three ways on the
 same inputs, each checked against the others before it is timed:

@@ -54,8 +54,8 @@ from common import finish, row  # noqa: E402
 from dynamo_lightning import tasks  # noqa: E402
 from dynamo_lightning.analysis.clustering import cluster  # noqa: E402
 from dynamo_lightning.analysis.similarity import similarity  # noqa: E402
-from dynamo_lightning.cli import dynamo_main  # noqa: E402
-from dynamo_lightning.demo import DEMO_DYNAMO  # noqa: E402
+from dynamo_lightning.cli.demo import DEMO_DYNAMO  # noqa: E402
+from dynamo_lightning.cli.lightning_cli import dynamo_main  # noqa: E402
 from dynamo_lightning.population import Population, architectures  # noqa: E402
 
 ARCHITECTURES = ("gru", "vanilla", "lstm", "ugrnn")

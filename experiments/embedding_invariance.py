@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))  # benchmarks/ is a plain folder, not an installed
 from benchmarks.common import machine_info  # noqa: E402
 from dynamo_lightning import analysis as da  # noqa: E402
 from dynamo_lightning.analysis.reparameterize import PERMUTABLE_GATES  # noqa: E402
-from dynamo_lightning.demo import DEMO_DYNAMO, fit_run_settings  # noqa: E402
+from dynamo_lightning.cli.demo import DEMO_DYNAMO, fit_run_settings  # noqa: E402
 from dynamo_lightning.population import Population  # noqa: E402
 
 RESULTS = REPO / "experiments" / "results" / "embedding_invariance.json"
@@ -94,7 +94,7 @@ def dynamo_config(population_dir: Path, fit_dir: Path, epochs: int) -> dict[str,
 
 def fit_and_test(config: dict[str, Any]) -> Any:
     """Fit DYNAMO through the CLI, then run the test split; returns the tested module."""
-    from dynamo_lightning.cli import dynamo_main
+    from dynamo_lightning.cli.lightning_cli import dynamo_main
 
     cli = dynamo_main({"fit": config})
     cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)

@@ -44,7 +44,7 @@ from benchmarks.common import machine_info  # noqa: E402
 from dynamo_lightning import tasks  # noqa: E402
 from dynamo_lightning.analysis.averaging import averaging_table  # noqa: E402
 from dynamo_lightning.analysis.few_shot import few_shot_curve, few_shot_figure  # noqa: E402
-from dynamo_lightning.demo import fit_run_settings  # noqa: E402
+from dynamo_lightning.cli.demo import fit_run_settings  # noqa: E402
 from dynamo_lightning.population import Population  # noqa: E402
 
 RESULTS = REPO / "experiments" / "results"
@@ -108,7 +108,7 @@ def train_population(config: dict[str, Any]) -> Path:
     if (path / "manifest.json").is_file():
         print(f"reusing the population at {path}")
         return path
-    from dynamo_lightning.cli import population_main
+    from dynamo_lightning.cli.lightning_cli import population_main
 
     population_main({"fit": copy.deepcopy(config)})
     return path
@@ -121,7 +121,7 @@ def fit(config: dict[str, Any], ckpt: Path, reuse: bool) -> Any:
 
         print(f"reusing the fit {ckpt}")
         return DynamoModule.load_from_checkpoint(ckpt, map_location="cpu").eval()
-    from dynamo_lightning.cli import dynamo_main
+    from dynamo_lightning.cli.lightning_cli import dynamo_main
 
     return dynamo_main({"fit": copy.deepcopy(config)}).model.cpu().eval()
 

@@ -48,7 +48,7 @@ sys.path.insert(0, str(REPO))  # benchmarks/ is a plain folder, not an installed
 
 from benchmarks.common import machine_info  # noqa: E402
 from dynamo_lightning import analysis as da  # noqa: E402
-from dynamo_lightning.demo import fit_run_settings  # noqa: E402
+from dynamo_lightning.cli.demo import fit_run_settings  # noqa: E402
 from dynamo_lightning.population import Population, to_torch  # noqa: E402
 
 RESULTS = REPO / "experiments" / "results" / "map_uses.json"
@@ -74,7 +74,7 @@ def train_population(path: Path, seeds: list[int]) -> Path:
     if (path / "manifest.json").is_file():
         print(f"reusing the population at {path}")
         return path
-    from dynamo_lightning.cli import population_main
+    from dynamo_lightning.cli.lightning_cli import population_main
 
     config = yaml.safe_load(POPULATION_CONFIG.read_text())
     root = path.parent
@@ -112,7 +112,7 @@ def fit(population: Path, fit_dir: Path, epochs: int, reuse: bool) -> Path:
     ckpt = fit_dir / "checkpoints" / "last.ckpt"
     if reuse and ckpt.is_file():
         return ckpt
-    from dynamo_lightning.cli import dynamo_main
+    from dynamo_lightning.cli.lightning_cli import dynamo_main
 
     config = yaml.safe_load(DYNAMO_CONFIG.read_text())
     config["data"]["population"] = str(population)
@@ -152,7 +152,7 @@ def few_shot_on_mixture(m: Any, n: int = 16, seed: int = 0) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from dynamo_lightning.analyze import run_analysis
+    from dynamo_lightning.cli.analyze import run_analysis
     from dynamo_lightning.module import DynamoModule
 
     out = Path(args.out)

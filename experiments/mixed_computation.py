@@ -49,7 +49,7 @@ from benchmarks.common import machine_info  # noqa: E402
 from dynamo_lightning import analysis as da  # noqa: E402
 from dynamo_lightning.analysis.fixed_points import KINDS  # noqa: E402
 from dynamo_lightning.analysis.report.members import member_fixed_points  # noqa: E402
-from dynamo_lightning.demo import fit_run_settings  # noqa: E402
+from dynamo_lightning.cli.demo import fit_run_settings  # noqa: E402
 from dynamo_lightning.population import Population  # noqa: E402
 
 RESULTS = REPO / "experiments" / "results" / "mixed_computation.json"
@@ -103,7 +103,7 @@ def train_population(out: Path, max_steps: int | None) -> Path:
     if (path / "manifest.json").is_file():
         print(f"reusing the population at {path}")
         return path
-    from dynamo_lightning.cli import population_main
+    from dynamo_lightning.cli.lightning_cli import population_main
 
     population_main({"fit": population_config(out, max_steps)})
     return path
@@ -115,7 +115,7 @@ def fit(config: dict[str, Any], ckpt: Path, reuse: bool) -> Any:
 
         print(f"reusing the fit {ckpt}")
         return DynamoModule.load_from_checkpoint(ckpt, map_location="cpu")
-    from dynamo_lightning.cli import dynamo_main
+    from dynamo_lightning.cli.lightning_cli import dynamo_main
 
     return dynamo_main({"fit": copy.deepcopy(config)}).model
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 import yaml
 
-from dynamo_lightning.cli import dynamo_main, main
+from dynamo_lightning.cli import main
+from dynamo_lightning.cli.lightning_cli import dynamo_main
 from dynamo_lightning.module import DynamoModule
 from dynamo_lightning.population import Population
 from dynamo_lightning.population.errors import PopulationFormatError

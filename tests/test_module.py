@@ -1,4 +1,4 @@
-"""DynamoModule: batched alignment, the loss of DESIGN §2, a tiny end-to-end fit, checkpoints,
+"""DynamoModule: batched alignment, the loss of docs/method.md, a tiny end-to-end fit, checkpoints,
 the meta-model at θ, fit_embedding, test-time task scores and config errors."""
 
 from __future__ import annotations

@@ -21,32 +21,10 @@ enters the gates (see ``conditionings/base.py`` for the interface)::
 
 from __future__ import annotations
 
-from dynamo_lightning.meta.conditionings.base import Conditioning, LoopConditioning
-from dynamo_lightning.registry import Registry
-
-REGISTRY: Registry[type[Conditioning]] = Registry("conditioning", "dynamo_lightning.conditionings")
-register = REGISTRY.register
-
-DEFAULT = "concat"
-"""The default conditioning: lets a fused (cuDNN) RNN run the whole sequence."""
-
-
-def names() -> list[str]:
-    """Names of all registered conditionings, built-ins first."""
-    return REGISTRY.names()
-
-
-def get(name: str) -> type[Conditioning]:
-    """The conditioning class registered as ``name``.
-
-    Raises:
-        UnknownNameError: unknown name; the message lists the known ones.
-    """
-    return REGISTRY.get(name)
-
-
 # Built-in conditionings register themselves on import.
-from dynamo_lightning.meta.conditionings import concat, film, lowrank  # noqa: E402
+from dynamo_lightning.meta.conditionings import concat, film, lowrank
+from dynamo_lightning.meta.conditionings.base import Conditioning, LoopConditioning
+from dynamo_lightning.meta.conditionings.registry import DEFAULT, REGISTRY, get, names, register
 
 __all__ = [
     "DEFAULT",

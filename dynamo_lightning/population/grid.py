@@ -1,8 +1,8 @@
 """The population grid: tasks × architectures × hidden sizes × seeds, grouped for stacking.
 
 Members that share a task, an architecture and a shape form one *group* and train as one
-stacked module (DESIGN §7). The grid is plain data so it can be built, inspected and tested
-without Lightning.
+stacked module (one batched call per group). The grid is plain data so it can be built,
+inspected and tested without Lightning.
 """
 
 from __future__ import annotations

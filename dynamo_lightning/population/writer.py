@@ -26,7 +26,7 @@ from dynamo_lightning.seeding import derive_seed
 
 
 class PopulationWriter(pl.Callback):
-    """Writes the trained population (DESIGN §6) when fit ends.
+    """Writes the trained population (manifest.json + weights/) when fit ends.
 
     Args:
         path: output directory; default ``<trainer.default_root_dir>/population``.

@@ -6,47 +6,16 @@ Third-party tasks register with the decorator or through the entry-point group
 
 from __future__ import annotations
 
-from typing import Any
-
-from dynamo_lightning.registry import Registry
-from dynamo_lightning.tasks.base import OutputKind, Split, Task
-
-REGISTRY: Registry[type[Task]] = Registry("task", "dynamo_lightning.tasks")
-register = REGISTRY.register
-
-
-def names() -> list[str]:
-    """Names of all registered tasks, built-ins first."""
-    return REGISTRY.names()
-
-
-def get_class(name: str) -> type[Task]:
-    """The task class registered as ``name``."""
-    return REGISTRY.get(name)
-
-
-def get(name: str, **config: Any) -> Task:
-    """A task instance: ``get("flipflop", n_bits=3)``.
-
-    Raises:
-        UnknownNameError: unknown name; the message lists the known ones.
-        ValueError: a config key the task does not take, or an invalid value.
-    """
-    cls = REGISTRY.get(name)
-    try:
-        return cls(**config)
-    except TypeError as err:
-        raise ValueError(f"bad config for task {name!r}: {err}") from None
-
-
 # Built-in tasks register themselves on import.
-from dynamo_lightning.tasks import (  # noqa: E402
+from dynamo_lightning.tasks import (
     context,
     digits,
     flipflop,
     integrator,
     sine,
 )
+from dynamo_lightning.tasks.base import OutputKind, Split, Task
+from dynamo_lightning.tasks.registry import REGISTRY, get, get_class, names, register
 
 __all__ = [
     "REGISTRY",

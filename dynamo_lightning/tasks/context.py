@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dynamo_lightning.tasks import register
 from dynamo_lightning.tasks.base import Split, Task, new_generator
 from dynamo_lightning.tasks.checks import (
     check_same_shape,
@@ -22,6 +21,7 @@ from dynamo_lightning.tasks.checks import (
     positive_int,
     sign_accuracy,
 )
+from dynamo_lightning.tasks.registry import register
 
 _LAYOUT = "[batch, time, 1]"
 

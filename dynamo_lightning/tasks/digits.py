@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dynamo_lightning.tasks import register
 from dynamo_lightning.tasks.base import Split, Task, new_generator
 from dynamo_lightning.tasks.checks import fraction, non_negative_int
+from dynamo_lightning.tasks.registry import register
 
 N_CLASSES = 10
 

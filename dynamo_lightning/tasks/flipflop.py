@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dynamo_lightning.tasks import register
 from dynamo_lightning.tasks.base import Split, Task, new_generator
 from dynamo_lightning.tasks.checks import check_same_shape, fraction, positive_int, sign_accuracy
+from dynamo_lightning.tasks.registry import register
 
 _LAYOUT = "[batch, time, n_bits]"
 

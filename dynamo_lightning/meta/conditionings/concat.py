@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dynamo_lightning.meta import cells
-from dynamo_lightning.meta.conditioning import register
 from dynamo_lightning.meta.conditionings.base import Conditioning
+from dynamo_lightning.meta.conditionings.registry import register
 
 _MODULES = {"gru": nn.GRU, "lstm": nn.LSTM, "vanilla": nn.RNN}
 

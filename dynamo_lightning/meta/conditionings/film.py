@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dynamo_lightning.meta.conditioning import register
 from dynamo_lightning.meta.conditionings.base import LoopConditioning, positive_float
+from dynamo_lightning.meta.conditionings.registry import register
 
 
 @register("film")

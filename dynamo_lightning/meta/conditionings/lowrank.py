@@ -20,12 +20,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dynamo_lightning.meta.conditioning import register
 from dynamo_lightning.meta.conditionings.base import (
     LoopConditioning,
     positive_float,
     positive_int,
 )
+from dynamo_lightning.meta.conditionings.registry import register
 
 
 @register("lowrank")

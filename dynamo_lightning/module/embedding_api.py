@@ -1,6 +1,6 @@
-"""The read-out half of ``DynamoModule``'s public API (DESIGN §4).
+"""The read-out half of ``DynamoModule``'s public API (documented in README).
 
-Kept apart from the training code so ``module.py`` stays about training: ``embeddings()``,
+Kept apart from the training code so ``dynamo_module.py`` stays about training: ``embeddings()``,
 ``member_ids``, ``member_metadata``, the input-source ``task`` and ``fit_embedding``.
 """
 

@@ -92,7 +92,7 @@ def run_demo(argv: Sequence[str] = ()) -> Path:
 
 def train_demo_population(out: Path, max_steps: int | None = None) -> Path:
     """Stage 1: train the default population into ``out/population``."""
-    from dynamo_lightning.cli import population_main
+    from dynamo_lightning.cli.lightning_cli import population_main
 
     config = copy.deepcopy(DEMO_POPULATION)
     config["trainer"]["default_root_dir"] = str(out / "population_run")
@@ -109,7 +109,7 @@ def train_demo_population(out: Path, max_steps: int | None = None) -> Path:
 def fit_demo_dynamo(out: Path, population_dir: Path, max_epochs: int | None = None,
                     ) -> dict[str, Any]:
     """Stage 2: fit DYNAMO into ``out/fit``, test it, write ``emulation.json``."""
-    from dynamo_lightning.cli import dynamo_main
+    from dynamo_lightning.cli.lightning_cli import dynamo_main
 
     fit_dir = out / "fit"
     config = copy.deepcopy(DEMO_DYNAMO)
@@ -127,7 +127,7 @@ def fit_demo_dynamo(out: Path, population_dir: Path, max_epochs: int | None = No
 def write_demo_report(out: Path, summary: dict[str, Any]) -> Path:
     """Stage 3: the analysis report of the fit's ``last.ckpt`` into ``out/report``, reusing
     stage 2's test scores (``summary["members"]``) instead of a second test pass."""
-    from dynamo_lightning.analyze import run_analysis
+    from dynamo_lightning.cli.analyze import run_analysis
 
     members = summary["members"]
     keys = [k for k in members[0] if k != "id"] if members else []

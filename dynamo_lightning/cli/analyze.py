@@ -161,10 +161,10 @@ def emulation_scores(module: Any, ckpt: Path, population: Path, progress: bool =
     """
     import lightning.pytorch as pl
 
-    from dynamo_lightning.cli import _quiet_known_warnings
+    from dynamo_lightning.cli.warnings import quiet_known_warnings
     from dynamo_lightning.data import TrajectoryDataModule
 
-    _quiet_known_warnings()
+    quiet_known_warnings()
     hparams = _datamodule_hparams(ckpt)
     accepted = inspect.signature(TrajectoryDataModule.__init__).parameters
     kwargs = {k: v for k, v in hparams.items() if k in accepted}

@@ -98,12 +98,12 @@ def load_module(ckpt: Path) -> Any:
     Raises:
         PlacementInputError: no file there, or one that is not a DynamoModule checkpoint.
     """
-    from dynamo_lightning.cli import _quiet_known_warnings
+    from dynamo_lightning.cli.warnings import quiet_known_warnings
     from dynamo_lightning.module import DynamoModule
 
     if not ckpt.is_file():
         raise PlacementInputError(f"checkpoint {ckpt} not found")
-    _quiet_known_warnings()
+    quiet_known_warnings()
     try:
         return DynamoModule.load_from_checkpoint(ckpt, map_location="cpu").eval()
     except (pickle.UnpicklingError, RuntimeError, KeyError, EOFError, TypeError,

@@ -1,6 +1,6 @@
 """``DynamoModule``: the meta-model, the θ table and the per-member alignment maps.
 
-Loss (DESIGN §2), averaged over the members in the batch, their inputs and time steps::
+Loss (docs/method.md), averaged over the members in the batch, their inputs and time steps::
 
     L = mean_n [ ||A_n h̃_t(θ_n) − P_n h^n_t||² + λ_out · ℓ_out(ỹ_t(θ_n), y^n_t) ] + λ_θ ||θ_n||²
 
@@ -24,9 +24,9 @@ from torch import Tensor, nn
 
 from dynamo_lightning.meta.embedded import EmbeddedNetwork
 from dynamo_lightning.meta.rnn import MetaRNN
-from dynamo_lightning.metrics import PerMemberAgreement, PerMemberR2
-from dynamo_lightning.module_api import EmbeddingAPI
-from dynamo_lightning.task_scores import TaskScores
+from dynamo_lightning.module.embedding_api import EmbeddingAPI
+from dynamo_lightning.module.metrics import PerMemberAgreement, PerMemberR2
+from dynamo_lightning.module.task_scores import TaskScores
 
 
 @dataclass
