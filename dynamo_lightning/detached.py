@@ -5,7 +5,7 @@ need gradients with respect to their *inputs* (Jacobians, fixed-point searches) 
 never write into the network's ``.grad``. :class:`DetachedCall` runs ``module.<method>``
 through ``torch.func.functional_call`` with detached views (shared storage, no copy) of the
 parameters that require grad. When none does, or grad is off, it calls the module
-directly: there is nothing to cut off, and the swap costs ~0.1–0.3 ms a call.
+directly: there is nothing to cut off, and the swap has a cost per call.
 """
 
 from __future__ import annotations

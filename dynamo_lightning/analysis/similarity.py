@@ -66,9 +66,10 @@ def similarity(pop: Population, inputs: Tensor, method: str = "cka",
             capped at ``n_delays`` × the smallest width so that every DMD matrix has the
             same size), ``score_method``
             (``"wasserstein"``, the default: Wasserstein distance between DMD eigenvalues,
-            about 0.01 s a pair; or ``"angular"``: the paper's metric, an optimisation over
-            orthogonal similarity transforms, seconds a pair at the package default of 1,500
-            iterations), ``iterations`` (for ``angular``, default 1500), ``n_components``
+            cheap; or ``"angular"``: the paper's metric, an optimisation over orthogonal
+            similarity transforms per pair, far slower at the package default of 1,500
+            iterations; benchmarks/README.md has the times), ``iterations`` (for
+            ``angular``, default 1500), ``n_components``
             (each member's states are first projected on their own top principal components,
             default 10, as DSA is usually applied to neural data; this bounds the delay
             matrix at ``n_delays × n_components`` columns whatever the width, which makes

@@ -57,8 +57,8 @@ DEMO_DYNAMO: dict[str, Any] = {
 
 
 DEMO_REPORT: dict[str, Any] = {
-    # dynamo analyze's defaults, spelled out: about 40 s for the 16 members on a 2-core
-    # machine (the searches run on one intra-op thread; see ReportOptions.threads).
+    # dynamo analyze's defaults, spelled out (the searches run on one intra-op thread; see
+    # ReportOptions.threads; docs/report.md gives measured times).
     "trials": 256, "inits_per_member": 128, "max_iters": 3000, "steps": 11,
 }
 

@@ -62,8 +62,8 @@ __all__ = ["SCORE_KEYS", "ReportData", "ReportOptions", "build_report", "compute
 
 @dataclass
 class ReportOptions:
-    """How much the report computes. The defaults took 37 s of searches for the 16 demo
-    members with a 64-unit meta-model on a 2-core CPU (``report.json``'s ``meta.timings``).
+    """How much the report computes (``report.json``'s ``meta.timings`` says what each
+    stage took; docs/report.md gives measured times).
 
     Args:
         trials: test trials scored at every θ along an interpolation.
@@ -89,9 +89,7 @@ class ReportOptions:
         averaging: compute the model-averaging section (centroid networks per computation).
         threads: torch intra-op threads while computing (restored after); None leaves
             torch's setting. The searches are thousands of small ops, and an extra thread
-            waiting for a busy core stalls each: on the 2-core demo machine with one core
-            kept busy, 2 threads took 101.6 s against 33.2 s with 1 (quiet: 22.9 s vs
-            32.3 s, docs/report.md).
+            waiting for a busy core stalls each of them (measured in docs/report.md).
     """
 
     trials: int = 256
