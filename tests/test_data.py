@@ -19,7 +19,7 @@ from dynamo_lightning.data import (
     TrajectoryDataModule,
     build_input_source,
     fit_projections,
-    project,
+    project_states,
 )
 from dynamo_lightning.data.cache import cache_key, read_cache, write_cache
 from dynamo_lightning.data.projection import ProjectionFitter
@@ -65,7 +65,7 @@ def cached(pop_dir: Path) -> TrajectoryDataModule:
 def test_projection_matches_sklearn_pca() -> None:
     hidden, k = correlated(3, 20, 10, 6, seed=0), 3
     proj = fit_projections(hidden, k)
-    z = project(proj, hidden)
+    z = project_states(proj, hidden)
     assert z.shape == (3, 20, 10, k)
     for n in range(3):
         states = hidden[n].reshape(-1, 6).double().numpy()
@@ -86,14 +86,14 @@ def test_small_states_get_zero_components_and_list_input_works() -> None:
     proj = fit_projections([small, big], 3)
     assert proj.state_sizes.tolist() == [2, 6] and proj.basis.shape == (2, 6, 3)
     assert proj.basis[0, 2:].abs().max() == 0 and proj.basis[0, :, 2].abs().max() == 0
-    z = project(proj, [small, big])
+    z = project_states(proj, [small, big])
     assert z[0, ..., 2].abs().max() == 0
     for n in range(2):
         assert z[n].reshape(-1, 3).var(0, unbiased=False).sum().item() == pytest.approx(1, 1e-5)
     assert proj.explained_variance[0].item() == pytest.approx(1.0)
     assert proj.explained_variance[1].item() < 1.0
     # A subset of members, in any order, maps like the full call.
-    sub = project(proj, [big, small], members=torch.tensor([1, 0]))
+    sub = project_states(proj, [big, small], members=torch.tensor([1, 0]))
     torch.testing.assert_close(sub, z.flip(0))
 
 
@@ -197,7 +197,7 @@ def test_cached_targets_are_the_projected_trajectories(cached: TrajectoryDataMod
     torch.testing.assert_close(batch["inputs"], train_x[batch["trial"]])
     for row, n in enumerate(batch["member"].tolist()):
         traj = pop[n].module(batch["inputs"][row])
-        target = project(cached.projections, traj[1].unsqueeze(0), members=[n])[0]
+        target = project_states(cached.projections, traj[1].unsqueeze(0), members=[n])[0]
         torch.testing.assert_close(batch["hidden"][row], target, atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(batch["outputs"][row], traj[0], atol=1e-5, rtol=1e-4)
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 import dynamo_lightning as dl
 from dynamo_lightning.cli import main
-from dynamo_lightning.data import TrajectoryDataModule, fit_projections, project
+from dynamo_lightning.data import TrajectoryDataModule, fit_projections, project_states
 from dynamo_lightning.meta import EmbeddedNetwork
 from dynamo_lightning.module import DynamoModule
 
@@ -372,7 +372,7 @@ def test_fit_embedding_from_hidden_states_fits_a_new_alignment_map(
     assert len(fit.losses) == 15
     # The returned θ and map reproduce the member's projected states (unit total variance,
     # so predicting their mean would cost 1 per state).
-    projected = project(fit_projections(hidden.unsqueeze(0), K), hidden.unsqueeze(0))[0]
+    projected = project_states(fit_projections(hidden.unsqueeze(0), K), hidden.unsqueeze(0))[0]
     with torch.no_grad():
         states = module.meta_model_at(fit.theta)(x)[1]
     aligned = states @ fit.extra["align_weight"].T + fit.extra["align_bias"]

@@ -1,12 +1,13 @@
 """Trajectory data: per-member projections, the input source, the cache and the datamodule.
 
-``TrajectoryDataModule`` is the Lightning entry point; ``fit_projections``/``project`` are the
-pure-torch maths behind its targets (usable without Lightning).
+``TrajectoryDataModule`` is the Lightning entry point; ``fit_projections`` and
+``project_states`` are the pure-torch maths behind its targets (usable without Lightning).
+(``analysis.project`` is another thing: it projects embeddings θ onto a 2-D map.)
 """
 
 from dynamo_lightning.data.datamodule import TrajectoryDataModule
 from dynamo_lightning.data.input_source import MixtureTask, build_input_source
-from dynamo_lightning.data.projection import MemberProjections, fit_projections, project
+from dynamo_lightning.data.projection import MemberProjections, fit_projections, project_states
 
 __all__ = [
     "MemberProjections",
@@ -14,5 +15,5 @@ __all__ = [
     "TrajectoryDataModule",
     "build_input_source",
     "fit_projections",
-    "project",
+    "project_states",
 ]

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
-from dynamo_lightning.data.projection import MemberProjections, project
+from dynamo_lightning.data.projection import MemberProjections, project_states
 from dynamo_lightning.population import Population
 from dynamo_lightning.seeding import derive_seed
 
@@ -185,4 +185,4 @@ def run_members(population: Population, projections: MemberProjections, members:
         out, hid = stack(x)
         for j, r in pairs:
             hidden[r], outputs[r] = hid[j], out[j]
-    return project(projections, hidden, members).float(), torch.stack(outputs).float()
+    return project_states(projections, hidden, members).float(), torch.stack(outputs).float()

@@ -37,7 +37,7 @@ from dynamo_lightning.data.batches import (
 )
 from dynamo_lightning.data.cache import cache_key, read_cache, write_cache
 from dynamo_lightning.data.input_source import MixtureTask, build_input_source, task_spec_of
-from dynamo_lightning.data.projection import MemberProjections, ProjectionFitter, project
+from dynamo_lightning.data.projection import MemberProjections, ProjectionFitter, project_states
 from dynamo_lightning.population import Population
 from dynamo_lightning.seeding import derive_seed
 
@@ -206,7 +206,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
         arrays = {f"projection_{k}": v.numpy() for k, v in projections.to_state_dict().items()}
         for split, drawn in draws.items():
             arrays.update({f"{split}_{k}": v for k, v in drawn.items()})
-            runs = [(project(projections, h).float().cpu(), o.float().cpu())
+            runs = [(project_states(projections, h).float().cpu(), o.float().cpu())
                     for h, o in self._run(drawn["inputs"], device)]
             arrays[f"{split}_hidden"] = torch.cat([h for h, _ in runs], dim=1).numpy()
             arrays[f"{split}_outputs"] = torch.cat([o for _, o in runs], dim=1).numpy()

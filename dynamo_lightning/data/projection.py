@@ -143,7 +143,7 @@ def fit_projections(hidden: Hidden, k: int) -> MemberProjections:
         k: number of components (the common target dimension).
 
     Returns:
-        ``MemberProjections``; ``project`` with them gives total variance 1 per member on
+        ``MemberProjections``; ``project_states`` with them gives total variance 1 per member on
         these states.
     """
     states = _as_list(hidden)
@@ -152,7 +152,7 @@ def fit_projections(hidden: Hidden, k: int) -> MemberProjections:
     return fitter.fit(k)
 
 
-def project(projections: MemberProjections, hidden: Hidden,
+def project_states(projections: MemberProjections, hidden: Hidden,
             members: Tensor | Sequence[int] | None = None) -> Tensor:
     """Map member states to their k-dim targets in one batched einsum.
 

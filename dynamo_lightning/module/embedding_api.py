@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from dynamo_lightning.data.input_source import MixtureTask, task_from_spec
-from dynamo_lightning.data.projection import fit_projections, project
+from dynamo_lightning.data.projection import fit_projections, project_states
 from dynamo_lightning.meta.embedding_fit import (
     EmbeddingFit,
     fit_theta,
@@ -157,7 +157,7 @@ class EmbeddingAPI:
                              f" got {tuple(hidden.shape)}")
         states = hidden.unsqueeze(0).float().cpu()
         projection = fit_projections(states, self.hparams.num_components)
-        return project(projection, states)[0].to(inputs.device)
+        return project_states(projection, states)[0].to(inputs.device)
 
     def _check_inputs(self, inputs: Tensor) -> Tensor:
         size = self.hparams.input_size
