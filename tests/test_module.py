@@ -431,3 +431,26 @@ def test_fit_theta_returns_the_best_parameters_seen() -> None:
     fit = fit_theta(loss_fn, torch.zeros(1, 2), steps=15, lr=5.0)  # lr far too large
     assert fit.losses[-1] > min(fit.losses)  # Adam overshoots ...
     assert loss_fn(fit.theta, {}).item() <= min(fit.losses) + 1e-6  # ... the result does not
+
+
+def test_task_scores_are_a_metric_that_gathers_trials_by_concatenation() -> None:
+    from torchmetrics.utilities import dim_zero_cat
+
+    from dynamo_lightning import tasks
+    from dynamo_lightning.module.task_scores import TaskScores
+
+    task = tasks.get("flipflop", n_bits=3)
+    _, y = task.sample(12, generator=torch.Generator().manual_seed(0))
+    meta_out = y + 0.3 * torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
+    scores = TaskScores()
+    assert not scores.seen and set(scores._reductions.values()) == {dim_zero_cat}
+    # two batches, members 2 and 0 first, then member 2 again: [M, S, T, O]
+    scores.update(torch.tensor([2, 0]), meta_out[:8].reshape(2, 4, *y.shape[1:]),
+                  y[:8].reshape(2, 4, *y.shape[1:]), y[:8].reshape(2, 4, *y.shape[1:]), None)
+    scores.update(torch.tensor([2]), meta_out[8:].reshape(1, 4, *y.shape[1:]),
+                  y[8:].reshape(1, 4, *y.shape[1:]), y[8:].reshape(1, 4, *y.shape[1:]), None)
+    meta, own = scores.scores(task, num_members=3)
+    member_two = torch.cat([torch.arange(0, 4), torch.arange(8, 12)])
+    assert meta[2] == pytest.approx(task.metric(meta_out[member_two], y[member_two]))
+    assert meta[0] == pytest.approx(task.metric(meta_out[4:8], y[4:8]))
+    assert own[0] == own[2] == 1.0 and math.isnan(meta[1]) and math.isnan(own[1])

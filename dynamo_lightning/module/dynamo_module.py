@@ -226,9 +226,9 @@ class DynamoModule(EmbeddingAPI, pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_member_metrics("test")
         task = self.task
-        if task is None or not self._task_scores:
+        if task is None or not self._task_scores.seen:
             return
-        meta, own = self._task_scores.compute(task, self.hparams.num_members)
+        meta, own = self._task_scores.scores(task, self.hparams.num_members)
         self._task_scores.reset()
         self.member_scores["task_metric_meta"] = meta
         self.member_scores["task_metric_member"] = own

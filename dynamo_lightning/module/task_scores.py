@@ -4,49 +4,68 @@ Collected during ``dynamo test``: the test pass visits every (member, trial) pai
 per member we keep the meta-model's outputs, the member's outputs and the task targets, and
 score both with the task's metric at the end. This is the check that the meta-model at θ_n
 *is* a working network, not only a good regression of hidden states.
+
+A task metric (bit accuracy, R²) is not a sum over trials, so the states are the trials
+themselves: list states that DDP gathers with ``cat``, so every process's trials are scored
+together, once, whatever the number of devices.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import math
 
 import torch
 from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 
 from dynamo_lightning.data.input_source import MixtureTask
 from dynamo_lightning.tasks.base import Task
 
 
-class TaskScores:
-    """Accumulates test outputs per member; ``compute`` scores them with ``task.metric``."""
+class TaskScores(Metric):
+    """Accumulates test trials per member; :meth:`scores` rates them with ``task.metric``."""
+
+    full_state_update = False
 
     def __init__(self) -> None:
-        self._parts: dict[int, list[tuple[Tensor, Tensor, Tensor, Tensor]]] = defaultdict(list)
+        super().__init__()
+        for name in ("member", "meta", "own", "targets", "task_ids"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
 
     def update(self, member: Tensor, meta_outputs: Tensor, member_outputs: Tensor,
                targets: Tensor, task_id: Tensor | None) -> None:
-        """Per-member slices of a member-major batch (``[M, S, ...]``), kept on the CPU."""
-        ids = task_id if task_id is not None else torch.zeros(targets.shape[:2], dtype=torch.long)
-        for row, index in enumerate(member.tolist()):
-            self._parts[index].append((meta_outputs[row].detach().float().cpu(),
-                                       member_outputs[row].detach().float().cpu(),
-                                       targets[row].detach().cpu(), ids[row].detach().cpu()))
+        """A member-major batch: ``member [M]``, outputs ``[M, S, ...]``, targets
+        ``[M, S, ...]`` and the mixture's ``task_id [M, S]`` (None for a single task)."""
+        rows, samples = targets.shape[:2]
+        ids = task_id if task_id is not None else torch.zeros(
+            rows, samples, dtype=torch.long, device=targets.device)
+        self.member.append(member.detach().repeat_interleave(samples))
+        self.meta.append(meta_outputs.detach().float().flatten(0, 1))
+        self.own.append(member_outputs.detach().float().flatten(0, 1))
+        self.targets.append(targets.detach().flatten(0, 1))
+        self.task_ids.append(ids.detach().flatten(0, 1))
 
-    def compute(self, task: Task, num_members: int) -> tuple[list[float], list[float]]:
+    def compute(self) -> dict[str, Tensor]:
+        """Every trial seen (by every process), concatenated: ``member [P]`` and the rest."""
+        return {name: dim_zero_cat(getattr(self, name))
+                for name in ("member", "meta", "own", "targets", "task_ids")}
+
+    @property
+    def seen(self) -> bool:
+        """Whether any trial was recorded since the last reset (on this process)."""
+        return len(self.member) > 0
+
+    def scores(self, task: Task, num_members: int) -> tuple[list[float], list[float]]:
         """``(meta_scores, member_scores)``, one float per member (NaN if never seen)."""
-        meta_scores, member_scores = [float("nan")] * num_members, [float("nan")] * num_members
-        for index, parts in self._parts.items():
-            meta, own, targets, ids = (torch.cat(p) for p in zip(*parts, strict=True))
-            meta_scores[index] = _metric(task, meta, targets, ids)
-            member_scores[index] = _metric(task, own, targets, ids)
+        trials = {k: v.cpu() for k, v in self.compute().items()}
+        meta_scores, member_scores = [math.nan] * num_members, [math.nan] * num_members
+        for index in trials["member"].unique().tolist():
+            rows = trials["member"] == index
+            targets, ids = trials["targets"][rows], trials["task_ids"][rows]
+            meta_scores[index] = _metric(task, trials["meta"][rows], targets, ids)
+            member_scores[index] = _metric(task, trials["own"][rows], targets, ids)
         return meta_scores, member_scores
-
-    def __len__(self) -> int:
-        """Number of members seen since the last reset."""
-        return len(self._parts)
-
-    def reset(self) -> None:
-        self._parts.clear()
 
 
 def _metric(task: Task, outputs: Tensor, targets: Tensor, task_ids: Tensor) -> float:
