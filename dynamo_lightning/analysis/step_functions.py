@@ -8,12 +8,12 @@ that the meta-model at many θ's runs as one batch (row ``r`` at ``θ[r // n_per
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
 
 from dynamo_lightning.detached import DetachedCall
+from dynamo_lightning.modes import frozen
 
 
 def sample_inits(trajectories: Tensor, n: int, noise: float = 0.0,
@@ -32,18 +32,10 @@ def sample_inits(trajectories: Tensor, n: int, noise: float = 0.0,
     return picked + noise * std * eps.to(picked.device)
 
 
-@contextlib.contextmanager
-def frozen_parameters(module: nn.Module) -> Iterator[None]:
-    """Temporarily set ``requires_grad=False`` on ``module``'s parameters (restored after),
-    so a search builds no graph through them and never touches their ``.grad``."""
-    trainable = [p for p in module.parameters() if p.requires_grad]
-    for p in trainable:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in trainable:
-            p.requires_grad_(True)
+def frozen_parameters(module: nn.Module) -> contextlib.AbstractContextManager:
+    """``requires_grad=False`` on ``module``'s parameters for a block (each restored as it
+    was), so a search builds no graph through them and never touches their ``.grad``."""
+    return frozen(module, eval_mode=False)
 
 
 class ModuleStep:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +22,7 @@ from dynamo_lightning.analysis.fixed_points import (
     meta_step_fn,
     sample_inits,
 )
+from dynamo_lightning.modes import frozen
 
 ELEMENT_BUDGET = 2**26
 """Most ``θ's × trials × time × (state + output)`` elements per meta-model call."""
@@ -96,15 +96,9 @@ def positive_int(name: str, value: Any, minimum: int = 1) -> int:
     return value
 
 
-@contextlib.contextmanager
-def evaluating(module: nn.Module) -> Iterator[None]:
-    """Eval mode for the block, the module's previous mode restored after."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
+def evaluating(module: nn.Module) -> contextlib.AbstractContextManager:
+    """Eval mode for the block, every submodule's previous mode restored after."""
+    return frozen(module, no_grad=False)
 
 
 def draw_trials(task: Any, trials: int, generator: torch.Generator

@@ -12,6 +12,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
+from dynamo_lightning.modes import frozen
+
 if TYPE_CHECKING:
     import lightning.pytorch as pl
 
@@ -77,13 +79,9 @@ class _Analysis(ResumableDrawing):
     def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, final: bool) -> None:
         if self._last_step == trainer.global_step:  # already analysed at this step
             return
-        was_training = pl_module.training
-        pl_module.eval()
-        try:  # validation hooks run under inference mode; the finder needs autograd
-            with torch.inference_mode(False), torch.no_grad():
-                done = self._analyse(trainer, pl_module)
-        finally:
-            pl_module.train(was_training)
+        # validation hooks run under inference mode; the finder needs autograd
+        with frozen(pl_module, no_grad=False), torch.inference_mode(False), torch.no_grad():
+            done = self._analyse(trainer, pl_module)
         if done:
             self._last_step = trainer.global_step
             self._num_drawn += 1

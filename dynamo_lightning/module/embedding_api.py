@@ -19,6 +19,7 @@ from dynamo_lightning.meta.embedding_fit import (
     least_squares_map,
     map_grid,
 )
+from dynamo_lightning.modes import frozen
 from dynamo_lightning.tasks.base import Task
 
 
@@ -107,16 +108,10 @@ class EmbeddingAPI:
         # frequency, say), and the best start decides which basin the fit ends in.
         candidates = torch.cat([table, table.new_zeros(1, table.shape[1]),
                                 *([map_grid(table)] if hidden is None else [])])
-        was_training = self.meta.training
-        self.meta.eval()
-        self.meta.requires_grad_(False)
-        try:
+        with frozen(self.meta):  # parameters frozen before stay frozen after
             extra = self._initial_alignment(inputs, candidates, projected)
             result = fit_theta(loss_fn, candidates if extra is None else extra[0],
                                extra=None if extra is None else extra[1], steps=steps, lr=lr)
-        finally:
-            self.meta.requires_grad_(True)
-            self.meta.train(was_training)
         return result if return_details else result.theta
 
     def _labels_task(self, task: Task | dict[str, Any] | str | None) -> Task:

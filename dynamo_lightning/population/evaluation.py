@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dynamo_lightning.modes import frozen
 from dynamo_lightning.population.architectures import Architecture
 from dynamo_lightning.tasks.base import Split, Task
 
@@ -32,19 +33,17 @@ def evaluate_stack(stack: Architecture, task: Task, trials: int, generator: torc
     All members see the same trials; trials are drawn in chunks of ``batch_size``. Returns
     one float per member, in stack order.
     """
-    was_training = stack.training
-    stack.eval()
     device = next(stack.parameters()).device
     outputs_all, targets_all = [], []
     remaining = trials
-    while remaining > 0:
-        n = min(batch_size, remaining)
-        x, y = task.sample(n, generator=generator, split=split)
-        outputs, _ = stack(x.to(device))
-        outputs_all.append(outputs.float().cpu())
-        targets_all.append(y)
-        remaining -= n
-    stack.train(was_training)
+    with frozen(stack, no_grad=False):
+        while remaining > 0:
+            n = min(batch_size, remaining)
+            x, y = task.sample(n, generator=generator, split=split)
+            outputs, _ = stack(x.to(device))
+            outputs_all.append(outputs.float().cpu())
+            targets_all.append(y)
+            remaining -= n
     outputs = torch.cat(outputs_all, dim=1)
     targets = torch.cat(targets_all, dim=0)
     return [float(task.metric(out, targets)) for out in outputs]
