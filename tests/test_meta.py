@@ -10,8 +10,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from dynamo_lightning.meta import EmbeddedNetwork, LoopConditioning, MetaRNN, conditioning
+from dynamo_lightning.meta import EmbeddedNetwork, LoopConditioning, MetaRNN
 from dynamo_lightning.meta import cells as meta_cells
+from dynamo_lightning.meta import conditionings as conditioning
 from dynamo_lightning.registry import UnknownNameError
 
 CELLS = ["gru", "lstm", "vanilla"]

@@ -1,12 +1,18 @@
 """Meta-models: one network emulating a whole population, the member chosen by θ.
 
 Plain PyTorch (no Lightning). ``MetaRNN`` is the recurrent meta-model; how θ enters its
-recurrence is a plugin from ``conditioning`` (``names()``, ``get(name)``, ``register``);
+recurrence is a plugin from ``conditionings`` (``names()``, ``get(name)``, ``register``);
 ``EmbeddedNetwork`` is the meta-model frozen at one θ, callable like a population member.
 """
 
-from dynamo_lightning.meta import conditioning
-from dynamo_lightning.meta.conditioning import Conditioning, LoopConditioning, get, names, register
+from dynamo_lightning.meta import conditionings
+from dynamo_lightning.meta.conditionings import (
+    Conditioning,
+    LoopConditioning,
+    get,
+    names,
+    register,
+)
 from dynamo_lightning.meta.embedded import EmbeddedNetwork
 from dynamo_lightning.meta.rnn import MetaRNN
 
@@ -15,7 +21,7 @@ __all__ = [
     "EmbeddedNetwork",
     "LoopConditioning",
     "MetaRNN",
-    "conditioning",
+    "conditionings",
     "get",
     "names",
     "register",

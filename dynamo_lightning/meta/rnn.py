@@ -1,7 +1,7 @@
 """``MetaRNN``: one recurrent network that emulates every member, chosen by θ.
 
 ``h̃_t = F̃(h̃_{t−1}, x_t; θ)``, ``ỹ_t = G̃(h̃_t; θ)``, ``h̃_0 = H̃₀(θ)``. The cell type is the
-meta-model's; how θ enters ``F̃`` is a conditioning plugin (``meta.conditioning``); θ always
+meta-model's; how θ enters ``F̃`` is a conditioning plugin (``meta.conditionings``); θ always
 enters the initial state and the readout, whatever the conditioning.
 """
 
@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from dynamo_lightning.meta import cells
-from dynamo_lightning.meta import conditioning as plugins
+from dynamo_lightning.meta import conditionings as plugins
 from dynamo_lightning.meta.conditionings.base import positive_int
 
 

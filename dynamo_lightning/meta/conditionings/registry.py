@@ -1,7 +1,7 @@
 """The conditioning registry (entry-point group ``dynamo_lightning.conditionings``).
 
 A leaf module: the built-in conditionings import ``register`` from here, and
-``dynamo_lightning.meta.conditioning`` re-exports it after importing them (no import cycle).
+``dynamo_lightning.meta.conditionings`` re-exports it after importing them (no import cycle).
 """
 
 from __future__ import annotations
