@@ -37,7 +37,7 @@ from common import finish, row, time_call, time_calls
 
 import dynamo_lightning as dl
 from dynamo_lightning.analysis.fixed_points import (
-    FixedPoints,
+    FixedPointSet,
     find_fixed_points,
     frozen_parameters,
     meta_step_fn,
@@ -80,13 +80,13 @@ class Problem:
         self.inits = torch.cat([sample_inits(r, self.n, 0.1, g) for r in self.references])
         self.x = torch.zeros(meta.input_size, device=device)
 
-    def batched(self, cuda_graphs: bool = True) -> FixedPoints:
+    def batched(self, cuda_graphs: bool = True) -> FixedPointSet:
         step = meta_step_fn(self.meta, self.thetas, self.n)
         return find_fixed_points(step, self.x, self.inits, self.args.tol,
                                  max_iters=self.args.max_iters, reference=self.references,
                                  cuda_graphs=cuda_graphs)
 
-    def loop(self) -> list[FixedPoints]:
+    def loop(self) -> list[FixedPointSet]:
         return [find_fixed_points(meta_step_fn(self.meta, self.thetas[i : i + 1], self.n),
                                   self.x, self.inits[i * self.n : (i + 1) * self.n],
                                   self.args.tol, max_iters=self.args.max_iters,

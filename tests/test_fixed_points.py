@@ -11,7 +11,7 @@ from torch import Tensor
 
 import dynamo_lightning as dl
 from dynamo_lightning.analysis.fixed_points import (
-    FixedPoints,
+    FixedPointSet,
     find_fixed_points,
     member_step_fn,
     meta_step_fn,
@@ -92,7 +92,7 @@ def test_groups_keep_their_points_apart() -> None:
     assert fps.group.tolist() == sorted(fps.group.tolist())
     assert [fps.count(group=g) for g in (0, 1)] == [3, 1]
     first, second = fps.split()
-    assert isinstance(first, FixedPoints) and first.num_groups == 2
+    assert isinstance(first, FixedPointSet) and first.num_groups == 2
     assert sorted(first.kind) == ["stable", "stable", "unstable"] and second.kind == ["stable"]
     assert second.points.abs().item() < 1e-4 and second.group.tolist() == [1]
     assert fps.summary()["groups"][1]["stable"] == 1

@@ -5,7 +5,7 @@ from dynamo_lightning.analysis.baselines import compare_methods, comparison_figu
 from dynamo_lightning.analysis.clustering import cluster, cluster_scores, mds
 from dynamo_lightning.analysis.few_shot import few_shot_curve, few_shot_figure
 from dynamo_lightning.analysis.fixed_points import (
-    FixedPoints,
+    FixedPointSet,
     find_fixed_points,
     member_step_fn,
     meta_step_fn,
@@ -13,7 +13,7 @@ from dynamo_lightning.analysis.fixed_points import (
 )
 from dynamo_lightning.analysis.interpolation import (
     GridResult,
-    Interpolation,
+    InterpolationResult,
     bifurcation_alphas,
     fixed_points_at,
     interpolate,
@@ -36,9 +36,9 @@ from dynamo_lightning.analysis.report import build_report, write_report
 from dynamo_lightning.analysis.similarity import similarity
 
 __all__ = [
-    "FixedPoints",
+    "FixedPointSet",
     "GridResult",
-    "Interpolation",
+    "InterpolationResult",
     "Placement",
     "average",
     "averaging_table",

@@ -68,7 +68,7 @@ _RESIDUAL_SLACK = 10.0  # pre-Newton slack: ‖F(h) − h‖ / (1 − ρ) for a 
 
 
 @dataclass
-class FixedPoints:
+class FixedPointSet:
     """Unique fixed (and optionally slow) points found by :func:`find_fixed_points`.
 
     Attributes:
@@ -106,7 +106,7 @@ class FixedPoints:
             raise ValueError(f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
         return int(self._mask(kind, group).sum())
 
-    def select(self, mask: Tensor | Sequence[bool]) -> FixedPoints:
+    def select(self, mask: Tensor | Sequence[bool]) -> FixedPointSet:
         """The points where ``mask [F]`` (bool, or indices) holds."""
         index = torch.as_tensor(mask, device=self.points.device).reshape(-1)
         if index.dtype == torch.bool:
@@ -118,16 +118,16 @@ class FixedPoints:
             if isinstance(value, Tensor):
                 values[name] = value[index]
         values["kind"] = [self.kind[i] for i in index.tolist()]
-        return FixedPoints(**values)
+        return FixedPointSet(**values)
 
-    def cpu(self) -> FixedPoints:
+    def cpu(self) -> FixedPointSet:
         """The same points with every tensor on the CPU (for figures, JSON, comparisons)."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return FixedPoints(**{k: v.cpu() if isinstance(v, Tensor) else v
+        return FixedPointSet(**{k: v.cpu() if isinstance(v, Tensor) else v
                               for k, v in values.items()})
 
-    def split(self) -> list[FixedPoints]:
-        """One :class:`FixedPoints` per group, ordered 0..G-1 (empty ones included)."""
+    def split(self) -> list[FixedPointSet]:
+        """One :class:`FixedPointSet` per group, ordered 0..G-1 (empty ones included)."""
         return [self.select(self.group == g) for g in range(self.num_groups)]
 
     def summary(self) -> dict:
@@ -162,7 +162,7 @@ def find_fixed_points(
     max_distance: float | None = 2.0,
     jacobian_fn: StepFn | None = None,
     cuda_graphs: bool = True,
-) -> FixedPoints:
+) -> FixedPointSet:
     """Find the unique fixed points of ``h ↦ step_fn(h, x_const)`` near the data.
 
     Args:
@@ -194,7 +194,7 @@ def find_fixed_points(
             syncs with the host, say) runs eagerly instead. No effect on the CPU.
 
     Returns:
-        :class:`FixedPoints`, sorted by group, then q.
+        :class:`FixedPointSet`, sorted by group, then q.
 
     Raises:
         ValueError: inconsistent shapes or out-of-range options (named in the message).
@@ -240,7 +240,7 @@ def find_fixed_points(
 
 
 def _collect(h: Tensor, q: Tensor, jac: Tensor, groups: Tensor, distance: Tensor,
-             tol: float, num_groups: int, iterations: int) -> FixedPoints:
+             tol: float, num_groups: int, iterations: int) -> FixedPointSet:
     """Eigenvalues (by decreasing |λ|, computed in float64) and kinds of the kept points.
 
     The eigenvalues are computed on the CPU whatever the device: CUDA's general eigensolver
@@ -254,7 +254,7 @@ def _collect(h: Tensor, q: Tensor, jac: Tensor, groups: Tensor, distance: Tensor
     kind = ["slow" if qi >= tol else "stable" if s else "unstable" if n == h.shape[1]
             else "saddle" for qi, s, n in zip(q.tolist(), is_stable.tolist(),
                                               n_unstable.tolist(), strict=True)]
-    return FixedPoints(points=h.detach(), q=q, eigvals=eig.to(_complex(h)), is_stable=is_stable,
+    return FixedPointSet(points=h.detach(), q=q, eigvals=eig.to(_complex(h)), is_stable=is_stable,
                        n_unstable=n_unstable, kind=kind, group=groups, distance_to_data=distance,
                        num_groups=num_groups, iterations=iterations)
 
@@ -298,5 +298,5 @@ from dynamo_lightning.analysis.step_functions import (  # noqa: E402
     sample_inits,
 )
 
-__all__ = ["KINDS", "FixedPoints", "ModuleStep", "find_fixed_points", "frozen_parameters",
+__all__ = ["KINDS", "FixedPointSet", "ModuleStep", "find_fixed_points", "frozen_parameters",
            "member_step_fn", "meta_step_fn", "sample_inits"]

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dynamo_lightning.analysis.fixed_points import KINDS, FixedPoints
+from dynamo_lightning.analysis.fixed_points import KINDS, FixedPointSet
 from dynamo_lightning.analysis.theta_evaluation import (
     ELEMENT_BUDGET,
     FREE_RUN_STEPS,
@@ -42,13 +42,13 @@ from dynamo_lightning.analysis.theta_evaluation import (
     positive_int,
 )
 
-__all__ = ["ELEMENT_BUDGET", "FREE_RUN_STEPS", "GridResult", "Interpolation",
+__all__ = ["ELEMENT_BUDGET", "FREE_RUN_STEPS", "GridResult", "InterpolationResult",
            "bifurcation_alphas", "fixed_points_at", "interpolate", "interpolate_grid",
            "interpolate_pairs", "interpolate_path", "member_index"]
 
 
 @dataclass
-class Interpolation:
+class InterpolationResult:
     """The meta-model along a path ``θ(α)``, α ∈ [0, 1].
 
     Attributes:
@@ -59,7 +59,7 @@ class Interpolation:
         counts: fixed points per kind (``"stable"``, ``"saddle"``, ``"unstable"``, ``"slow"``)
             at each θ, ``{kind: [S] long}`` (empty when fixed points were not computed).
         bifurcations: α's (midpoints between consecutive α's) where the counts by kind change.
-        fixed_points: the points at each θ (one :class:`FixedPoints` per α), or None.
+        fixed_points: the points at each θ (one :class:`FixedPointSet` per α), or None.
         endpoints: member ids at α = 0 and α = 1 for a segment between members, else None.
         task_metrics: for a task of several sub-tasks (a mixed population's mixture task),
             each sub-task's metric on its own trials, ``{"<task>:<metric>": [S]}``; empty
@@ -72,7 +72,7 @@ class Interpolation:
     metric_name: str
     counts: dict[str, Tensor]
     bifurcations: list[float]
-    fixed_points: list[FixedPoints] | None = None
+    fixed_points: list[FixedPointSet] | None = None
     endpoints: tuple[str, str] | None = None
     task_metrics: dict[str, Tensor] = field(default_factory=dict)
 
@@ -104,7 +104,7 @@ class GridResult:
         counts: ``{kind: [R, R] long}`` (empty when fixed points were not computed).
         metric_name: the task metric's name.
         task_metrics: a mixture task's sub-task metrics, ``{"<task>:<metric>": [R, R]}``
-            (empty for a single task; see :class:`Interpolation`).
+            (empty for a single task; see :class:`InterpolationResult`).
     """
 
     theta_grid: Tensor
@@ -124,7 +124,7 @@ class GridResult:
 def interpolate(m: Any, i: int | str, j: int | str, steps: int = 11, *, trials: int = 256,
                 seed: int = 0, fixed_points: bool = True, inits_per_theta: int = 64,
                 x_const: Tensor | None = None, tol: float = 1e-8, max_iters: int = 2000,
-                init_noise: float = 0.1, slow_tol: float | None = None) -> Interpolation:
+                init_noise: float = 0.1, slow_tol: float | None = None) -> InterpolationResult:
     """The segment ``θ_i → θ_j``: ``θ(α) = (1 − α) θ_i + α θ_j`` at ``steps`` even α's.
 
     Args:
@@ -142,7 +142,7 @@ def interpolate(m: Any, i: int | str, j: int | str, steps: int = 11, *, trials: 
             line attractor of an integrator; None keeps fixed points only.
 
     Returns:
-        :class:`Interpolation` with ``endpoints = (id_i, id_j)``.
+        :class:`InterpolationResult` with ``endpoints = (id_i, id_j)``.
 
     Raises:
         ValueError: an unknown member, or an option out of range (named).
@@ -159,7 +159,7 @@ def interpolate(m: Any, i: int | str, j: int | str, steps: int = 11, *, trials: 
 
 
 def interpolate_pairs(m: Any, pairs: Sequence[tuple[int | str, int | str]], steps: int = 11,
-                      **options: Any) -> list[Interpolation]:
+                      **options: Any) -> list[InterpolationResult]:
     """:func:`interpolate` for several member pairs, all their θ's in one batched evaluation.
 
     ``options`` are :func:`interpolate`'s keywords.
@@ -179,7 +179,8 @@ def interpolate_pairs(m: Any, pairs: Sequence[tuple[int | str, int | str]], step
 
 
 def interpolate_path(m: Any, thetas: Tensor, *, alphas: Tensor | None = None,
-                     endpoints: tuple[str, str] | None = None, **options: Any) -> Interpolation:
+                     endpoints: tuple[str, str] | None = None, **options: Any
+                     ) -> InterpolationResult:
     """Any path ``thetas [S, d]`` (S ≥ 1), e.g. through several members or around a loop.
 
     Args:
@@ -232,7 +233,7 @@ def interpolate_grid(m: Any, resolution: int = 9, margin: float = 0.1,
                       task_metrics={k: v.reshape(shape) for k, v in flat.task_metrics.items()})
 
 
-def fixed_points_at(m: Any, thetas: Tensor, **options: Any) -> tuple[FixedPoints, Tensor]:
+def fixed_points_at(m: Any, thetas: Tensor, **options: Any) -> tuple[FixedPointSet, Tensor]:
     """Fixed points of the meta-model at ``thetas [G, d]`` in one search (group g = θ_g).
 
     Returns:
@@ -285,8 +286,8 @@ def member_index(m: Any, key: int | str) -> int:
 
 # ------------------------------------------------------------------------------ internals
 def _cut(whole: Evaluation, start: int, size: int, alphas: Tensor,
-         endpoints: tuple[str, str] | None) -> Interpolation:
-    """The Interpolation of θ's ``start : start + size`` of ``whole``."""
+         endpoints: tuple[str, str] | None) -> InterpolationResult:
+    """The InterpolationResult of θ's ``start : start + size`` of ``whole``."""
     window = slice(start, start + size)
     per_alpha, counts = None, {}
     if whole.fixed_points is not None:
@@ -298,7 +299,7 @@ def _cut(whole: Evaluation, start: int, size: int, alphas: Tensor,
         kind = torch.tensor([KINDS.index(k) for k in part.kind], dtype=torch.long)
         counts = {k: torch.bincount(part.group[kind == n], minlength=size)
                   for n, k in enumerate(KINDS)}
-    return Interpolation(alphas=alphas, thetas=whole.thetas[window],
+    return InterpolationResult(alphas=alphas, thetas=whole.thetas[window],
                          task_metric=whole.task_metric[window], metric_name=whole.metric_name,
                          counts=counts, bifurcations=bifurcation_alphas(alphas, counts),
                          fixed_points=per_alpha, endpoints=endpoints,

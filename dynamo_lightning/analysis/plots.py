@@ -18,13 +18,13 @@ import torch
 from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
-from dynamo_lightning.analysis.fixed_points import KINDS, FixedPoints
+from dynamo_lightning.analysis.fixed_points import KINDS, FixedPointSet
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from dynamo_lightning.analysis.interpolation import GridResult, Interpolation
+    from dynamo_lightning.analysis.interpolation import GridResult, InterpolationResult
 
 KIND_STYLE: dict[str, tuple[str, bool, str]] = {
     "stable": ("tab:blue", True, "o"),
@@ -47,7 +47,7 @@ def closed_on_error(fig: Figure) -> Iterator[Figure]:
         raise
 
 
-def fixed_point_figure(trajectories: Tensor | Sequence[Tensor], fps: FixedPoints,
+def fixed_point_figure(trajectories: Tensor | Sequence[Tensor], fps: FixedPointSet,
                        titles: Sequence[str] | None = None, *, dims: int = 2,
                        max_trajectories: int = 16) -> Figure:
     """Fixed points on the top principal components of the states, one panel per system.
@@ -89,7 +89,7 @@ def fixed_point_figure(trajectories: Tensor | Sequence[Tensor], fps: FixedPoints
     return fig
 
 
-def interpolation_figure(result: Interpolation) -> Figure:
+def interpolation_figure(result: InterpolationResult) -> Figure:
     """Task metric (top) and fixed-point counts per kind (bottom) against α, bifurcation α's
     as dashed vertical lines, the endpoint ids in the title."""
     fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(6.4, 5.6),
@@ -190,7 +190,7 @@ def _edges(centres: np.ndarray) -> tuple[float, float]:
     return float(centres[0] - half), float(centres[-1] + half)
 
 
-def _fixed_point_panel(ax: Axes, states: Tensor, points: FixedPoints, dims: int,
+def _fixed_point_panel(ax: Axes, states: Tensor, points: FixedPointSet, dims: int,
                        max_trajectories: int) -> None:
     mean, basis, explained = _pca(states.reshape(-1, states.shape[-1]), dims)
     for trajectory in states[:max_trajectories]:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from dynamo_lightning.analysis.fixed_points import (
-    FixedPoints,
+    FixedPointSet,
     find_fixed_points,
     meta_step_fn,
     sample_inits,
@@ -37,7 +37,7 @@ class Evaluation:
     thetas: Tensor  # [S, d]
     task_metric: Tensor  # [S]
     metric_name: str
-    fixed_points: FixedPoints | None  # all S groups
+    fixed_points: FixedPointSet | None  # all S groups
     states: Tensor  # [S, B, T, state]
     task_metrics: dict[str, Tensor] = field(default_factory=dict)  # mixture: {key: [S]}
 

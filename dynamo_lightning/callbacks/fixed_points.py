@@ -24,7 +24,7 @@ from dynamo_lightning.callbacks.figures import log_figure, log_table
 if TYPE_CHECKING:
     import lightning.pytorch as pl
 
-    from dynamo_lightning.analysis.fixed_points import FixedPoints as FixedPointSet
+    from dynamo_lightning.analysis.fixed_points import FixedPointSet
 
 
 class FixedPoints(_Analysis):

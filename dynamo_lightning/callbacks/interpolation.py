@@ -27,7 +27,7 @@ from dynamo_lightning.callbacks.figures import log_figure, log_table
 if TYPE_CHECKING:
     import lightning.pytorch as pl
 
-    from dynamo_lightning.analysis.interpolation import Interpolation as InterpolationResult
+    from dynamo_lightning.analysis.interpolation import InterpolationResult
 
 
 class Interpolation(_Analysis):

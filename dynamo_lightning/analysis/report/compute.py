@@ -23,10 +23,10 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from dynamo_lightning.analysis.fixed_points import FixedPoints
+from dynamo_lightning.analysis.fixed_points import FixedPointSet
 from dynamo_lightning.analysis.interpolation import (
     GridResult,
-    Interpolation,
+    InterpolationResult,
     fixed_points_at,
     interpolate_grid,
     interpolate_pairs,
@@ -146,10 +146,10 @@ class ReportData:
     report: dict[str, Any]
     xy: np.ndarray  # map coordinates [N, 2]
     member_states: dict[int, Tensor] = field(default_factory=dict)  # [B, T, H] per member
-    member_points: list[FixedPoints | None] = field(default_factory=list)
+    member_points: list[FixedPointSet | None] = field(default_factory=list)
     meta_states: Tensor | None = None  # [N, B, T, state]
-    meta_points: list[FixedPoints] = field(default_factory=list)
-    interpolations: list[Interpolation] = field(default_factory=list)
+    meta_points: list[FixedPointSet] = field(default_factory=list)
+    interpolations: list[InterpolationResult] = field(default_factory=list)
     grid: GridResult | None = None
 
 

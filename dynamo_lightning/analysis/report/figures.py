@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from dynamo_lightning.analysis.baselines import comparison_figure
-from dynamo_lightning.analysis.fixed_points import FixedPoints
+from dynamo_lightning.analysis.fixed_points import FixedPointSet
 from dynamo_lightning.analysis.map_figure import map_figure
 from dynamo_lightning.analysis.plots import (
     closed_on_error,
@@ -155,9 +155,9 @@ def figure_members(metadata: list[dict[str, Any]], count: int, usable: list[bool
     return order[:count]
 
 
-def side_by_side(states: list[Tensor], points: list[FixedPoints]
-                 ) -> tuple[list[Tensor], FixedPoints]:
-    """Systems of different state sizes as one :class:`FixedPoints` (group g = system g).
+def side_by_side(states: list[Tensor], points: list[FixedPointSet]
+                 ) -> tuple[list[Tensor], FixedPointSet]:
+    """Systems of different state sizes as one :class:`FixedPointSet` (group g = system g).
 
     States and points are zero-padded to the widest system: the padded units have zero
     variance, so each panel's PCA (fitted on its own states) is exactly the unpadded one.
@@ -167,7 +167,7 @@ def side_by_side(states: list[Tensor], points: list[FixedPoints]
     def pad(t: Tensor) -> Tensor:
         return torch.nn.functional.pad(t.detach().cpu(), (0, width - t.shape[-1]))
 
-    return [pad(s) for s in states], FixedPoints(
+    return [pad(s) for s in states], FixedPointSet(
         points=torch.cat([pad(p.points) for p in points]),
         q=torch.cat([p.q.cpu() for p in points]),
         eigvals=torch.cat([pad(p.eigvals.to(torch.complex128)) for p in points]),

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dynamo_lightning.analysis.fixed_points import FixedPoints, find_fixed_points, sample_inits
+from dynamo_lightning.analysis.fixed_points import FixedPointSet, find_fixed_points, sample_inits
 
 
 class StackStep:
@@ -55,7 +55,7 @@ def member_states(population: Any, x: Tensor) -> list[Tensor]:
 
 def member_fixed_points(population: Any, x: Tensor, x_const: Tensor, *, inits_per_member: int,
                         tol: float, max_iters: int, init_noise: float, seed: int
-                        ) -> tuple[list[FixedPoints | None], dict[int, Tensor]]:
+                        ) -> tuple[list[FixedPointSet | None], dict[int, Tensor]]:
     """Each recurrent member's fixed points under ``x_const``: one batched search per stack.
 
     Args:
@@ -66,12 +66,12 @@ def member_fixed_points(population: Any, x: Tensor, x_const: Tensor, *, inits_pe
         inits_per_member, tol, max_iters, init_noise, seed: the search's settings.
 
     Returns:
-        one :class:`FixedPoints` per member (None for feed-forward members) and the states
+        one :class:`FixedPointSet` per member (None for feed-forward members) and the states
         ``[B, T, H]`` of each member that has points.
     """
     states = member_states(population, x)
     generator = torch.Generator().manual_seed(int(seed) + 1)
-    found: list[FixedPoints | None] = [None] * len(population)
+    found: list[FixedPointSet | None] = [None] * len(population)
     for indices, stack in population.groups():
         if not getattr(stack, "recurrent", False):
             continue  # feed-forward members have no step map

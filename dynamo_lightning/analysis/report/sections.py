@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 import dynamo_lightning
-from dynamo_lightning.analysis.fixed_points import KINDS, FixedPoints
-from dynamo_lightning.analysis.interpolation import Interpolation
+from dynamo_lightning.analysis.fixed_points import KINDS, FixedPointSet
+from dynamo_lightning.analysis.interpolation import InterpolationResult
 from dynamo_lightning.analysis.map_figure import default_keys
 from dynamo_lightning.analysis.report.pairs import cluster_of
 from dynamo_lightning.analysis.report.schema import SCHEMA_VERSION
@@ -70,15 +70,15 @@ def map_section(metadata: list[dict], dim: int) -> dict[str, Any]:
             "keys": default_keys(metadata), "figures": {}}
 
 
-def counts_of(points: FixedPoints | None) -> dict[str, int] | None:
+def counts_of(points: FixedPointSet | None) -> dict[str, int] | None:
     """``{"total", "stable", "saddle", "unstable", "slow"}`` point counts (None: no search)."""
     if points is None:
         return None
     return {"total": len(points), **{k: points.count(k) for k in KINDS}}
 
 
-def fixed_points_section(ids: list[str], member_points: list[FixedPoints | None],
-                         meta_points: list[FixedPoints], settings: dict[str, Any]
+def fixed_points_section(ids: list[str], member_points: list[FixedPointSet | None],
+                         meta_points: list[FixedPointSet], settings: dict[str, Any]
                          ) -> dict[str, Any]:
     rows = []
     for i, member_id in enumerate(ids):
@@ -92,7 +92,7 @@ def fixed_points_section(ids: list[str], member_points: list[FixedPoints | None]
 
 
 def pairs_section(pairs: list[tuple[int, int]], ids: list[str], metadata: list[dict],
-                  results: list[Interpolation]) -> list[dict[str, Any]]:
+                  results: list[InterpolationResult]) -> list[dict[str, Any]]:
     out = []
     for (i, j), result in zip(pairs, results, strict=True):
         ci, cj = cluster_of(metadata[i]), cluster_of(metadata[j])
@@ -103,7 +103,7 @@ def pairs_section(pairs: list[tuple[int, int]], ids: list[str], metadata: list[d
 
 
 def bifurcations_section(pairs: list[tuple[int, int]], ids: list[str],
-                         results: list[Interpolation]) -> list[dict[str, Any]]:
+                         results: list[InterpolationResult]) -> list[dict[str, Any]]:
     return [{"i": i, "j": j, "id_i": ids[i], "id_j": ids[j], "alphas": list(r.bifurcations)}
             for (i, j), r in zip(pairs, results, strict=True)]
 
