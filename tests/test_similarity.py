@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from dynamo_lightning.analysis.reparameterize import permuted_copy
-from dynamo_lightning.analysis.similarity import METHODS, similarity
+from dynamo_lightning.analysis.similarity import (
+    METHODS,
+    member_states,
+    similarity,
+    states_distance,
+)
 from dynamo_lightning.population import Population
 
 TRAJECTORY_METHODS = ("cka", "procrustes")
@@ -111,3 +116,13 @@ def test_dsa_angular_runs_and_checks_options(population, inputs):
         similarity(pair, inputs, "dsa", n_delays=20)
     with pytest.raises(ValueError, match="score_method"):
         similarity(pair, inputs, "dsa", score_method="euclid")
+
+
+def test_precomputed_states_give_the_same_distances(population, inputs):
+    states = member_states(population, inputs)  # what compare_methods computes once
+    assert len(states) == len(population) and states[0].shape[:2] == inputs.shape[:2]
+    for method in ("cka", "procrustes"):
+        np.testing.assert_allclose(states_distance(states, method),
+                                   similarity(population, inputs, method))
+    with pytest.raises(ValueError, match="trajectory method"):
+        states_distance(states, "weights")

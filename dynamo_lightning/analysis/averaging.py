@@ -12,7 +12,6 @@ trials; :func:`weight_average` is the naive baseline.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 from collections.abc import Sequence
@@ -22,7 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from dynamo_lightning import tasks as task_registry
-from dynamo_lightning.analysis.theta_evaluation import draw_trials, positive_int
+from dynamo_lightning.analysis.plain import plain
+from dynamo_lightning.analysis.theta_evaluation import draw_trials, positive_int, task_metric
 from dynamo_lightning.population.member import Member
 
 __all__ = ["average", "averaging_table", "weight_average"]
@@ -156,14 +156,14 @@ def _row(m: Any, population: Any, key: str, value: Any, group: list[str], trials
     mean = sum(finite) / len(finite) if finite else math.nan
     ratio = centroid_metric / mean if math.isfinite(mean) and mean > 0 else math.nan
     by_arch = _architecture_groups(population, group)
-    averages = {label: _plain(_metric(task, weight_average(population, same).module, x, y,
+    averages = {label: plain(_metric(task, weight_average(population, same).module, x, y,
                                       task_ids)) for label, same in by_arch.items()}
     return {"key": key, "group": value, "members": list(group),
             "task": {"name": task.name, "config": task.config()},
             "metric_name": str(task.metric_name), "higher_is_better": bool(task.higher_is_better),
-            "member_metrics": [_plain(v) for v in member_metrics], "members_mean": _plain(mean),
-            "centroid": _plain(centroid_metric), "theta_bar": theta_bar.tolist(),
-            "ratio": _plain(ratio), "weight_average": averages,
+            "member_metrics": [plain(v) for v in member_metrics], "members_mean": plain(mean),
+            "centroid": plain(centroid_metric), "theta_bar": theta_bar.tolist(),
+            "ratio": plain(ratio), "weight_average": averages,
             "weight_average_members": by_arch}
 
 
@@ -200,14 +200,11 @@ def _architecture_groups(population: Any, group: list[str]) -> dict[str, list[st
 
 @torch.no_grad()
 def _metric(task: Any, net: nn.Module, x: Tensor, y: Tensor, task_ids: Tensor | None) -> float:
-    """``task.metric`` of ``net``'s outputs on ``x [B, T, I]`` (with ``task_ids`` when the
-    task takes them), the net run on its own device."""
+    """``task``'s metric of ``net``'s outputs on ``x [B, T, I]``, the net run on its own
+    device."""
     tensors = [*net.parameters(), *net.buffers()]
     device = tensors[0].device if tensors else x.device
-    outputs = net(x.to(device))[0].float().cpu()
-    if "task_ids" in inspect.signature(task.metric).parameters:
-        return float(task.metric(outputs, y, task_ids=task_ids))
-    return float(task.metric(outputs, y))
+    return task_metric(task, net(x.to(device))[0].float().cpu(), y, task_ids)
 
 
 def _checked_ids(member_ids: Sequence[str], known: list[str], where: str) -> list[str]:
@@ -225,8 +222,3 @@ def _checked_ids(member_ids: Sequence[str], known: list[str], where: str) -> lis
         shown = ", ".join(known[:10]) + (", ..." if len(known) > 10 else "")
         raise ValueError(f"unknown member ids {unknown} in {where} (known: {shown})")
     return ids
-
-
-def _plain(value: float) -> float | None:
-    """A JSON-safe float (None for NaN and infinities)."""
-    return float(value) if math.isfinite(value) else None

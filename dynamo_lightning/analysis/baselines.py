@@ -18,9 +18,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from dynamo_lightning.analysis.clustering import cluster, cluster_scores, mds
+from dynamo_lightning.analysis.plain import plain
 from dynamo_lightning.analysis.plots import closed_on_error
 from dynamo_lightning.analysis.projection import project
-from dynamo_lightning.analysis.similarity import METHODS, similarity
+from dynamo_lightning.analysis.similarity import (
+    METHODS,
+    member_states,
+    states_distance,
+    weight_distance,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -60,10 +66,12 @@ def compare_methods(embeddings: Any, population: Population, inputs: Tensor,
                                 "silhouette": float | None,
                                 "mds": [[x, y]] * N | None,   # DYNAMO: its map (θ or PCA)
                                 "dissimilarity": [[float | None] * N] * N | None,
-                                "seconds": float,             # dissimilarity + clustering
+                                "seconds": float,             # see below
                                 "error": None | str}}}
 
-        A baseline whose package is missing gets ``error`` and None elsewhere.
+        A baseline whose package is missing gets ``error`` and None elsewhere. ``seconds``
+        is the dissimilarity and clustering; the members' trajectories are computed once,
+        by the first trajectory method, and counted in its time.
 
     Raises:
         ValueError: an unknown method, options for a method not run, or sizes that disagree.
@@ -84,10 +92,16 @@ def compare_methods(embeddings: Any, population: Population, inputs: Tensor,
     distance = np.linalg.norm(theta[:, None] - theta[None], axis=-1)
     out["methods"]["dynamo"] = _entry(distance, metadata, n_clusters, started,
                                       xy=project(theta, "pca"))
+    states: list | None = None  # every trajectory method compares the same states
     for name in methods:
         started = time.perf_counter()
+        options = dict(method_options.get(name, {}))
         try:
-            d = similarity(population, inputs, name, **dict(method_options.get(name, {})))
+            if name == "weights":
+                d = weight_distance(population)
+            else:
+                states = member_states(population, inputs) if states is None else states
+                d = states_distance(states, name, **options)
         except ImportError as exc:
             out["methods"][name] = {"labels": None, "scores": None, "silhouette": None,
                                     "mds": None, "dissimilarity": None,
@@ -148,9 +162,9 @@ def _entry(d: np.ndarray, metadata: Sequence[Mapping[str, Any]], n_clusters: int
     seconds = time.perf_counter() - started
     scores = cluster_scores(labels, list(metadata), dissimilarity=d)
     silhouette = scores.pop("silhouette")
-    return {"labels": labels.tolist(), "scores": _plain(scores), "silhouette": _plain(silhouette),
-            "mds": _plain((mds(d) if xy is None else xy).tolist()),
-            "dissimilarity": _plain(d.tolist()), "seconds": seconds, "error": None}
+    return {"labels": labels.tolist(), "scores": plain(scores), "silhouette": plain(silhouette),
+            "mds": plain((mds(d) if xy is None else xy).tolist()),
+            "dissimilarity": plain(d.tolist()), "seconds": seconds, "error": None}
 
 
 def _cluster_count(metadata: Sequence[Mapping[str, Any]], key: str,
@@ -164,14 +178,3 @@ def _cluster_count(metadata: Sequence[Mapping[str, Any]], key: str,
     if n_clusters is None:
         n_clusters = distinct(key) if distinct(key) >= 2 else min(2, len(metadata))
     return key, int(n_clusters)
-
-
-def _plain(value: Any) -> Any:
-    """Nested floats with NaN/inf as None, numpy scalars as Python ones (for JSON)."""
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    return value

@@ -150,9 +150,7 @@ def place(m: Any, population: Any, trials: int = 256, seed: int = 0, steps: int 
         placed = da.place(m, dl.Population.load("new_members"), key="task")
         placed.nearest_centre, placed.fraction_correct
     """
-    check_placeable(m, population, key)
-    for name, value in (("trials", trials), ("steps", steps), ("neighbours", neighbours)):
-        positive_int(name, value)
+    check_placeable(m, population, key, trials=trials, steps=steps, neighbours=neighbours)
     x, _, _ = draw_trials(m.task, trials, torch.Generator().manual_seed(int(seed)))
     thetas, losses = [], []
     for member in tqdm(population, desc="place", unit="member", disable=not progress):
@@ -167,13 +165,20 @@ def place(m: Any, population: Any, trials: int = 256, seed: int = 0, steps: int 
                   losses=losses, neighbours=neighbours)
 
 
-def check_placeable(m: Any, population: Any, key: str) -> None:
+def check_placeable(m: Any, population: Any, key: str, **counts: int) -> None:
     """Raise before any fitting when ``population`` cannot be placed on ``m``'s map.
+
+    Args:
+        counts: integer settings of :func:`place` (``trials``, ``steps``, ``neighbours``),
+            each checked to be ≥ 1.
 
     Raises:
         ValueError: an empty population, a module without a task, no fitted member with
-            metadata ``key``, or members whose input/output size does not fit the module.
+            metadata ``key``, members whose input/output size does not fit the module, or a
+            count below 1.
     """
+    for name, value in counts.items():
+        positive_int(name, value)
     if len(population) == 0:
         raise ValueError("the population to place has no members")
     if m.task is None:

@@ -90,8 +90,25 @@ def similarity(pop: Population, inputs: Tensor, method: str = "cka",
         raise ValueError(f"method {method!r} takes no options, got {sorted(options)}")
     if method == "weights":
         return weight_distance(pop)
+    return _METHODS[method](member_states(pop, inputs, batch_size), **options)
+
+
+def member_states(pop: Population, inputs: Tensor, batch_size: int | None = None
+                  ) -> list[Tensor]:
+    """Every member's hidden trajectory on ``inputs``, one ``[B, T, H_i]`` each: what the
+    trajectory methods compare (computed once when several methods share them)."""
     hidden = pop.trajectories(inputs, batch_size=batch_size).hidden
-    states = list(hidden) if isinstance(hidden, Tensor) else hidden
+    return list(hidden) if isinstance(hidden, Tensor) else hidden
+
+
+def states_distance(states: list[Tensor], method: str, **options: Any) -> np.ndarray:
+    """:func:`similarity` of precomputed :func:`member_states` (any method but
+    ``weights``, which compares parameters)."""
+    if method not in _METHODS or method == "weights":
+        raise ValueError(f"states_distance takes a trajectory method "
+                         f"({', '.join(m for m in METHODS if m != 'weights')}), got {method!r}")
+    if method != "dsa" and options:
+        raise ValueError(f"method {method!r} takes no options, got {sorted(options)}")
     return _METHODS[method](states, **options)
 
 

@@ -71,7 +71,7 @@ def evaluate(m: Any, thetas: Tensor, *, trials: int = 256, seed: int = 0,
     with evaluating(meta), torch.no_grad():
         outputs, states = _run_meta(meta, x.to(param), thetas)
     outputs = outputs.cpu()
-    metric = torch.tensor([math.nan if task is None else _score(task, out, y, ids)
+    metric = torch.tensor([math.nan if task is None else task_metric(task, out, y, ids)
                            for out in outputs], dtype=torch.float64)
     points = None
     if fixed_points:
@@ -112,7 +112,7 @@ def draw_trials(task: Any, trials: int, generator: torch.Generator
     return x, y, None
 
 
-def _score(task: Any, outputs: Tensor, targets: Tensor, ids: Tensor | None) -> float:
+def task_metric(task: Any, outputs: Tensor, targets: Tensor, ids: Tensor | None) -> float:
     """``task.metric`` (with ``task_ids`` when it takes them; NaN when it needs them and
     the task gave none)."""
     takes_ids = "task_ids" in inspect.signature(task.metric).parameters

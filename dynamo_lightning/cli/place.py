@@ -69,13 +69,11 @@ def run_placement(ckpt: str | Path, population: str | Path, out: str | Path | No
     module = load_module(ckpt)
     try:
         pop = Population.load(Path(population).expanduser())
-        check_placeable(module, pop, settings.get("key", "task"))
+        check_placeable(module, pop, settings.get("key", "task"),
+                        **{k: settings[k] for k in ("trials", "steps", "neighbours")
+                           if k in settings})
     except ValueError as err:
         raise PlacementInputError(str(err)) from None
-    for name in ("trials", "steps", "neighbours"):
-        if name in settings and (not isinstance(settings[name], int) or settings[name] < 1):
-            raise PlacementInputError(f"--{name} must be a positive integer, got "
-                                      f"{settings[name]!r}")
     out = writable_dir(default_out(ckpt) if out is None else Path(out).expanduser())
     placement = place(module, pop, **settings)
     record = {"checkpoint": str(ckpt), "population": str(population),

@@ -8,8 +8,11 @@ that is not finite (NaN, ±inf) is written as ``null``.
 
 from __future__ import annotations
 
-import math
 from typing import Any
+
+from dynamo_lightning.analysis.plain import plain
+
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "plain", "validate_report"]
 
 SCHEMA_VERSION = 1
 
@@ -105,19 +108,3 @@ def _check(value: Any, spec: Any, path: str, problems: list[str]) -> None:
         if bad_bool or not isinstance(value, types):
             names = "/".join("null" if t is type(None) else t.__name__ for t in types)
             problems.append(f"{path}: expected {names}, got {type(value).__name__} {value!r:.40}")
-
-
-def plain(value: Any) -> Any:
-    """A JSON-safe copy: tensors/arrays to lists, numpy/torch scalars to numbers, tuples to
-    lists, non-finite floats to None, keys to strings."""
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if hasattr(value, "tolist"):  # torch tensors, numpy arrays and scalars
-        return plain(value.tolist())
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    return str(value)
