@@ -121,19 +121,19 @@ def test_default_choices_spread_over_architectures() -> None:
 
 
 @pytest.mark.parametrize(("factory", "kwargs", "match"), [
-    (FixedPoints, {"every_n_epochs": 0}, r"FixedPoints\(every_n_epochs=0\)"),
-    (FixedPoints, {"members": "gru-s0"}, r"FixedPoints\(members='gru-s0'\)"),
-    (FixedPoints, {"members": []}, r"FixedPoints\(members=\[\]\)"),
+    (FixedPoints, {"every_n_epochs": 0}, "every_n_epochs must be a positive integer, got 0"),
+    (FixedPoints, {"members": "gru-s0"}, r"FixedPoints: members must list .*, got 'gru-s0'"),
+    (FixedPoints, {"members": []}, r"FixedPoints: members must be a non-empty list .*, got \[\]"),
     (FixedPoints, {"members": ["a", "a"]}, "distinct"),
     (FixedPoints, {"members": [True]}, "members"),
     (FixedPoints, {"inits_per_member": 0}, "inits_per_member"),
-    (FixedPoints, {"tol": -1.0}, r"FixedPoints\(tol=-1.0\)"),
+    (FixedPoints, {"tol": -1.0}, "FixedPoints: tol must be a finite number > 0, got -1.0"),
     (FixedPoints, {"max_iters": 1.5}, "max_iters"),
-    (Interpolation, {"pairs": [["a"]]}, r"Interpolation\(pairs="),
+    (Interpolation, {"pairs": [["a"]]}, r"Interpolation: pairs must be .*, got \[\['a'\]\]"),
     (Interpolation, {"pairs": "ab"}, "pairs"),
     (Interpolation, {"pairs": [["a", "a"]]}, "itself"),
     (Interpolation, {"pairs": [["a", -1]]}, "pairs"),
-    (Interpolation, {"steps": 1}, r"Interpolation\(steps=1\): steps must be an int >= 2"),
+    (Interpolation, {"steps": 1}, "Interpolation: steps must be an integer >= 2, got 1"),
     (Interpolation, {"fixed_points": "yes"}, "fixed_points"),
     (Interpolation, {"trials": 0}, "trials"),
 ])

@@ -278,8 +278,8 @@ def test_slow_points_are_reported_with_slow_tol() -> None:
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"i": "nope"}, r"unknown member 'nope' \(known ids: gru-a, gru-b, lstm-c"),
     ({"i": 3}, "member index 3 out of range for 3 members"),
-    ({"steps": 1}, "steps must be an int >= 2"),
-    ({"trials": 0}, "trials must be an int >= 1"),
+    ({"steps": 1}, "steps must be an integer >= 2, got 1"),
+    ({"trials": 0}, "trials must be a positive integer, got 0"),
     ({"x_const": torch.zeros(2)}, r"x_const must be \[3\]"),
     ({"tol": 0}, "tol must be a positive number"),
 ])

@@ -253,7 +253,7 @@ def test_unknown_cell_and_conditioning_list_the_known_names() -> None:
 def test_bad_conditioning_options_raise_value_error() -> None:
     with pytest.raises(ValueError, match=r"bad options for conditioning 'concat'.*rank"):
         MetaRNN(IN, OUT, D, conditioning="concat", rank=2)
-    with pytest.raises(ValueError, match="rank must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="rank must be a positive integer, got 0"):
         MetaRNN(IN, OUT, D, conditioning="lowrank", rank=0)
     with pytest.raises(ValueError, match="init_scale"):
         MetaRNN(IN, OUT, D, conditioning="film", init_scale=-1.0)

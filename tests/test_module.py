@@ -135,11 +135,11 @@ def test_loss_gradients_reach_only_the_batch_members_parameters() -> None:
 
 # ---------------------------------------------------------------------- config errors
 @pytest.mark.parametrize(("kwargs", "error", "match"), [
-    ({"num_members": 0}, ValueError, "num_members must be a positive int"),
-    ({"input_size": -1}, ValueError, "input_size must be a positive int"),
-    ({"output_size": 0}, ValueError, "output_size must be a positive int"),
-    ({"num_components": 0}, ValueError, "num_components must be a positive int"),
-    ({"embedding_dim": 0}, ValueError, "embedding_dim must be a positive int"),
+    ({"num_members": 0}, ValueError, "num_members must be a positive integer"),
+    ({"input_size": -1}, ValueError, "input_size must be a positive integer"),
+    ({"output_size": 0}, ValueError, "output_size must be a positive integer"),
+    ({"num_components": 0}, ValueError, "num_components must be a positive integer"),
+    ({"embedding_dim": 0}, ValueError, "embedding_dim must be a positive integer"),
     ({"num_members": 2.5}, ValueError, "num_members"),
     ({"output_kind": "ordinal"}, ValueError, "output_kind must be .*'ordinal'"),
     ({"meta": {"cel": "gru"}}, ValueError, "cel"),

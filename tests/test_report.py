@@ -156,7 +156,7 @@ def test_missing_checkpoint_and_bad_pairs_are_named(fitted: dict, tmp_path: Path
         main([*argv, "--pairs", "gru-s0"])
     assert "a:b,c:d" in capsys.readouterr().err
     assert main([*argv, "--grid-resolution", "1", "--no-test"]) == 2  # before any work
-    assert "grid_resolution must be 0 (no grid) or an int >= 2" in capsys.readouterr().err
+    assert "grid_resolution must be 0 (no grid) or an integer >= 2" in capsys.readouterr().err
     assert main([*argv, "--device", "gpu9", "--no-test"]) == 2
     assert "--device gpu9: Invalid device string" in capsys.readouterr().err
     assert main([*argv, "--baselines", "cka,svcca", "--no-test"]) == 2  # before any work

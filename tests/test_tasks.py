@@ -5,15 +5,14 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-from collections.abc import Callable
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import dynamo_lightning as dl
+from dynamo_lightning.tasks import scoring
 from dynamo_lightning.registry import UnknownNameError
-from dynamo_lightning.tasks import checks
 from dynamo_lightning.tasks.flipflop import flipflop_targets
 from dynamo_lightning.tasks.integrator import integrate
 
@@ -307,48 +306,15 @@ def test_bad_config_raises_naming_argument(name: str, config: dict, arg: str) ->
     assert repr(config[arg]) in str(info.value)
 
 
-CHECKS = [
-    (checks.positive_int, (), 3, 3),
-    (checks.non_negative_int, (), 0, 0),
-    (checks.fraction, (), 0.25, 0.25),
-    (checks.open_interval, (0.0, 0.5, "cycles per step"), 0.1, 0.1),
-    (checks.finite_real, (lambda v: v >= 0, ">= 0"), 2, 2.0),
-]
-
-
-@pytest.mark.parametrize(("check", "args", "good", "converted"), CHECKS)
-def test_checks_convert_good_values_and_reject_bools(
-    check: Callable[..., float], args: tuple, good: float, converted: float
-) -> None:
-    result = check("arg", good, *args)
-    assert result == converted and type(result) is type(converted)
-    with pytest.raises(ValueError, match=r"^arg must be .*, got True$"):
-        check("arg", True, *args)
-
-
-def test_check_messages() -> None:
-    with pytest.raises(ValueError, match=r"^n must be a positive integer, got 0$"):
-        checks.positive_int("n", 0)
-    with pytest.raises(ValueError, match=r"^s must be a non-negative integer, got -1$"):
-        checks.non_negative_int("s", -1)
-    with pytest.raises(ValueError, match=r"^p must be a number in \(0, 1\), got 1\.0$"):
-        checks.fraction("p", 1.0)
-    with pytest.raises(ValueError,
-                       match=r"^f must be a number in \(0, 0\.5\) cycles per step, got 0\.6$"):
-        checks.open_interval("f", 0.6, 0.0, 0.5, "cycles per step")
-    with pytest.raises(ValueError, match=r"^b must be a finite number > 0, got inf$"):
-        checks.finite_real("b", math.inf, lambda v: v > 0, "> 0")
-
-
 def test_shared_metrics() -> None:
     y = torch.tensor([[1.0], [2.0], [3.0]])
-    assert checks.r2_score(y, y) == 1.0
-    assert checks.r2_score(torch.full_like(y, 2.0), y) == pytest.approx(0.0)
-    assert checks.r2_score(torch.ones(3), torch.ones(3)) == 1.0  # constant targets
-    assert checks.r2_score(torch.zeros(3), torch.ones(3)) == 0.0
+    assert scoring.r2_score(y, y) == 1.0
+    assert scoring.r2_score(torch.full_like(y, 2.0), y) == pytest.approx(0.0)
+    assert scoring.r2_score(torch.ones(3), torch.ones(3)) == 1.0  # constant targets
+    assert scoring.r2_score(torch.zeros(3), torch.ones(3)) == 0.0
     signs = torch.tensor([1.0, -1.0, 1.0, -1.0])
-    assert checks.sign_accuracy(torch.tensor([0.2, -3.0, -0.1, 0.0]), signs) == 0.5
-    assert math.isnan(checks.sign_accuracy(torch.zeros(0), torch.zeros(0)))
+    assert scoring.sign_accuracy(torch.tensor([0.2, -3.0, -0.1, 0.0]), signs) == 0.5
+    assert math.isnan(scoring.sign_accuracy(torch.zeros(0), torch.zeros(0)))
 
 
 @pytest.mark.parametrize("name", BUILTINS)

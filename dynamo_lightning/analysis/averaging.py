@@ -22,7 +22,8 @@ from torch import Tensor, nn
 
 from dynamo_lightning import tasks as task_registry
 from dynamo_lightning.analysis.plain import plain
-from dynamo_lightning.analysis.theta_evaluation import draw_trials, positive_int, task_metric
+from dynamo_lightning.analysis.theta_evaluation import draw_trials, task_metric
+from dynamo_lightning.checks import positive_int
 from dynamo_lightning.population.member import Member
 
 __all__ = ["average", "averaging_table", "weight_average"]

@@ -20,6 +20,8 @@ from sklearn import metrics
 from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.manifold import MDS
 
+from dynamo_lightning.checks import is_int
+
 METHODS = ("agglomerative", "kmeans")
 """Clustering methods :func:`cluster` knows (``kmeans`` only on points)."""
 
@@ -48,9 +50,8 @@ def cluster(x: Any, n_clusters: int, method: str = "agglomerative", precomputed:
         raise ValueError(f"unknown clustering method {method!r} (known: {', '.join(METHODS)})")
     data = dissimilarity_matrix(x) if precomputed else _points(x)
     n = data.shape[0]
-    if isinstance(n_clusters, bool) or not isinstance(n_clusters, int | np.integer) \
-            or not 1 <= n_clusters <= n:
-        raise ValueError(f"n_clusters must be an int in [1, {n}] for {n} members, "
+    if not is_int(n_clusters) or not 1 <= n_clusters <= n:
+        raise ValueError(f"n_clusters must be an integer in [1, {n}] for {n} members, "
                          f"got {n_clusters!r}")
     if n_clusters == 1 or n == 1:
         return np.zeros(n, dtype=int)

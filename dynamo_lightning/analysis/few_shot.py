@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from dynamo_lightning import tasks as task_registry
 from dynamo_lightning.analysis.plots import closed_on_error
-from dynamo_lightning.analysis.theta_evaluation import positive_int
+from dynamo_lightning.checks import positive_int
 from dynamo_lightning.population import architectures
 from dynamo_lightning.tasks.base import Task
 
@@ -77,7 +77,7 @@ def few_shot_curve(m: Any, task: Task | dict[str, Any], architecture: str, hidde
         ValueError: a mixture task (its loss needs task ids), bad sizes or counts.
     """
     task = _single_task(task)
-    ns = [positive_int("ns[i]", int(n)) for n in ns]
+    ns = [positive_int(f"ns[{i}]", n) for i, n in enumerate(ns)]
     seeds = [int(s) for s in seeds]
     if not ns or not seeds:
         raise ValueError(f"ns and seeds must not be empty, got ns={ns}, seeds={seeds}")

@@ -39,8 +39,8 @@ from dynamo_lightning.analysis.theta_evaluation import (
     FREE_RUN_STEPS,
     Evaluation,
     evaluate,
-    positive_int,
 )
+from dynamo_lightning.checks import int_at_least, is_int
 
 __all__ = ["ELEMENT_BUDGET", "FREE_RUN_STEPS", "GridResult", "InterpolationResult",
            "bifurcation_alphas", "fixed_points_at", "interpolate", "interpolate_grid",
@@ -164,7 +164,7 @@ def interpolate_pairs(m: Any, pairs: Sequence[tuple[int | str, int | str]], step
 
     ``options`` are :func:`interpolate`'s keywords.
     """
-    steps = positive_int("steps", steps, minimum=2)
+    steps = int_at_least("steps", steps, 2)
     if not pairs:
         raise ValueError("pairs must name at least one (i, j) pair of members")
     table = _embeddings(m)
@@ -215,7 +215,7 @@ def interpolate_grid(m: Any, resolution: int = 9, margin: float = 0.1,
     if table.shape[1] != 2:
         raise ValueError(f"interpolate_grid needs a 2-D map (embedding_dim d = 2), got "
                          f"d = {table.shape[1]}; use interpolate_path on a path instead")
-    resolution = positive_int("resolution", resolution, minimum=2)
+    resolution = int_at_least("resolution", resolution, 2)
     if not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin >= 0):
         raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
     low, high = table.min(0).values, table.max(0).values
@@ -274,7 +274,7 @@ def bifurcation_alphas(alphas: Tensor | Sequence[float], counts: dict[str, Tenso
 def member_index(m: Any, key: int | str) -> int:
     """Index of member ``key`` (an index into ``m.member_ids`` or an id)."""
     ids = [str(k) for k in m.member_ids]
-    if isinstance(key, int) and not isinstance(key, bool):
+    if is_int(key):
         if 0 <= key < len(ids):
             return key
         raise ValueError(f"member index {key} out of range for {len(ids)} members")

@@ -11,13 +11,13 @@ legend; numeric keys with non-integer values or more than :data:`MAX_CATEGORIES`
 from __future__ import annotations
 
 import math
-from numbers import Real
 from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 from dynamo_lightning.analysis.plots import closed_on_error
+from dynamo_lightning.checks import is_real
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -130,7 +130,7 @@ def _shorten(label: str) -> str:
 def _is_continuous(values: list[Any]) -> bool:
     """Numbers (missing allowed) with a non-integer value or too many values for a legend."""
     numbers = [v for v in values if v is not None]
-    if not numbers or not all(isinstance(v, Real) and not isinstance(v, bool) for v in numbers):
+    if not numbers or not all(is_real(v) for v in numbers):
         return False
     return (any(float(v) != int(v) for v in numbers if math.isfinite(v))
             or len(set(numbers)) > MAX_CATEGORIES)

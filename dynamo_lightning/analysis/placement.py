@@ -23,7 +23,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from dynamo_lightning.analysis.map_figure import _sort_key
-from dynamo_lightning.analysis.theta_evaluation import draw_trials, positive_int
+from dynamo_lightning.analysis.theta_evaluation import draw_trials
+from dynamo_lightning.checks import positive_int
 
 __all__ = ["Placement", "check_placeable", "group_centres", "locate", "place"]
 

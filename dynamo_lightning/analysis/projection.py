@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from dynamo_lightning.checks import positive_int
+
 if TYPE_CHECKING:
     import torch
 
@@ -58,8 +60,7 @@ def project(
     """
     if method not in METHODS:
         raise ValueError(f"unknown projection method {method!r} (known: {', '.join(METHODS)})")
-    if isinstance(n_components, bool) or not isinstance(n_components, int) or n_components < 1:
-        raise ValueError(f"n_components must be a positive int, got {n_components!r}")
+    n_components = positive_int("n_components", n_components)
     x = _as_array(emb)
     n, d = x.shape
     if d <= n_components:

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from dynamo_lightning.checks import is_int, positive_int
 from dynamo_lightning.population import Member
 
 #: Gate blocks per architecture whose hidden units ``permuted_copy`` can relabel.
@@ -152,8 +153,7 @@ def random_orthogonal(n: int, generator: torch.Generator | None = None,
     Raises:
         ValueError: ``n`` is not a positive int.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"random_orthogonal: n must be a positive int, got {n!r}")
+    n = positive_int("n", n, "random_orthogonal")
     gaussian = torch.randn(n, n, generator=generator, dtype=torch.float64)
     q, r = torch.linalg.qr(gaussian)
     signs = torch.sign(torch.diagonal(r))
@@ -172,7 +172,7 @@ def _check_architecture(member: Member, supported: Sequence[str], what: str) -> 
 
 def _hidden_size(member: Member) -> int:
     size = member.config.get("hidden_size")
-    if not isinstance(size, int) or size < 1:
+    if not is_int(size) or size < 1:
         raise ValueError(f"member {member.id!r} has no valid hidden_size in its config: {size!r}")
     return size
 

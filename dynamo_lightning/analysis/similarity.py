@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dynamo_lightning.checks import optional_positive_int
+
 if TYPE_CHECKING:
     from dynamo_lightning.population import Population
 
@@ -185,9 +187,7 @@ def dsa_distance(states: list[Tensor], n_delays: int | None = None,
     data = [s.detach().to("cpu", torch.float32) for s in states]
     if any(d.dim() != 3 for d in data):
         raise ValueError("dsa needs states [B, T, H] per member (trials, time, units)")
-    if n_components is not None:
-        if not isinstance(n_components, int) or n_components < 1:
-            raise ValueError(f"n_components must be a positive int or None, got {n_components!r}")
+    if optional_positive_int("n_components", n_components) is not None:
         data = [_top_components(d, n_components) for d in data]
     steps = min(d.shape[1] for d in data)
     if n_delays is None:  # the default, shortened for sequences too short for it

@@ -22,6 +22,7 @@ from dynamo_lightning.analysis.fixed_points import (
     meta_step_fn,
     sample_inits,
 )
+from dynamo_lightning.checks import positive_int
 from dynamo_lightning.modes import frozen
 
 ELEMENT_BUDGET = 2**26
@@ -87,13 +88,6 @@ def evaluate(m: Any, thetas: Tensor, *, trials: int = 256, seed: int = 0,
                       metric_name="" if task is None else str(task.metric_name),
                       fixed_points=points, states=states.cpu(),
                       task_metrics=_per_task(task, outputs, y, ids))
-
-
-def positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    """``value`` if an int ≥ ``minimum`` (bools excluded), else a ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def evaluating(module: nn.Module) -> contextlib.AbstractContextManager:

@@ -3,15 +3,14 @@ only, eval mode and no grad (restored afterwards), resumable state, argument che
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from numbers import Real
 from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
+from dynamo_lightning.checks import is_int, positive_int, positive_real
 from dynamo_lightning.modes import frozen
 
 if TYPE_CHECKING:
@@ -65,13 +64,11 @@ class _Analysis(ResumableDrawing):
 
     def __init__(self, every_n_epochs: int, tol: float, max_iters: int, trials: int) -> None:
         super().__init__()
-        self._every_n_epochs = _int(self, "every_n_epochs", every_n_epochs)
-        if isinstance(tol, bool) or not isinstance(tol, Real) or not 0 < tol < math.inf:
-            raise ValueError(f"{type(self).__name__}(tol={tol!r}): tol must be a positive "
-                             "finite number")
-        self._tol = float(tol)
-        self._max_iters = _int(self, "max_iters", max_iters)
-        self._trials = _int(self, "trials", trials)
+        owner = type(self).__name__
+        self._every_n_epochs = positive_int("every_n_epochs", every_n_epochs, owner)
+        self._tol = positive_real("tol", tol, owner)
+        self._max_iters = positive_int("max_iters", max_iters, owner)
+        self._trials = positive_int("trials", trials, owner)
         self._last_step: int | None = None  # global step of the last analysis
         self._num_drawn = 0
 
@@ -115,19 +112,11 @@ def default_pairs(ids: Sequence[str], metadata: Sequence[dict[str, Any]]) -> lis
     return pairs
 
 
-def _int(owner: Callback, name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{type(owner).__name__}({name}={value!r}): {name} must be an int "
-                         f">= {minimum}")
-    return value
-
-
 def _keys(owner: Callback, name: str, values: Any) -> list[MemberKey]:
     """A list of member ids (str) or indices (int >= 0), else ValueError naming ``name``."""
     ok = (not isinstance(values, (str, bytes)) and isinstance(values, Sequence)
-          and all((isinstance(v, str) and v) or (isinstance(v, int) and not isinstance(v, bool)
-                                                 and v >= 0) for v in values))
+          and all((isinstance(v, str) and v) or (is_int(v) and v >= 0) for v in values))
     if not ok:
-        raise ValueError(f"{type(owner).__name__}({name}={values!r}): {name} must list member "
-                         "ids (str) or indices (int >= 0)")
+        raise ValueError(f"{type(owner).__name__}: {name} must list member ids (str) or "
+                         f"indices (int >= 0), got {values!r}")
     return list(values)

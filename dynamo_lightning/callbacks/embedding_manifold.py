@@ -15,6 +15,7 @@ from dynamo_lightning.analysis.map_figure import default_keys, map_figure, metad
 from dynamo_lightning.analysis.projection import METHODS, project
 from dynamo_lightning.callbacks.analysis_base import ResumableDrawing
 from dynamo_lightning.callbacks.figures import log_figure, log_table, run_dir
+from dynamo_lightning.checks import boolean, positive_int
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -70,19 +71,15 @@ class EmbeddingManifold(ResumableDrawing):
         map_path: str | None = None,
     ) -> None:
         super().__init__()
-        if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) \
-                or every_n_epochs < 1:
-            raise ValueError(f"EmbeddingManifold(every_n_epochs={every_n_epochs!r}): "
-                             "every_n_epochs must be a positive int")
+        every_n_epochs = positive_int("every_n_epochs", every_n_epochs, "EmbeddingManifold")
         if method not in METHODS:
-            raise ValueError(f"EmbeddingManifold(method={method!r}): unknown method "
+            raise ValueError(f"EmbeddingManifold: unknown method {method!r} "
                              f"(known: {', '.join(METHODS)})")
         if keys is not None and (isinstance(keys, str) or not isinstance(keys, Sequence)
                                  or not all(isinstance(k, str) and k for k in keys)):
-            raise ValueError(f"EmbeddingManifold(keys={keys!r}): keys must be a list of "
-                             "metadata keys (non-empty strings) or None")
-        if not isinstance(annotate, bool):
-            raise ValueError(f"EmbeddingManifold(annotate={annotate!r}): annotate must be a bool")
+            raise ValueError("EmbeddingManifold: keys must be a list of metadata keys "
+                             f"(non-empty strings) or None, got {keys!r}")
+        annotate = boolean("annotate", annotate, "EmbeddingManifold")
         self._every_n_epochs = every_n_epochs
         self._method = method
         self._keys = list(keys) if keys is not None else None

@@ -15,11 +15,11 @@ from dynamo_lightning.analysis.plots import fixed_point_figure
 from dynamo_lightning.callbacks.analysis_base import (
     MemberKey,
     _Analysis,
-    _int,
     _keys,
     default_members,
 )
 from dynamo_lightning.callbacks.figures import log_figure, log_table
+from dynamo_lightning.checks import positive_int
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -62,10 +62,10 @@ class FixedPoints(_Analysis):
         if members is not None:
             members = _keys(self, "members", members)
             if not members or len(set(members)) != len(members):
-                raise ValueError(f"FixedPoints(members={members!r}): members must be a "
-                                 "non-empty list of distinct member ids or indices")
+                raise ValueError("FixedPoints: members must be a non-empty list of distinct "
+                                 f"member ids or indices, got {members!r}")
         self._members = members
-        self._inits = _int(self, "inits_per_member", inits_per_member)
+        self._inits = positive_int("inits_per_member", inits_per_member, "FixedPoints")
         self.last_fixed_points: FixedPointSet | None = None  # of the latest analysis
 
     def _analyse(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:

@@ -18,11 +18,11 @@ from dynamo_lightning.analysis.plots import interpolation_figure
 from dynamo_lightning.callbacks.analysis_base import (
     MemberKey,
     _Analysis,
-    _int,
     _keys,
     default_pairs,
 )
 from dynamo_lightning.callbacks.figures import log_figure, log_table
+from dynamo_lightning.checks import boolean, int_at_least, positive_int
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -65,18 +65,15 @@ class Interpolation(_Analysis):
                    or not pairs or any(isinstance(p, (str, bytes)) or not isinstance(p, Sequence)
                                        or len(p) != 2 for p in pairs))
             if bad:
-                raise ValueError(f"Interpolation(pairs={pairs!r}): pairs must be a non-empty "
-                                 "list of [a, b] member pairs")
+                raise ValueError("Interpolation: pairs must be a non-empty list of [a, b] member "
+                                 f"pairs, got {pairs!r}")
             pairs = [_keys(self, "pairs", p) for p in pairs]
             if any(a == b for a, b in pairs):
-                raise ValueError(f"Interpolation(pairs={pairs!r}): a pair joins a member to "
-                                 "itself")
+                raise ValueError(f"Interpolation: a pair joins a member to itself, got {pairs!r}")
         self._pairs = pairs
-        self._steps = _int(self, "steps", steps, minimum=2)
-        if not isinstance(fixed_points, bool):
-            raise ValueError(f"Interpolation(fixed_points={fixed_points!r}): must be a bool")
-        self._fixed_points = fixed_points
-        self._inits = _int(self, "inits_per_theta", inits_per_theta)
+        self._steps = int_at_least("steps", steps, 2, "Interpolation")
+        self._fixed_points = boolean("fixed_points", fixed_points, "Interpolation")
+        self._inits = positive_int("inits_per_theta", inits_per_theta, "Interpolation")
         self._warned = False
         self.last_results: list[InterpolationResult] = []  # of the latest analysis
 

@@ -27,6 +27,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from dynamo_lightning.checks import non_negative_int, positive_int
 from dynamo_lightning.data.batches import (
     ArrayStore,
     Batch,
@@ -90,13 +91,9 @@ class TrajectoryDataModule(pl.LightningDataModule):
         if batches_per_epoch is not None:
             counts["batches_per_epoch"] = batches_per_epoch
         for name, value in counts.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"TrajectoryDataModule: {name} must be a positive int, "
-                                 f"got {value!r}")
+            positive_int(name, value, "TrajectoryDataModule")
         for name, value in (("seed", seed), ("num_workers", num_workers)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"TrajectoryDataModule: {name} must be a non-negative int, "
-                                 f"got {value!r}")
+            non_negative_int(name, value, "TrajectoryDataModule")
         if mode not in ("cached", "online"):
             raise ValueError(f"TrajectoryDataModule: mode must be 'cached' or 'online', "
                              f"got {mode!r}")

@@ -15,6 +15,8 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
+from dynamo_lightning.checks import positive_int
+
 Hidden = Tensor | Sequence[Tensor]
 
 
@@ -100,8 +102,7 @@ class ProjectionFitter:
 
     def fit(self, k: int) -> MemberProjections:
         """The projections from the states seen so far (population covariance, ddof 0)."""
-        if not isinstance(k, int) or k < 1:
-            raise ValueError(f"k (num_components) must be a positive int, got {k!r}")
+        positive_int("k (num_components)", k)
         if bool((self._count == 0).any()):
             raise ValueError("ProjectionFitter.fit: some members have no states")
         count = self._count.view(-1, 1)

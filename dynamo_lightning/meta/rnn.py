@@ -12,9 +12,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from dynamo_lightning.checks import positive_int
 from dynamo_lightning.meta import cells
 from dynamo_lightning.meta import conditionings as plugins
-from dynamo_lightning.meta.conditionings.base import positive_int
 
 
 def _shape(t: Tensor) -> tuple[int, ...]:

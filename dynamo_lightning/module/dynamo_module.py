@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dynamo_lightning.checks import positive_int
 from dynamo_lightning.meta.embedded import EmbeddedNetwork
 from dynamo_lightning.meta.rnn import MetaRNN
 from dynamo_lightning.module.embedding_api import EmbeddingAPI
@@ -108,8 +109,7 @@ class DynamoModule(EmbeddingAPI, pl.LightningModule):
         for key, value in (("num_members", num_members), ("input_size", input_size),
                            ("output_size", output_size), ("num_components", num_components),
                            ("embedding_dim", embedding_dim)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"DynamoModule: {key} must be a positive int, got {value!r}")
+            positive_int(key, value, "DynamoModule")
         if output_kind not in ("regression", "classification"):
             raise ValueError(f"DynamoModule: output_kind must be 'regression' or "
                              f"'classification', got {output_kind!r}")

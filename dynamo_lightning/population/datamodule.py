@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
+from dynamo_lightning.checks import positive_int
 from dynamo_lightning.population.grid import TaskSpec, parse_task_specs
 from dynamo_lightning.seeding import derive_seed
 from dynamo_lightning.tasks.base import Split, Task
@@ -63,8 +64,7 @@ class TaskDataModule(pl.LightningDataModule):
         super().__init__()
         for key, value in (("batch_size", batch_size), ("steps_per_epoch", steps_per_epoch),
                            ("val_batch_size", val_batch_size), ("val_batches", val_batches)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"TaskDataModule: {key} must be a positive int, got {value!r}")
+            positive_int(key, value, "TaskDataModule")
         self.specs: list[TaskSpec] = parse_task_specs(tasks)
         self.batch_size, self.steps_per_epoch = batch_size, steps_per_epoch
         self.val_batch_size, self.val_batches, self.seed = val_batch_size, val_batches, seed

@@ -28,6 +28,7 @@ import safetensors.torch
 from safetensors import SafetensorError
 from torch import Tensor
 
+from dynamo_lightning.checks import is_int
 from dynamo_lightning.population import architectures
 from dynamo_lightning.population.errors import PopulationFormatError
 from dynamo_lightning.population.member import Member, check_member_id
@@ -175,7 +176,7 @@ def _read_manifest(manifest_path: Path) -> list[dict[str, Any]]:
     if missing:
         raise fail(f"missing key(s) {missing} at the top level")
     version = manifest["schema_version"]
-    if version not in SUPPORTED_SCHEMA_VERSIONS or isinstance(version, bool):
+    if not is_int(version) or version not in SUPPORTED_SCHEMA_VERSIONS:
         raise fail(f"unknown schema_version {version!r} (supported: "
                    f"{', '.join(map(str, SUPPORTED_SCHEMA_VERSIONS))})")
     if not isinstance(manifest["members"], list):

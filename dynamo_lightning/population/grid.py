@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dynamo_lightning import tasks as task_registry
+from dynamo_lightning.checks import positive_int
 from dynamo_lightning.population import architectures
 from dynamo_lightning.tasks.base import Task
 
@@ -90,8 +91,8 @@ def expand_grid(tasks: list[TaskSpec], architecture_names: list[str], hidden_siz
             raise ValueError(f"{axis} must not be empty")
         if len(set(values)) != len(values):
             raise ValueError(f"{axis} has duplicates: {values}")
-    if any(not isinstance(h, int) or h < 1 for h in hidden_sizes):
-        raise ValueError(f"hidden_sizes must be positive ints, got {hidden_sizes}")
+    for i, h in enumerate(hidden_sizes):
+        positive_int(f"hidden_sizes[{i}]", h)
     unused = set(options) - set(architecture_names)
     if unused:
         raise ValueError("architecture_options names architectures not in the grid: "

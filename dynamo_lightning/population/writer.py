@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from typing_extensions import override
 
+from dynamo_lightning.checks import non_negative_int, positive_int
 from dynamo_lightning.population import architectures
 from dynamo_lightning.population.evaluation import evaluate_stack
 from dynamo_lightning.population.grid import GroupSpec
@@ -41,11 +42,9 @@ class PopulationWriter(pl.Callback):
 
     def __init__(self, path: str | None = None, snapshot_steps: list[int] | None = None,
                  eval_trials: int = 512, eval_seed: int = 12345) -> None:
-        steps = sorted(set(snapshot_steps or []))
-        if any(not isinstance(s, int) or s < 0 for s in steps):
-            raise ValueError(f"PopulationWriter: snapshot_steps must be ints >= 0, got {steps}")
-        if eval_trials < 1:
-            raise ValueError(f"PopulationWriter: eval_trials must be positive, got {eval_trials}")
+        steps = sorted({non_negative_int(f"snapshot_steps[{i}]", s, "PopulationWriter")
+                        for i, s in enumerate(snapshot_steps or [])})
+        eval_trials = positive_int("eval_trials", eval_trials, "PopulationWriter")
         self.path = path
         self.snapshot_steps = steps
         self.eval_trials = eval_trials

@@ -14,14 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dynamo_lightning.checks import finite_real, positive_int
 from dynamo_lightning.tasks.base import Split, Task, new_generator
-from dynamo_lightning.tasks.checks import (
-    check_same_shape,
-    finite_real,
-    positive_int,
-    sign_accuracy,
-)
 from dynamo_lightning.tasks.registry import register
+from dynamo_lightning.tasks.scoring import check_same_shape, sign_accuracy
 
 _LAYOUT = "[batch, time, 1]"
 

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dynamo_lightning.checks import fraction, non_negative_int
 from dynamo_lightning.tasks.base import Split, Task, new_generator
-from dynamo_lightning.tasks.checks import fraction, non_negative_int
 from dynamo_lightning.tasks.registry import register
 
 N_CLASSES = 10

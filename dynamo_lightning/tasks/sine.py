@@ -12,9 +12,10 @@ import math
 import torch
 from torch import Tensor
 
+from dynamo_lightning.checks import open_interval, positive_int
 from dynamo_lightning.tasks.base import Split, Task, new_generator
-from dynamo_lightning.tasks.checks import EveryEntryRegression, open_interval, positive_int
 from dynamo_lightning.tasks.registry import register
+from dynamo_lightning.tasks.scoring import EveryEntryRegression
 
 
 @register("sine")

@@ -55,6 +55,16 @@ from dynamo_lightning.analysis.report.uses import (
     parse_methods,
 )
 from dynamo_lightning.analysis.theta_evaluation import draw_trials
+from dynamo_lightning.checks import (
+    boolean,
+    int_at_least,
+    is_int,
+    optional_positive_int,
+    positive_int,
+    positive_real,
+)
+
+OWNER = "report options"
 
 __all__ = ["SCORE_KEYS", "ReportData", "ReportOptions", "build_report", "compute_report",
            "make_options"]
@@ -114,26 +124,16 @@ class ReportOptions:
     def __post_init__(self) -> None:
         for name in ("trials", "inits_per_member", "steps", "fixed_point_trials",
                      "interpolation_inits", "max_iters", "grid_inits", "similarity_trials"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"report option {name} must be a positive int, got {value!r}")
-        if self.steps < 2:
-            raise ValueError(f"report option steps must be >= 2, got {self.steps}")
+            positive_int(name, getattr(self, name), OWNER)
+        int_at_least("steps", self.steps, 2, OWNER)
         resolution = self.grid_resolution
-        if (isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 0
-                or resolution == 1):
-            raise ValueError(f"report option grid_resolution must be 0 (no grid) or an int "
+        if not is_int(resolution) or resolution < 0 or resolution == 1:
+            raise ValueError(f"{OWNER}: grid_resolution must be 0 (no grid) or an integer "
                              f">= 2, got {resolution!r}")
-        if self.threads is not None and (isinstance(self.threads, bool)
-                                         or not isinstance(self.threads, int)
-                                         or self.threads < 1):
-            raise ValueError(f"report option threads must be a positive int or None, "
-                             f"got {self.threads!r}")
+        optional_positive_int("threads", self.threads, OWNER)
         self.baselines = parse_methods(self.baselines)
-        if not isinstance(self.averaging, bool):
-            raise ValueError(f"report option averaging must be a bool, got {self.averaging!r}")
-        if not (isinstance(self.tol, (int, float)) and self.tol > 0):
-            raise ValueError(f"report option tol must be a positive number, got {self.tol!r}")
+        boolean("averaging", self.averaging, OWNER)
+        positive_real("tol", self.tol, OWNER)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if k != "progress"}

@@ -8,6 +8,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from dynamo_lightning.checks import is_real
+
 
 def section(title: str, read: str, body: str) -> str:
     """A titled section: the "how to read this" box, then ``body`` (HTML)."""
@@ -24,7 +26,7 @@ def table(head: Sequence[str], rows: Iterable[Sequence[Any]], header: bool = Tru
         cells = []
         for n, value in enumerate(row):
             raw = (raw_first and n == 0) or (raw_last and n == len(row) - 1)
-            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+            numeric = is_real(value)
             text = value if raw else e(fmt(value))
             cells.append(f"<td class='num'>{text}</td>" if numeric else f"<td>{text}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from dynamo_lightning.checks import is_int
+
 Pair = tuple[int, int]
 
 AUTO_WITHIN = 2
@@ -106,7 +108,7 @@ def _index(key: int | str, ids: Sequence[str]) -> int:
         return list(ids).index(key)
     if isinstance(key, str) and key.lstrip("-").isdigit():
         key = int(key)
-    if isinstance(key, int) and not isinstance(key, bool) and 0 <= key < len(ids):
+    if is_int(key) and 0 <= key < len(ids):
         return key
     shown = ", ".join(ids[:8]) + (", ..." if len(ids) > 8 else "")
     raise ValueError(f"unknown member {key!r} in pairs (ids: {shown}; or an index < {len(ids)})")

@@ -136,16 +136,3 @@ class LoopConditioning(Conditioning):
         return self._update(state, gx, theta, self.modulation(theta))
 
 
-def positive_int(name: str, value: Any, owner: str) -> int:
-    """``value`` if a positive int (bools excluded), else a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
-    return value
-
-
-def positive_float(name: str, value: Any, owner: str) -> float:
-    """``value`` as float if a finite positive number, else a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            math.isfinite(value) and value > 0):
-        raise ValueError(f"{owner}: {name} must be a positive number, got {value!r}")
-    return float(value)

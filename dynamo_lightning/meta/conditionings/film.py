@@ -23,7 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dynamo_lightning.meta.conditionings.base import LoopConditioning, positive_float
+from dynamo_lightning.checks import positive_real
+from dynamo_lightning.meta.conditionings.base import LoopConditioning
 from dynamo_lightning.meta.conditionings.registry import register
 
 
@@ -42,7 +43,7 @@ class FiLM(LoopConditioning):
     def __init__(self, cell: str, input_size: int, hidden_size: int, embedding_dim: int,
                  init_scale: float = 0.1) -> None:
         super().__init__(cell, input_size, hidden_size, embedding_dim)
-        self.init_scale = positive_float("init_scale", init_scale, "film conditioning")
+        self.init_scale = positive_real("init_scale", init_scale, "film conditioning")
         self.film = nn.Linear(embedding_dim, 2 * self.gate_size)
         with torch.no_grad():
             self.film.weight.normal_(0.0, self.init_scale / math.sqrt(embedding_dim))

@@ -20,10 +20,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from dynamo_lightning.checks import positive_int, positive_real
 from dynamo_lightning.meta.conditionings.base import (
     LoopConditioning,
-    positive_float,
-    positive_int,
 )
 from dynamo_lightning.meta.conditionings.registry import register
 
@@ -45,7 +44,7 @@ class LowRank(LoopConditioning):
                  rank: int = 1, init_scale: float = 0.1) -> None:
         super().__init__(cell, input_size, hidden_size, embedding_dim)
         self.rank = positive_int("rank", rank, "lowrank conditioning")
-        self.init_scale = positive_float("init_scale", init_scale, "lowrank conditioning")
+        self.init_scale = positive_real("init_scale", init_scale, "lowrank conditioning")
         std = math.sqrt(self.init_scale / math.sqrt(rank * hidden_size))
         self.U = nn.Parameter(torch.randn(embedding_dim, hidden_size, rank) * std)
         self.V = nn.Parameter(torch.randn(embedding_dim, self.gate_size, rank) * std)

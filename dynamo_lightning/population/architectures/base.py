@@ -23,6 +23,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from dynamo_lightning.checks import positive_int
+
 
 class Architecture(nn.Module, ABC):
     """G networks of one architecture and shape, with parameters stacked on axis 0.
@@ -53,9 +55,7 @@ class Architecture(nn.Module, ABC):
         super().__init__()
         for key, value in (("input_size", input_size), ("output_size", output_size),
                            ("hidden_size", hidden_size), ("num_members", num_members)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{type(self).__name__}: {key} must be a positive int, "
-                                 f"got {value!r}")
+            positive_int(key, value, type(self).__name__)
         if options and type(self).__init__ is Architecture.__init__:
             # Options are declared by a class's own __init__ (see CNN); a typo must not be
             # stored silently in the config and the manifest.
