@@ -48,7 +48,6 @@ sys.path.insert(0, str(REPO))  # benchmarks/ is a plain folder, not an installed
 from benchmarks.common import machine_info  # noqa: E402
 from dynamo_lightning import analysis as da  # noqa: E402
 from dynamo_lightning.analysis.fixed_points import KINDS  # noqa: E402
-from dynamo_lightning.analysis.report.members import member_fixed_points  # noqa: E402
 from dynamo_lightning.cli.demo import fit_run_settings  # noqa: E402
 from dynamo_lightning.population import Population  # noqa: E402
 
@@ -120,15 +119,19 @@ def fit(config: dict[str, Any], ckpt: Path, reuse: bool) -> Any:
     return dynamo_main({"fit": copy.deepcopy(config)}).model
 
 
+def search(args: argparse.Namespace) -> da.SearchOptions:
+    """The search settings of every stage (the grid uses fewer initial states)."""
+    return da.SearchOptions(trials=args.trials, inits=args.inits, max_iters=args.max_iters)
+
+
 def own_fixed_points(population: Population, m: Any, ids: list[str],
                      args: argparse.Namespace) -> dict[str, dict[str, int]]:
     """Counts by kind of each member's own fixed points at zero input (what the meta-model
     should show at that member's θ), searched like ``interpolate`` searches the meta-model."""
     x, _, _ = m.task.sample_with_ids(args.trials, generator=torch.Generator().manual_seed(0),
                                      split="test")
-    points, _ = member_fixed_points(population, x.float(), torch.zeros(x.shape[-1]),
-                                    inits_per_member=args.inits, tol=1e-8,
-                                    max_iters=args.max_iters, init_noise=0.1, seed=0)
+    points, _ = da.member_fixed_points(population, x.float(), torch.zeros(x.shape[-1]),
+                                       search(args))
     index = {member.id: n for n, member in enumerate(population)}
     out = {}
     for key in ids:
@@ -141,9 +144,8 @@ def own_fixed_points(population: Population, m: Any, ids: list[str],
 
 def segment(m: Any, i: str, j: str, args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
-    result = da.interpolate(m, i, j, steps=args.steps, inits_per_theta=args.inits,
-                            max_iters=args.max_iters, trials=args.trials,
-                            slow_tol=args.slow_tol)
+    result = da.interpolate(m, i, j, steps=args.steps,
+                            search=search(args).replace(slow_tol=args.slow_tol))
     seconds = time.perf_counter() - started
     out: dict[str, Any] = {"from": i, "to": j, "alphas": result.alphas.tolist(),
                            "metric_name": result.metric_name,
@@ -162,8 +164,7 @@ def topology_map(m: Any, args: argparse.Namespace) -> dict[str, Any]:
     """Stable-point counts and per-task metrics on a grid over the map; the figure goes to
     ``<results stem>_grid.png`` beside the results."""
     started = time.perf_counter()
-    grid = da.interpolate_grid(m, resolution=args.grid, inits_per_theta=64,
-                               max_iters=args.max_iters, trials=args.trials)
+    grid = da.interpolate_grid(m, resolution=args.grid, search=search(args).replace(inits=64))
     seconds = round(time.perf_counter() - started, 1)
     fig = da.grid_figure(grid, m.embeddings())
     fig.suptitle("Flip-flops (bottom) and leaky integrators (top): stable points over the map")

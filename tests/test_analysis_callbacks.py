@@ -12,13 +12,14 @@ import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import CSVLogger
 
+from dynamo_lightning.analysis import SearchOptions
 from dynamo_lightning.callbacks import FixedPoints, Interpolation
 from dynamo_lightning.callbacks.analysis_base import default_members, default_pairs
 from dynamo_lightning.callbacks.figures import run_dir
 from dynamo_lightning.data import TrajectoryDataModule
 from dynamo_lightning.module import DynamoModule
 
-SEARCH: dict[str, Any] = {"max_iters": 200, "trials": 8}
+SEARCH = SearchOptions(max_iters=200, trials=8)
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +57,8 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 def test_both_callbacks_log_pngs_tables_and_metrics(data: TrajectoryDataModule,
                                                    tmp_path: Path) -> None:
     plt.close("all")
-    points = FixedPoints(every_n_epochs=1, inits_per_member=16, **SEARCH)
-    segments = Interpolation(every_n_epochs=2, steps=3, inits_per_theta=8, **SEARCH)
+    points = FixedPoints(every_n_epochs=1, search=SEARCH.replace(inits=16))
+    segments = Interpolation(every_n_epochs=2, steps=3, search=SEARCH.replace(inits=8))
     trainer, _ = fit(data, tmp_path, points, segments)
     figures = run_dir(trainer) / "figures"
     # After epochs 1 and 2 (steps 2, 4), none from the sanity check; fit end is step 4 again.
@@ -86,10 +87,10 @@ def test_both_callbacks_log_pngs_tables_and_metrics(data: TrajectoryDataModule,
 
 def test_chosen_members_and_pairs_and_restored_train_mode(data: TrajectoryDataModule,
                                                           tmp_path: Path) -> None:
-    points = FixedPoints(every_n_epochs=5, members=["vanilla-s2", 0], inits_per_member=8,
-                         **SEARCH)
+    points = FixedPoints(every_n_epochs=5, members=["vanilla-s2", 0],
+                         search=SEARCH.replace(inits=8))
     segments = Interpolation(every_n_epochs=5, pairs=[[3, "gru-s1"]], steps=2,
-                             fixed_points=False, trials=4)
+                             fixed_points=False, search=SearchOptions(trials=4))
     trainer, module = fit(data, tmp_path, points, segments)  # drawn at fit end only
     figures = run_dir(trainer) / "figures"
     assert [r["member"] for r in read_csv(figures / "tables_fixed_points.csv")] == [
@@ -126,16 +127,13 @@ def test_default_choices_spread_over_architectures() -> None:
     (FixedPoints, {"members": []}, r"FixedPoints: members must be a non-empty list .*, got \[\]"),
     (FixedPoints, {"members": ["a", "a"]}, "distinct"),
     (FixedPoints, {"members": [True]}, "members"),
-    (FixedPoints, {"inits_per_member": 0}, "inits_per_member"),
-    (FixedPoints, {"tol": -1.0}, "FixedPoints: tol must be a finite number > 0, got -1.0"),
-    (FixedPoints, {"max_iters": 1.5}, "max_iters"),
+    (FixedPoints, {"search": {"inits": 16}}, "FixedPoints: search must be a SearchOptions"),
     (Interpolation, {"pairs": [["a"]]}, r"Interpolation: pairs must be .*, got \[\['a'\]\]"),
     (Interpolation, {"pairs": "ab"}, "pairs"),
     (Interpolation, {"pairs": [["a", "a"]]}, "itself"),
     (Interpolation, {"pairs": [["a", -1]]}, "pairs"),
     (Interpolation, {"steps": 1}, "Interpolation: steps must be an integer >= 2, got 1"),
     (Interpolation, {"fixed_points": "yes"}, "fixed_points"),
-    (Interpolation, {"trials": 0}, "trials"),
 ])
 def test_bad_arguments_are_named(factory: type, kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):

@@ -53,7 +53,7 @@ def test_rejects_bad_calls(points):
         cluster(block_dissimilarity(), 3, method="kmeans", precomputed=True)
     with pytest.raises(ValueError, match="unknown clustering method 'ward'"):
         cluster(points, 3, method="ward")
-    with pytest.raises(ValueError, match=r"n_clusters must be an int in \[1, 15\]"):
+    with pytest.raises(ValueError, match=r"n_clusters must be an integer in \[1, 15\]"):
         cluster(points, 16)
     with pytest.raises(ValueError, match="symmetric"):
         cluster(np.triu(block_dissimilarity()), 3, precomputed=True)

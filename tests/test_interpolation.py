@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from dynamo_lightning.analysis import SearchOptions
 from dynamo_lightning.analysis import fixed_points as fp
 from dynamo_lightning.analysis.interpolation import (
     GridResult,
@@ -28,7 +29,7 @@ from dynamo_lightning.module import DynamoModule
 FLIPFLOP = {"name": "flipflop", "config": {"n_bits": 3, "seq_len": 16}}
 IDS = ["gru-a", "gru-b", "lstm-c"]
 THETAS = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [1.0, 1.0]])
-FAST: dict[str, Any] = {"trials": 32, "inits_per_theta": 16, "max_iters": 300}
+FAST = {"search": SearchOptions(trials=32, inits=16, max_iters=300)}
 H_STAR = 0.9575040240  # the positive root of tanh(2h) = h
 
 
@@ -71,8 +72,8 @@ def test_segment_has_steps_points_from_theta_i_to_theta_j(segment) -> None:
 
 def test_task_metric_at_the_ends_is_the_meta_model_at_theta_on_the_same_trials(
         module: DynamoModule) -> None:
-    result = interpolate(module, "gru-a", "gru-b", steps=3, trials=32, seed=7,
-                         fixed_points=False)
+    result = interpolate(module, "gru-a", "gru-b", steps=3,
+                         search=SearchOptions(trials=32, seed=7), fixed_points=False)
     x, y = module.task.sample(32, generator=torch.Generator().manual_seed(7), split="test")
     with torch.no_grad():
         for alpha, theta in ((0, THETAS[0]), (-1, THETAS[1])):
@@ -123,8 +124,8 @@ def test_saddle_node_bifurcations_of_a_one_unit_meta_model_are_found() -> None:
         for p in (rnn.bias_ih_l0, rnn.bias_hh_l0, module.meta.initial.weight,
                   module.meta.initial.bias):
             p.zero_()
-    result = interpolate(module, "lo", "hi", steps=7, trials=32, inits_per_theta=32,
-                         max_iters=500)  # θ₁ = -1.2, -0.8, ..., 1.2
+    result = interpolate(module, "lo", "hi", steps=7,  # θ₁ = -1.2, -0.8, ..., 1.2
+                         search=SearchOptions(trials=32, inits=32, max_iters=500))
     assert result.counts["stable"].tolist() == [1, 1, 2, 2, 2, 1, 1]
     assert result.counts["unstable"].tolist() == [0, 0, 1, 1, 1, 0, 0]
     assert result.bifurcations == [pytest.approx(0.25), pytest.approx(0.75)]
@@ -142,7 +143,7 @@ def test_interpolate_path_through_three_points_uses_arc_length(module: DynamoMod
     # Same seed, same trials: θ_0's metric is the segment's at α = 0.
     assert float(path.task_metric[0]) == pytest.approx(float(segment.task_metric[0]), abs=1e-6)
     given = interpolate_path(module, THETAS[:2], alphas=torch.tensor([0.0, 1.0]),
-                             fixed_points=False, trials=4)
+                             fixed_points=False, search=SearchOptions(trials=4))
     assert given.alphas.tolist() == [0.0, 1.0]
     with pytest.raises(ValueError, match=r"alphas must be \[2\]"):
         interpolate_path(module, THETAS[:2], alphas=torch.zeros(3), fixed_points=False)
@@ -151,17 +152,18 @@ def test_interpolate_path_through_three_points_uses_arc_length(module: DynamoMod
 
 
 def test_pairs_share_one_evaluation_and_match_single_segments(module: DynamoModule) -> None:
-    both = interpolate_pairs(module, [(0, 1), ("gru-b", "lstm-c")], steps=3, trials=16,
+    search = SearchOptions(trials=16)
+    both = interpolate_pairs(module, [(0, 1), ("gru-b", "lstm-c")], steps=3, search=search,
                              fixed_points=False)
-    single = interpolate(module, 1, 2, steps=3, trials=16, fixed_points=False)
+    single = interpolate(module, 1, 2, steps=3, search=search, fixed_points=False)
     assert [r.endpoints for r in both] == [("gru-a", "gru-b"), ("gru-b", "lstm-c")]
     torch.testing.assert_close(both[1].task_metric, single.task_metric)
     torch.testing.assert_close(both[1].thetas, single.thetas)
 
 
 def test_grid_covers_the_map_with_a_margin(module: DynamoModule) -> None:
-    grid = interpolate_grid(module, resolution=3, margin=0.1, trials=8, inits_per_theta=4,
-                            max_iters=100)
+    grid = interpolate_grid(module, resolution=3, margin=0.1,
+                            search=SearchOptions(trials=8, inits=4, max_iters=100))
     assert grid.theta_grid.shape == (3, 3, 2) and grid.task_metric.shape == (3, 3)
     assert {k: tuple(v.shape) for k, v in grid.counts.items()} == {k: (3, 3) for k in fp.KINDS}
     torch.testing.assert_close(grid.theta_grid[0, 0], torch.tensor([-1.2, -0.1]))
@@ -211,8 +213,8 @@ def test_to_dict_is_json_and_nan_free_without_a_task(segment) -> None:
     assert data["endpoints"] == ["gru-a", "lstm-c"] and len(data["alphas"]) == 5
     assert data["counts"]["stable"] == segment.counts["stable"].tolist()
     assert len(data["fixed_points"]) == 5
-    free = interpolate(tiny_module(task_spec=None), 0, 1, steps=3, inits_per_theta=8,
-                       max_iters=200)  # free run on x = 0
+    free = interpolate(tiny_module(task_spec=None), 0, 1, steps=3,  # free run on x = 0
+                       search=SearchOptions(inits=8, max_iters=200))
     assert free.metric_name == "" and torch.isnan(free.task_metric).all()
     text = json.dumps(free.to_dict(), allow_nan=False)
     assert json.loads(text)["task_metric"] == [None, None, None]
@@ -223,7 +225,8 @@ def test_a_mixture_task_is_scored_with_its_task_ids() -> None:
         FLIPFLOP, {"name": "flipflop", "config": {"n_bits": 3, "seq_len": 16,
                                                   "pulse_prob": 0.2}}]}}
     module = tiny_module(task_spec=spec)
-    result = interpolate(module, 0, 1, steps=2, trials=24, fixed_points=False)
+    result = interpolate(module, 0, 1, steps=2, search=SearchOptions(trials=24),
+                         fixed_points=False)
     task = module.task
     x, y, ids = task.sample_with_ids(24, generator=torch.Generator().manual_seed(0),
                                      split="test")
@@ -266,33 +269,30 @@ def test_slow_points_are_reported_with_slow_tol() -> None:
         for p in (rnn.bias_ih_l0, rnn.bias_hh_l0, module.meta.initial.weight,
                   module.meta.initial.bias):
             p.zero_()
-    options = {"steps": 2, "trials": 16, "inits_per_theta": 32, "max_iters": 50}
-    plain = interpolate(module, "a", "b", **options)
-    slow = interpolate(module, "a", "b", slow_tol=1e-2, **options)
+    search = SearchOptions(trials=16, inits=32, max_iters=50)
+    plain = interpolate(module, "a", "b", steps=2, search=search)
+    slow = interpolate(module, "a", "b", steps=2, search=search.replace(slow_tol=1e-2))
     assert plain.counts["slow"].sum() == 0
     assert (slow.counts["slow"] >= 1).all()
-    with pytest.raises(ValueError, match="slow_tol must be None or a number > tol"):
-        interpolate(module, "a", "b", slow_tol=1e-12, **options)
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"i": "nope"}, r"unknown member 'nope' \(known ids: gru-a, gru-b, lstm-c"),
     ({"i": 3}, "member index 3 out of range for 3 members"),
     ({"steps": 1}, "steps must be an integer >= 2, got 1"),
-    ({"trials": 0}, "trials must be a positive integer, got 0"),
     ({"x_const": torch.zeros(2)}, r"x_const must be \[3\]"),
-    ({"tol": 0}, "tol must be a positive number"),
 ])
 def test_bad_arguments_are_named(module: DynamoModule, kwargs: dict, match: str) -> None:
-    args = {"i": 0, "j": 1, "steps": 2, "fixed_points": True, "trials": 4, **kwargs}
+    args = {"i": 0, "j": 1, "steps": 2, "fixed_points": True,
+            "search": SearchOptions(trials=4), **kwargs}
     with pytest.raises(ValueError, match=match):
         interpolate(module, args.pop("i"), args.pop("j"), **args)
 
 
 def test_figures_draw_kinds_panels_and_bifurcations(module: DynamoModule, segment) -> None:
     plt.close("all")
-    points, states = fixed_points_at(module, THETAS, trials=8, inits_per_theta=8,
-                                     max_iters=200)
+    points, states = fixed_points_at(module, THETAS,
+                                     search=SearchOptions(trials=8, inits=8, max_iters=200))
     assert states.shape == (3, 8, 16, 8) and points.num_groups == 3
     fig = fixed_point_figure(list(states), points, titles=IDS)
     assert len(fig.axes) == 3 and fig.axes[0].get_title().startswith("gru-a")

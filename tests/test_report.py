@@ -296,7 +296,7 @@ def test_long_category_labels_are_cut_and_their_legend_sits_under_the_axes() -> 
 
 def test_stacked_member_search_equals_member_by_member() -> None:
     from dynamo_lightning.analysis import find_fixed_points, member_step_fn
-    from dynamo_lightning.analysis.report.members import StackStep
+    from dynamo_lightning.analysis.member_dynamics import StackStep
     from dynamo_lightning.population.architectures import MemberNetwork, build
 
     stack = build("gru", num_members=3, seeds=[0, 1, 2], input_size=3, output_size=3,
@@ -323,7 +323,7 @@ def test_stacked_member_search_equals_member_by_member() -> None:
 @pytest.mark.parametrize("arch", ["gru", "lstm"])
 def test_stacked_member_search_on_cuda_graphs_matches_eager(arch: str) -> None:
     from dynamo_lightning.analysis import find_fixed_points
-    from dynamo_lightning.analysis.report.members import StackStep
+    from dynamo_lightning.analysis.member_dynamics import StackStep
     from dynamo_lightning.population.architectures import build
 
     stack = build(arch, num_members=3, seeds=[0, 1, 2], input_size=3, output_size=3,

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from dynamo_lightning.analysis.member_dynamics import member_states
 from dynamo_lightning.analysis.reparameterize import permuted_copy
 from dynamo_lightning.analysis.similarity import (
     METHODS,
-    member_states,
     similarity,
     states_distance,
 )

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 import dynamo_lightning as dl
-from dynamo_lightning.tasks import scoring
 from dynamo_lightning.registry import UnknownNameError
+from dynamo_lightning.tasks import scoring
 from dynamo_lightning.tasks.flipflop import flipflop_targets
 from dynamo_lightning.tasks.integrator import integrate
 

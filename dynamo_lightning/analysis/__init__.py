@@ -4,6 +4,7 @@ from dynamo_lightning.analysis.averaging import average, averaging_table, weight
 from dynamo_lightning.analysis.baselines import compare_methods, comparison_figure
 from dynamo_lightning.analysis.clustering import cluster, cluster_scores, mds
 from dynamo_lightning.analysis.few_shot import few_shot_curve, few_shot_figure
+from dynamo_lightning.analysis.fitted_map import FittedMap
 from dynamo_lightning.analysis.fixed_points import (
     FixedPointSet,
     find_fixed_points,
@@ -22,6 +23,7 @@ from dynamo_lightning.analysis.interpolation import (
     interpolate_path,
 )
 from dynamo_lightning.analysis.map_figure import map_figure
+from dynamo_lightning.analysis.member_dynamics import member_fixed_points, member_states
 from dynamo_lightning.analysis.placement import Placement, place
 from dynamo_lightning.analysis.placement_figure import placement_figure
 from dynamo_lightning.analysis.plots import fixed_point_figure, grid_figure, interpolation_figure
@@ -33,13 +35,16 @@ from dynamo_lightning.analysis.reparameterize import (
     rotated_copy,
 )
 from dynamo_lightning.analysis.report import build_report, write_report
+from dynamo_lightning.analysis.search_options import SearchOptions
 from dynamo_lightning.analysis.similarity import similarity
 
 __all__ = [
+    "FittedMap",
     "FixedPointSet",
     "GridResult",
     "InterpolationResult",
     "Placement",
+    "SearchOptions",
     "average",
     "averaging_table",
     "bifurcation_alphas",
@@ -61,6 +66,8 @@ __all__ = [
     "interpolation_figure",
     "map_figure",
     "mds",
+    "member_fixed_points",
+    "member_states",
     "member_step_fn",
     "meta_step_fn",
     "permuted_copy",

@@ -21,15 +21,18 @@ import torch
 from torch import Tensor, nn
 
 from dynamo_lightning import tasks as task_registry
+from dynamo_lightning.analysis.fitted_map import FittedMap
 from dynamo_lightning.analysis.plain import plain
 from dynamo_lightning.analysis.theta_evaluation import draw_trials, task_metric
 from dynamo_lightning.checks import positive_int
+from dynamo_lightning.population import Population
 from dynamo_lightning.population.member import Member
+from dynamo_lightning.tasks import Task
 
 __all__ = ["average", "averaging_table", "weight_average"]
 
 
-def average(m: Any, member_ids: Sequence[str]) -> tuple[Tensor, nn.Module]:
+def average(m: FittedMap, member_ids: Sequence[str]) -> tuple[Tensor, nn.Module]:
     """The centroid of some members' embeddings and the meta-model there.
 
     Args:
@@ -50,7 +53,7 @@ def average(m: Any, member_ids: Sequence[str]) -> tuple[Tensor, nn.Module]:
     return theta_bar, m.meta_model_at(theta_bar)
 
 
-def weight_average(population: Any, member_ids: Sequence[str],
+def weight_average(population: Population, member_ids: Sequence[str],
                    member_id: str | None = None) -> Member:
     """The naive baseline: a member whose parameters are the mean of the members'.
 
@@ -92,7 +95,7 @@ def weight_average(population: Any, member_ids: Sequence[str],
                   dict(first.config), {**shared, "averaged_members": ids}, state)
 
 
-def averaging_table(m: Any, population: Any, key: str = "task", trials: int = 256,
+def averaging_table(m: FittedMap, population: Population, key: str = "task", trials: int = 256,
                     seed: int = 0) -> list[dict[str, Any]]:
     """Centroid network vs its members vs their weight average, one row per group.
 
@@ -144,7 +147,7 @@ def averaging_table(m: Any, population: Any, key: str = "task", trials: int = 25
             for slot, group in groups.items() if len(group) >= 2]
 
 
-def _row(m: Any, population: Any, key: str, value: Any, group: list[str], trials: int,
+def _row(m: FittedMap, population: Population, key: str, value: Any, group: list[str], trials: int,
          seed: int) -> dict[str, Any]:
     """One row of :func:`averaging_table` for the members ``group``."""
     task = _group_task(m, population, group)
@@ -168,7 +171,7 @@ def _row(m: Any, population: Any, key: str, value: Any, group: list[str], trials
             "weight_average_members": by_arch}
 
 
-def _group_task(m: Any, population: Any, group: list[str]) -> Any:
+def _group_task(m: FittedMap, population: Population, group: list[str]) -> Any:
     """The module's task, or for a mixture the group's own task when its members share one."""
     task = m.task
     if task is None:
@@ -184,7 +187,7 @@ def _group_task(m: Any, population: Any, group: list[str]) -> Any:
     return task if name is None else task_registry.get(name, **config)
 
 
-def _architecture_groups(population: Any, group: list[str]) -> dict[str, list[str]]:
+def _architecture_groups(population: Population, group: list[str]) -> dict[str, list[str]]:
     """Members of ``group`` by architecture and config, only those with ≥ 2 members."""
     by_key: dict[tuple[str, str], list[str]] = {}
     for member_id in group:
@@ -200,7 +203,7 @@ def _architecture_groups(population: Any, group: list[str]) -> dict[str, list[st
 
 
 @torch.no_grad()
-def _metric(task: Any, net: nn.Module, x: Tensor, y: Tensor, task_ids: Tensor | None) -> float:
+def _metric(task: Task, net: nn.Module, x: Tensor, y: Tensor, task_ids: Tensor | None) -> float:
     """``task``'s metric of ``net``'s outputs on ``x [B, T, I]``, the net run on its own
     device."""
     tensors = [*net.parameters(), *net.buffers()]

@@ -18,12 +18,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from dynamo_lightning.analysis.clustering import cluster, cluster_scores, mds
+from dynamo_lightning.analysis.member_dynamics import member_states
 from dynamo_lightning.analysis.plain import plain
 from dynamo_lightning.analysis.plots import closed_on_error
 from dynamo_lightning.analysis.projection import project
 from dynamo_lightning.analysis.similarity import (
     METHODS,
-    member_states,
     states_distance,
     weight_distance,
 )

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from dynamo_lightning import tasks as task_registry
+from dynamo_lightning.analysis.fitted_map import FittedMap
 from dynamo_lightning.analysis.plots import closed_on_error
 from dynamo_lightning.checks import positive_int
 from dynamo_lightning.population import architectures
@@ -39,7 +40,7 @@ SCRATCH_CLIP_NORM = 1.0
 """Gradient-norm clip of the from-scratch network, as population training clips each member."""
 
 
-def few_shot_curve(m: Any, task: Task | dict[str, Any], architecture: str, hidden_size: int,
+def few_shot_curve(m: FittedMap, task: Task | dict[str, Any], architecture: str, hidden_size: int,
                    ns: Sequence[int] = (4, 8, 16, 64, 256), test_trials: int = 512,
                    seeds: Sequence[int] = (0, 1, 2), theta_steps: int = 300,
                    scratch_steps: int = SCRATCH_STEPS, scratch_lr: float = SCRATCH_LR,

@@ -8,10 +8,9 @@ a bifurcation). Every θ of a call is evaluated in batched form:
 - task metric: the same ``trials`` task trials are repeated for every θ and run in one
   meta-model call ``m.meta(x_rep, θ_rep)`` (split into chunks only past ``ELEMENT_BUDGET``
   state elements), then scored per θ with ``m.task.metric``. Trials are drawn with
-  ``task.sample(trials, torch.Generator().manual_seed(seed), split="test")`` (for a mixture
-  task, ``sample_with_ids`` and the ids are passed to ``metric(..., task_ids=...)``). A
-  ``metric`` that needs task ids the task cannot provide returns NaN, as does a module
-  without a task.
+  ``task.sample_with_ids(trials, torch.Generator().manual_seed(seed), split="test")`` and
+  the ids passed to ``metric(..., task_ids=...)`` (a mixture scores each trial by the task
+  that drew it). A module without a task gives NaN.
 - fixed points: one :func:`find_fixed_points` call for all θ's (``meta_step_fn``, one group
   per θ), initial states sampled from the meta-model's own states on those trials at each θ,
   which are also each group's ``reference`` (outlier removal, ``distance_to_data``). The
@@ -19,13 +18,13 @@ a bifurcation). Every θ of a call is evaluated in batched form:
   Barak 2013, where pulses are absent and memories are held). Without a task the meta-model
   free-runs ``FREE_RUN_STEPS`` steps on ``x_const`` from ``H̃₀(θ)`` instead.
 
-``m`` is any fitted module with ``meta`` (a ``MetaRNN``), ``embeddings()``, ``member_ids``
-and ``task`` (``DynamoModule`` does); nothing here imports Lightning.
+``m`` is a :class:`~.fitted_map.FittedMap` (``DynamoModule`` is one); nothing here imports
+Lightning. ``search`` (:class:`~.search_options.SearchOptions`) sets the trials and the
+fixed-point search.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -33,14 +32,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from dynamo_lightning.analysis.fitted_map import FittedMap
 from dynamo_lightning.analysis.fixed_points import KINDS, FixedPointSet
+from dynamo_lightning.analysis.plain import plain
+from dynamo_lightning.analysis.search_options import SearchOptions
 from dynamo_lightning.analysis.theta_evaluation import (
     ELEMENT_BUDGET,
     FREE_RUN_STEPS,
     Evaluation,
     evaluate,
 )
-from dynamo_lightning.checks import int_at_least, is_int
+from dynamo_lightning.checks import finite_real, int_at_least, is_int
 
 __all__ = ["ELEMENT_BUDGET", "FREE_RUN_STEPS", "GridResult", "InterpolationResult",
            "bifurcation_alphas", "fixed_points_at", "interpolate", "interpolate_grid",
@@ -81,15 +83,15 @@ class InterpolationResult:
         directions, spectral radius and distance to data (not the states themselves)."""
         return {
             "alphas": self.alphas.tolist(), "thetas": self.thetas.tolist(),
-            "metric_name": self.metric_name, "task_metric": _plain(self.task_metric),
-            "task_metrics": {k: _plain(v) for k, v in self.task_metrics.items()},
+            "metric_name": self.metric_name, "task_metric": plain(self.task_metric),
+            "task_metrics": {k: plain(v) for k, v in self.task_metrics.items()},
             "counts": {k: v.tolist() for k, v in self.counts.items()},
             "bifurcations": list(self.bifurcations),
             "endpoints": list(self.endpoints) if self.endpoints else None,
             "fixed_points": None if self.fixed_points is None else [
-                {"kind": list(f.kind), "q": _plain(f.q), "n_unstable": f.n_unstable.tolist(),
-                 "spectral_radius": _plain(f.eigvals.abs().amax(1)),
-                 "distance_to_data": _plain(f.distance_to_data)} for f in self.fixed_points],
+                {"kind": list(f.kind), "q": plain(f.q), "n_unstable": f.n_unstable.tolist(),
+                 "spectral_radius": plain(f.eigvals.abs().amax(1)),
+                 "distance_to_data": plain(f.distance_to_data)} for f in self.fixed_points],
         }
 
 
@@ -116,30 +118,24 @@ class GridResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (``None`` for NaN)."""
         return {"theta_grid": self.theta_grid.tolist(), "metric_name": self.metric_name,
-                "task_metric": _plain(self.task_metric),
-                "task_metrics": {k: _plain(v) for k, v in self.task_metrics.items()},
+                "task_metric": plain(self.task_metric),
+                "task_metrics": {k: plain(v) for k, v in self.task_metrics.items()},
                 "counts": {k: v.tolist() for k, v in self.counts.items()}}
 
 
-def interpolate(m: Any, i: int | str, j: int | str, steps: int = 11, *, trials: int = 256,
-                seed: int = 0, fixed_points: bool = True, inits_per_theta: int = 64,
-                x_const: Tensor | None = None, tol: float = 1e-8, max_iters: int = 2000,
-                init_noise: float = 0.1, slow_tol: float | None = None) -> InterpolationResult:
+def interpolate(m: FittedMap, i: int | str, j: int | str, steps: int = 11, *,
+                search: SearchOptions | None = None, fixed_points: bool = True,
+                x_const: Tensor | None = None) -> InterpolationResult:
     """The segment ``θ_i → θ_j``: ``θ(α) = (1 − α) θ_i + α θ_j`` at ``steps`` even α's.
 
     Args:
-        m: the fitted module (see the module docstring).
+        m: the fitted map (see the module docstring).
         i, j: members, by index in ``m.member_ids`` or by id.
         steps: points on the segment (≥ 2), both ends included.
-        trials: task trials scored at every θ (and driving the trajectories).
-        seed: seed of the trials and of the initial states.
+        search: the trials scored at every θ (which also drive the trajectories) and the
+            fixed-point search's settings; default ``SearchOptions()``.
         fixed_points: also find the fixed points at every θ (the slow part).
-        inits_per_theta: initial states per θ for the fixed-point search.
         x_const: constant input ``[I]`` of the fixed-point search (default zeros).
-        tol, max_iters: convergence threshold on q and Adam iterations of the search.
-        init_noise: noise of the initial states, × the per-unit std of the states.
-        slow_tol: also keep slow points (``tol ≤ q < slow_tol``) as kind "slow", e.g. the
-            line attractor of an integrator; None keeps fixed points only.
 
     Returns:
         :class:`InterpolationResult` with ``endpoints = (id_i, id_j)``.
@@ -152,17 +148,16 @@ def interpolate(m: Any, i: int | str, j: int | str, steps: int = 11, *, trials: 
         result = interpolate(module, "gru-s0", "lstm-s3", steps=11)
         result.task_metric, result.counts["stable"], result.bifurcations
     """
-    options = {"trials": trials, "seed": seed, "fixed_points": fixed_points,
-               "inits_per_theta": inits_per_theta, "x_const": x_const, "tol": tol,
-               "max_iters": max_iters, "init_noise": init_noise, "slow_tol": slow_tol}
-    return interpolate_pairs(m, [(i, j)], steps, **options)[0]
+    return interpolate_pairs(m, [(i, j)], steps, search=search, fixed_points=fixed_points,
+                             x_const=x_const)[0]
 
 
-def interpolate_pairs(m: Any, pairs: Sequence[tuple[int | str, int | str]], steps: int = 11,
-                      **options: Any) -> list[InterpolationResult]:
+def interpolate_pairs(m: FittedMap, pairs: Sequence[tuple[int | str, int | str]],
+                      steps: int = 11, **options: Any) -> list[InterpolationResult]:
     """:func:`interpolate` for several member pairs, all their θ's in one batched evaluation.
 
-    ``options`` are :func:`interpolate`'s keywords.
+    ``options`` are :func:`interpolate`'s keywords (``search``, ``fixed_points``,
+    ``x_const``).
     """
     steps = int_at_least("steps", steps, 2)
     if not pairs:
@@ -178,7 +173,7 @@ def interpolate_pairs(m: Any, pairs: Sequence[tuple[int | str, int | str]], step
             for k, (a, b) in enumerate(ends)]
 
 
-def interpolate_path(m: Any, thetas: Tensor, *, alphas: Tensor | None = None,
+def interpolate_path(m: FittedMap, thetas: Tensor, *, alphas: Tensor | None = None,
                      endpoints: tuple[str, str] | None = None, **options: Any
                      ) -> InterpolationResult:
     """Any path ``thetas [S, d]`` (S ≥ 1), e.g. through several members or around a loop.
@@ -203,7 +198,7 @@ def interpolate_path(m: Any, thetas: Tensor, *, alphas: Tensor | None = None,
     return _cut(evaluate(m, thetas, **options), 0, thetas.shape[0], alphas, endpoints)
 
 
-def interpolate_grid(m: Any, resolution: int = 9, margin: float = 0.1,
+def interpolate_grid(m: FittedMap, resolution: int = 9, margin: float = 0.1,
                      **options: Any) -> GridResult:
     """A ``resolution × resolution`` grid over a 2-D map's bounding box, widened by
     ``margin`` × its extent on every side; ``options`` as for :func:`interpolate`.
@@ -216,8 +211,7 @@ def interpolate_grid(m: Any, resolution: int = 9, margin: float = 0.1,
         raise ValueError(f"interpolate_grid needs a 2-D map (embedding_dim d = 2), got "
                          f"d = {table.shape[1]}; use interpolate_path on a path instead")
     resolution = int_at_least("resolution", resolution, 2)
-    if not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin >= 0):
-        raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
+    margin = finite_real("margin", margin, lambda v: v >= 0, ">= 0")
     low, high = table.min(0).values, table.max(0).values
     span = torch.where(high > low, high - low, torch.ones_like(high))
     low, high = low - margin * span, high + margin * span
@@ -233,7 +227,7 @@ def interpolate_grid(m: Any, resolution: int = 9, margin: float = 0.1,
                       task_metrics={k: v.reshape(shape) for k, v in flat.task_metrics.items()})
 
 
-def fixed_points_at(m: Any, thetas: Tensor, **options: Any) -> tuple[FixedPointSet, Tensor]:
+def fixed_points_at(m: FittedMap, thetas: Tensor, **options: Any) -> tuple[FixedPointSet, Tensor]:
     """Fixed points of the meta-model at ``thetas [G, d]`` in one search (group g = θ_g).
 
     Returns:
@@ -271,7 +265,7 @@ def bifurcation_alphas(alphas: Tensor | Sequence[float], counts: dict[str, Tenso
     return [float((alphas[s] + alphas[s + 1]) / 2) for s in changed]
 
 
-def member_index(m: Any, key: int | str) -> int:
+def member_index(m: FittedMap, key: int | str) -> int:
     """Index of member ``key`` (an index into ``m.member_ids`` or an id)."""
     ids = [str(k) for k in m.member_ids]
     if is_int(key):
@@ -306,7 +300,7 @@ def _cut(whole: Evaluation, start: int, size: int, alphas: Tensor,
                          task_metrics={k: v[window] for k, v in whole.task_metrics.items()})
 
 
-def _embeddings(m: Any) -> Tensor:
+def _embeddings(m: FittedMap) -> Tensor:
     table = torch.as_tensor(m.embeddings()).detach().cpu()
     if table.dim() != 2 or table.shape[0] != len(m.member_ids):
         raise ValueError(f"m.embeddings() must be [N, d] with N = {len(m.member_ids)} members, "
@@ -314,16 +308,9 @@ def _embeddings(m: Any) -> Tensor:
     return table
 
 
-def _thetas(m: Any, thetas: Tensor) -> Tensor:
+def _thetas(m: FittedMap, thetas: Tensor) -> Tensor:
     thetas = torch.as_tensor(thetas).detach()
     d = m.meta.embedding_dim
     if thetas.dim() != 2 or thetas.shape[1] != d or thetas.shape[0] < 1:
         raise ValueError(f"thetas must be [S>=1, {d}], got {tuple(thetas.shape)}")
     return thetas.float() if not thetas.is_floating_point() else thetas
-
-
-def _plain(values: Tensor) -> list[Any]:
-    """Nested lists of floats, ``None`` for NaN and ±inf (strict JSON has neither)."""
-    def clean(v: Any) -> Any:
-        return [clean(u) for u in v] if isinstance(v, list) else v if math.isfinite(v) else None
-    return clean(values.double().tolist())

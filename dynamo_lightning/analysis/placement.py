@@ -22,9 +22,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from dynamo_lightning.analysis.fitted_map import FittedMap
 from dynamo_lightning.analysis.map_figure import _sort_key
 from dynamo_lightning.analysis.theta_evaluation import draw_trials
 from dynamo_lightning.checks import positive_int
+from dynamo_lightning.population import Population
 
 __all__ = ["Placement", "check_placeable", "group_centres", "locate", "place"]
 
@@ -120,7 +122,7 @@ class Placement:
         return {name: value, "distance": distance, "relative_distance": self.relative(distance)}
 
 
-def place(m: Any, population: Any, trials: int = 256, seed: int = 0, steps: int = 300,
+def place(m: FittedMap, population: Population, trials: int = 256, seed: int = 0, steps: int = 300,
           key: str = "task", use_hidden: bool = True, neighbours: int = 3,
           progress: bool = False) -> Placement:
     """Fit θ for every member of ``population`` on ``m``'s map and locate it there.
@@ -166,7 +168,7 @@ def place(m: Any, population: Any, trials: int = 256, seed: int = 0, steps: int 
                   losses=losses, neighbours=neighbours)
 
 
-def check_placeable(m: Any, population: Any, key: str, **counts: int) -> None:
+def check_placeable(m: FittedMap, population: Population, key: str, **counts: int) -> None:
     """Raise before any fitting when ``population`` cannot be placed on ``m``'s map.
 
     Args:

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dynamo_lightning.analysis.member_dynamics import member_states
 from dynamo_lightning.checks import optional_positive_int
 
 if TYPE_CHECKING:
@@ -93,14 +94,6 @@ def similarity(pop: Population, inputs: Tensor, method: str = "cka",
     if method == "weights":
         return weight_distance(pop)
     return _METHODS[method](member_states(pop, inputs, batch_size), **options)
-
-
-def member_states(pop: Population, inputs: Tensor, batch_size: int | None = None
-                  ) -> list[Tensor]:
-    """Every member's hidden trajectory on ``inputs``, one ``[B, T, H_i]`` each: what the
-    trajectory methods compare (computed once when several methods share them)."""
-    hidden = pop.trajectories(inputs, batch_size=batch_size).hidden
-    return list(hidden) if isinstance(hidden, Tensor) else hidden
 
 
 def states_distance(states: list[Tensor], method: str, **options: Any) -> np.ndarray:

@@ -11,19 +11,20 @@ import contextlib
 import inspect
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from dynamo_lightning.analysis.fitted_map import FittedMap
 from dynamo_lightning.analysis.fixed_points import (
     FixedPointSet,
     find_fixed_points,
     meta_step_fn,
     sample_inits,
 )
-from dynamo_lightning.checks import positive_int
+from dynamo_lightning.analysis.search_options import SearchOptions
 from dynamo_lightning.modes import frozen
+from dynamo_lightning.tasks import Task
 
 ELEMENT_BUDGET = 2**26
 """Most ``θ's × trials × time × (state + output)`` elements per meta-model call."""
@@ -43,20 +44,12 @@ class Evaluation:
     task_metrics: dict[str, Tensor] = field(default_factory=dict)  # mixture: {key: [S]}
 
 
-def evaluate(m: Any, thetas: Tensor, *, trials: int = 256, seed: int = 0,
-             fixed_points: bool = True, inits_per_theta: int = 64,
-             x_const: Tensor | None = None, tol: float = 1e-8, max_iters: int = 2000,
-             init_noise: float = 0.1, slow_tol: float | None = None) -> Evaluation:
+def evaluate(m: FittedMap, thetas: Tensor, *, search: SearchOptions | None = None,
+             fixed_points: bool = True, x_const: Tensor | None = None) -> Evaluation:
     """Task metric and (optionally) fixed points at every θ of ``thetas [S, d]``; the
     keywords are :func:`~.interpolation.interpolate`'s."""
     meta = m.meta
-    trials = positive_int("trials", trials)
-    inits_per_theta = positive_int("inits_per_theta", inits_per_theta)
-    max_iters = positive_int("max_iters", max_iters)
-    if not (isinstance(tol, (int, float)) and tol > 0):
-        raise ValueError(f"tol must be a positive number, got {tol!r}")
-    if slow_tol is not None and not (isinstance(slow_tol, (int, float)) and slow_tol > tol):
-        raise ValueError(f"slow_tol must be None or a number > tol ({tol}), got {slow_tol!r}")
+    search = search or SearchOptions()
     param = next(meta.parameters())
     thetas = thetas.to(param)
     x_const = torch.zeros(meta.input_size) if x_const is None else torch.as_tensor(x_const)
@@ -64,11 +57,11 @@ def evaluate(m: Any, thetas: Tensor, *, trials: int = 256, seed: int = 0,
         raise ValueError(f"x_const must be [{meta.input_size}], got {tuple(x_const.shape)}")
     x_const = x_const.to(param)
     task = m.task
-    generator = torch.Generator().manual_seed(int(seed))
+    generator = torch.Generator().manual_seed(search.seed)
     if task is None:
         x, y, ids = x_const.expand(1, FREE_RUN_STEPS, -1), None, None
     else:
-        x, y, ids = draw_trials(task, trials, generator)
+        x, y, ids = draw_trials(task, search.trials, generator)
     with evaluating(meta), torch.no_grad():
         outputs, states = _run_meta(meta, x.to(param), thetas)
     outputs = outputs.cpu()
@@ -76,13 +69,13 @@ def evaluate(m: Any, thetas: Tensor, *, trials: int = 256, seed: int = 0,
                            for out in outputs], dtype=torch.float64)
     points = None
     if fixed_points:
-        inits = torch.cat([sample_inits(s, inits_per_theta, init_noise, generator)
+        inits = torch.cat([sample_inits(s, search.inits, search.init_noise, generator)
                            for s in states])
-        step = meta_step_fn(meta, thetas, inits_per_theta)
+        step = meta_step_fn(meta, thetas, search.inits)
         with evaluating(meta):
-            points = find_fixed_points(step, x_const, inits, tol, groups=step.groups,
-                                       max_iters=max_iters, reference=list(states),
-                                       slow_tol=slow_tol)
+            points = find_fixed_points(step, x_const, inits, search.tol, groups=step.groups,
+                                       max_iters=search.max_iters, reference=list(states),
+                                       slow_tol=search.slow_tol)
         points = points.cpu()
     return Evaluation(thetas=thetas.detach().cpu(), task_metric=metric,
                       metric_name="" if task is None else str(task.metric_name),
@@ -95,7 +88,7 @@ def evaluating(module: nn.Module) -> contextlib.AbstractContextManager:
     return frozen(module, no_grad=False)
 
 
-def draw_trials(task: Any, trials: int, generator: torch.Generator
+def draw_trials(task: Task, trials: int, generator: torch.Generator
                 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Test-split trials ``x, y`` and, for a mixture task, each trial's task id (else
     None): the trials every θ is scored and searched on."""
@@ -106,7 +99,7 @@ def draw_trials(task: Any, trials: int, generator: torch.Generator
     return x, y, None
 
 
-def task_metric(task: Any, outputs: Tensor, targets: Tensor, ids: Tensor | None) -> float:
+def task_metric(task: Task, outputs: Tensor, targets: Tensor, ids: Tensor | None) -> float:
     """``task.metric`` (with ``task_ids`` when it takes them; NaN when it needs them and
     the task gave none)."""
     takes_ids = "task_ids" in inspect.signature(task.metric).parameters
@@ -115,7 +108,7 @@ def task_metric(task: Any, outputs: Tensor, targets: Tensor, ids: Tensor | None)
     return float(task.metric(outputs, targets))
 
 
-def _per_task(task: Any, outputs: Tensor, targets: Tensor | None,
+def _per_task(task: Task, outputs: Tensor, targets: Tensor | None,
               ids: Tensor | None) -> dict[str, Tensor]:
     """For a task of several sub-tasks (``metrics_by_task``), each one's metric on its own
     trials at every θ, ``{"<label>:<metric>": [S]}``; empty for a single task."""

@@ -10,7 +10,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
-from dynamo_lightning.checks import is_int, positive_int, positive_real
+from dynamo_lightning.analysis.search_options import SearchOptions
+from dynamo_lightning.checks import is_int, positive_int
 from dynamo_lightning.modes import frozen
 
 if TYPE_CHECKING:
@@ -62,13 +63,14 @@ class ResumableDrawing(Callback):
 class _Analysis(ResumableDrawing):
     """Timing, rank-0 only, eval mode + no grad (restored after) and resumable state."""
 
-    def __init__(self, every_n_epochs: int, tol: float, max_iters: int, trials: int) -> None:
+    def __init__(self, every_n_epochs: int, search: SearchOptions) -> None:
         super().__init__()
         owner = type(self).__name__
         self._every_n_epochs = positive_int("every_n_epochs", every_n_epochs, owner)
-        self._tol = positive_real("tol", tol, owner)
-        self._max_iters = positive_int("max_iters", max_iters, owner)
-        self._trials = positive_int("trials", trials, owner)
+        if not isinstance(search, SearchOptions):
+            raise ValueError(f"{owner}: search must be a SearchOptions (in YAML, a mapping of "
+                             f"its settings), got {search!r}")
+        self._search = search
         self._last_step: int | None = None  # global step of the last analysis
         self._num_drawn = 0
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from dynamo_lightning.analysis.fixed_points import KINDS
 from dynamo_lightning.analysis.interpolation import fixed_points_at, member_index
 from dynamo_lightning.analysis.plots import fixed_point_figure
+from dynamo_lightning.analysis.search_options import SearchOptions
 from dynamo_lightning.callbacks.analysis_base import (
     MemberKey,
     _Analysis,
@@ -19,12 +20,16 @@ from dynamo_lightning.callbacks.analysis_base import (
     default_members,
 )
 from dynamo_lightning.callbacks.figures import log_figure, log_table
-from dynamo_lightning.checks import positive_int
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
 
     from dynamo_lightning.analysis.fixed_points import FixedPointSet
+
+
+FIXED_POINTS_SEARCH = SearchOptions(trials=32, inits=128)
+"""The default search while training: few trials, so that an analysis does not hold up the
+fit."""
 
 
 class FixedPoints(_Analysis):
@@ -42,30 +47,28 @@ class FixedPoints(_Analysis):
         every_n_epochs: Analyse after validation every this many epochs.
         members: Member ids or indices; default up to 8, taken in turn from each
             architecture (metadata ``architecture``).
-        inits_per_member: Initial states of the search per member.
-        tol: A point is fixed once ``q = ½‖F(h) − h‖² < tol``.
-        max_iters: Adam iterations of the search at most.
-        trials: Task trials whose trajectories seed the search and are drawn.
+        search: The search's settings (trials whose trajectories seed the search and are
+            drawn, initial states per member, tolerance, ...). In YAML, a mapping of the
+            settings to change: ``search: {inits: 256}``.
 
     Raises:
         ValueError: A bad argument (named); at run time, a member the module does not have.
 
     Example::
 
-        trainer = Trainer(callbacks=[FixedPoints(every_n_epochs=5, members=["gru-s0"])])
+        trainer = Trainer(callbacks=[FixedPoints(every_n_epochs=5, members=["gru-s0"],
+                                              search=SearchOptions(inits=256))])
     """
 
     def __init__(self, every_n_epochs: int = 10, members: list[MemberKey] | None = None,
-                 inits_per_member: int = 128, tol: float = 1e-8, max_iters: int = 2000,
-                 trials: int = 32) -> None:
-        super().__init__(every_n_epochs, tol, max_iters, trials)
+                 search: SearchOptions = FIXED_POINTS_SEARCH) -> None:
+        super().__init__(every_n_epochs, search)
         if members is not None:
             members = _keys(self, "members", members)
             if not members or len(set(members)) != len(members):
                 raise ValueError("FixedPoints: members must be a non-empty list of distinct "
                                  f"member ids or indices, got {members!r}")
         self._members = members
-        self._inits = positive_int("inits_per_member", inits_per_member, "FixedPoints")
         self.last_fixed_points: FixedPointSet | None = None  # of the latest analysis
 
     def _analyse(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
@@ -73,9 +76,7 @@ class FixedPoints(_Analysis):
         chosen = ([member_index(pl_module, k) for k in self._members] if self._members
                   else default_members(pl_module.member_metadata))
         thetas = pl_module.embeddings()[chosen]
-        fps, states = fixed_points_at(pl_module, thetas, trials=self._trials,
-                                      inits_per_theta=self._inits, tol=self._tol,
-                                      max_iters=self._max_iters)
+        fps, states = fixed_points_at(pl_module, thetas, search=self._search)
         step, names = trainer.global_step, [ids[i] for i in chosen]
         counts = fps.summary()["groups"]
         metrics = {f"fixed_points/{name}/{kind}": float(c[kind])

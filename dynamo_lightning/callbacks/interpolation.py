@@ -15,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from dynamo_lightning.analysis.fixed_points import KINDS
 from dynamo_lightning.analysis.interpolation import interpolate_pairs
 from dynamo_lightning.analysis.plots import interpolation_figure
+from dynamo_lightning.analysis.search_options import SearchOptions
 from dynamo_lightning.callbacks.analysis_base import (
     MemberKey,
     _Analysis,
@@ -22,12 +23,17 @@ from dynamo_lightning.callbacks.analysis_base import (
     default_pairs,
 )
 from dynamo_lightning.callbacks.figures import log_figure, log_table
-from dynamo_lightning.checks import boolean, int_at_least, positive_int
+from dynamo_lightning.checks import boolean, int_at_least
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
 
     from dynamo_lightning.analysis.interpolation import InterpolationResult
+
+
+INTERPOLATION_SEARCH = SearchOptions(trials=128, inits=32)
+"""The default search while training: few trials, so that an analysis does not hold up the
+fit."""
 
 
 class Interpolation(_Analysis):
@@ -45,8 +51,8 @@ class Interpolation(_Analysis):
             architecture and one across two architectures (metadata ``architecture``).
         steps: Points per segment (≥ 2), both members included.
         fixed_points: Also count fixed points along the segments.
-        inits_per_theta, tol, max_iters: The fixed-point search per point of a segment.
-        trials: Task trials scored at every point.
+        search: The task trials scored at every point and the fixed-point search's
+            settings there (in YAML, a mapping of the settings to change).
 
     Raises:
         ValueError: A bad argument (named); at run time, a member the module does not have.
@@ -57,9 +63,9 @@ class Interpolation(_Analysis):
     """
 
     def __init__(self, every_n_epochs: int = 10, pairs: list[list[MemberKey]] | None = None,
-                 steps: int = 11, fixed_points: bool = True, inits_per_theta: int = 32,
-                 tol: float = 1e-8, max_iters: int = 2000, trials: int = 128) -> None:
-        super().__init__(every_n_epochs, tol, max_iters, trials)
+                 steps: int = 11, fixed_points: bool = True,
+                 search: SearchOptions = INTERPOLATION_SEARCH) -> None:
+        super().__init__(every_n_epochs, search)
         if pairs is not None:
             bad = (isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence)
                    or not pairs or any(isinstance(p, (str, bytes)) or not isinstance(p, Sequence)
@@ -73,7 +79,6 @@ class Interpolation(_Analysis):
         self._pairs = pairs
         self._steps = int_at_least("steps", steps, 2, "Interpolation")
         self._fixed_points = boolean("fixed_points", fixed_points, "Interpolation")
-        self._inits = positive_int("inits_per_theta", inits_per_theta, "Interpolation")
         self._warned = False
         self.last_results: list[InterpolationResult] = []  # of the latest analysis
 
@@ -84,10 +89,8 @@ class Interpolation(_Analysis):
                 rank_zero_warn("Interpolation: fewer than two members, nothing to interpolate")
                 self._warned = True
             return False
-        results = interpolate_pairs(pl_module, pairs, self._steps, trials=self._trials,
-                                    fixed_points=self._fixed_points,
-                                    inits_per_theta=self._inits, tol=self._tol,
-                                    max_iters=self._max_iters)
+        results = interpolate_pairs(pl_module, pairs, self._steps, search=self._search,
+                                    fixed_points=self._fixed_points)
         step, rows = trainer.global_step, []
         for result in results:
             a, b = result.endpoints or ("?", "?")

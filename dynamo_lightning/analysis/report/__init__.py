@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from dynamo_lightning.analysis.fitted_map import FittedMap
 from dynamo_lightning.analysis.report.compute import (
     ReportOptions,
     build_report,
@@ -26,6 +27,8 @@ from dynamo_lightning.analysis.report.compute import (
 from dynamo_lightning.analysis.report.figures import write_figures
 from dynamo_lightning.analysis.report.html import write_html
 from dynamo_lightning.analysis.report.schema import SCHEMA, SCHEMA_VERSION, validate_report
+from dynamo_lightning.population import Population
+from dynamo_lightning.tasks import Task
 
 __all__ = [
     "SCHEMA",
@@ -38,8 +41,8 @@ __all__ = [
 ]
 
 
-def write_report(m: Any, population: Any, out_dir: str | Path,
-                 scores: dict[str, list[float]] | None = None, task: Any = None,
+def write_report(m: FittedMap, population: Population, out_dir: str | Path,
+                 scores: dict[str, list[float]] | None = None, task: Task | None = None,
                  checkpoint: str | None = None, **options: Any) -> Path:
     """Compute the report and write ``report.json``, its PNGs and ``report.html``.
 

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from dynamo_lightning.analysis.fitted_map import FittedMap
 from dynamo_lightning.analysis.fixed_points import FixedPointSet
 from dynamo_lightning.analysis.interpolation import (
     GridResult,
@@ -31,8 +32,8 @@ from dynamo_lightning.analysis.interpolation import (
     interpolate_grid,
     interpolate_pairs,
 )
+from dynamo_lightning.analysis.member_dynamics import member_fixed_points
 from dynamo_lightning.analysis.projection import project
-from dynamo_lightning.analysis.report.members import member_fixed_points
 from dynamo_lightning.analysis.report.pairs import resolve_pairs
 from dynamo_lightning.analysis.report.schema import plain
 from dynamo_lightning.analysis.report.sections import (
@@ -54,6 +55,7 @@ from dynamo_lightning.analysis.report.uses import (
     baselines_section,
     parse_methods,
 )
+from dynamo_lightning.analysis.search_options import SearchOptions
 from dynamo_lightning.analysis.theta_evaluation import draw_trials
 from dynamo_lightning.checks import (
     boolean,
@@ -63,6 +65,8 @@ from dynamo_lightning.checks import (
     positive_int,
     positive_real,
 )
+from dynamo_lightning.population import Population
+from dynamo_lightning.tasks import Task
 
 OWNER = "report options"
 
@@ -135,6 +139,11 @@ class ReportOptions:
         boolean("averaging", self.averaging, OWNER)
         positive_real("tol", self.tol, OWNER)
 
+    def search(self, trials: int, inits: int) -> SearchOptions:
+        """One stage's fixed-point search: its trials and initial states, the rest shared."""
+        return SearchOptions(trials=trials, seed=self.seed, inits=inits, tol=self.tol,
+                             max_iters=self.max_iters, init_noise=self.init_noise)
+
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if k != "progress"}
 
@@ -153,7 +162,7 @@ class ReportData:
     grid: GridResult | None = None
 
 
-def build_report(m: Any, population: Any, task: Any = None, *,
+def build_report(m: FittedMap, population: Population, task: Task | None = None, *,
                  scores: dict[str, list[float]] | None = None, checkpoint: str | None = None,
                  **options: Any) -> dict[str, Any]:
     """The ``report.json`` content (see ``docs/report.md``) for a fitted module.
@@ -185,7 +194,7 @@ def make_options(options: dict[str, Any]) -> ReportOptions:
     return ReportOptions(**options)
 
 
-def compute_report(m: Any, population: Any, task: Any = None, *,
+def compute_report(m: FittedMap, population: Population, task: Task | None = None, *,
                    scores: dict[str, list[float]] | None = None, checkpoint: str | None = None,
                    options: ReportOptions | None = None) -> ReportData:
     """:func:`build_report`, keeping the states, points and interpolations for the figures."""
@@ -236,7 +245,8 @@ def compute_report(m: Any, population: Any, task: Any = None, *,
     return data
 
 
-def _search(m: Any, population: Any, task: Any, theta: Tensor, pairs: list[tuple[int, int]],
+def _search(m: FittedMap, population: Population, task: Task, theta: Tensor,
+            pairs: list[tuple[int, int]],
             opts: ReportOptions, timings: dict[str, float], data: ReportData) -> None:
     """The long stages (fixed points of members and meta-model, interpolation, the topology
     map of a 2-D map) into ``data``."""
@@ -251,32 +261,26 @@ def _search(m: Any, population: Any, task: Any, theta: Tensor, pairs: list[tuple
             x = draw_trials(task, opts.fixed_point_trials, generator)[0].float()
             x_const = torch.zeros(x.shape[-1])
             bar.set_postfix_str(stages[0])
+            search = opts.search(opts.fixed_point_trials, opts.inits_per_member)
             data.member_points, data.member_states = member_fixed_points(
-                population, x, x_const, inits_per_member=opts.inits_per_member, tol=opts.tol,
-                max_iters=opts.max_iters, init_noise=opts.init_noise, seed=opts.seed)
+                population, x, x_const, search)
             bar.update()
             bar.set_postfix_str(stages[1])
-            points, data.meta_states = fixed_points_at(
-                m, theta, trials=opts.fixed_point_trials, seed=opts.seed,
-                inits_per_theta=opts.inits_per_member, x_const=x_const, tol=opts.tol,
-                max_iters=opts.max_iters, init_noise=opts.init_noise)
+            points, data.meta_states = fixed_points_at(m, theta, search=search,
+                                                       x_const=x_const)
             data.meta_points = points.split()
             bar.update()
         if pairs:
             bar.set_postfix_str(stages[2])
             with _timed(timings, "interpolation"):
                 data.interpolations = interpolate_pairs(
-                    m, pairs, opts.steps, trials=opts.trials, seed=opts.seed,
-                    inits_per_theta=opts.interpolation_inits, tol=opts.tol,
-                    max_iters=opts.max_iters, init_noise=opts.init_noise)
+                    m, pairs, opts.steps, search=opts.search(opts.trials, opts.interpolation_inits))
             bar.update()
         if grid:
             bar.set_postfix_str(stages[-1])
             with _timed(timings, "grid"):
                 data.grid = interpolate_grid(
-                    m, grid, trials=opts.trials, seed=opts.seed,
-                    inits_per_theta=opts.grid_inits, tol=opts.tol, max_iters=opts.max_iters,
-                    init_noise=opts.init_noise)
+                    m, grid, search=opts.search(opts.trials, opts.grid_inits))
             bar.update()
 
 
@@ -284,7 +288,7 @@ def _search(m: Any, population: Any, task: Any, theta: Tensor, pairs: list[tuple
 class _WithTask:
     """``m`` with another ``task`` (everything else read through to ``m``)."""
 
-    def __init__(self, m: Any, task: Any) -> None:
+    def __init__(self, m: FittedMap, task: Task) -> None:
         self._m, self.task = m, task
 
     def __getattr__(self, name: str) -> Any:

@@ -14,18 +14,21 @@ import torch
 from torch import Tensor
 
 import dynamo_lightning
+from dynamo_lightning.analysis.fitted_map import FittedMap
 from dynamo_lightning.analysis.fixed_points import KINDS, FixedPointSet
 from dynamo_lightning.analysis.interpolation import InterpolationResult
 from dynamo_lightning.analysis.map_figure import default_keys
 from dynamo_lightning.analysis.report.pairs import cluster_of
 from dynamo_lightning.analysis.report.schema import SCHEMA_VERSION
+from dynamo_lightning.population import Population
+from dynamo_lightning.tasks import Task
 
 SCORE_KEYS = ("hidden_r2", "output_r2", "output_agreement", "task_metric_meta",
               "task_metric_member")
 """Per-member emulation scores of a test pass (``DynamoModule.member_scores``)."""
 
 
-def check_population(population: Any, ids: list[str]) -> None:
+def check_population(population: Population, ids: list[str]) -> None:
     """Raise ValueError unless ``population`` holds the members ``ids``, in that order."""
     if list(population.ids) != ids:
         extra = sorted(set(population.ids) ^ set(ids))[:5]
@@ -33,7 +36,7 @@ def check_population(population: Any, ids: list[str]) -> None:
                          f"({len(ids)}) in the same order; differing ids: {extra or 'order'}")
 
 
-def member_scores(m: Any, scores: dict[str, list[float]] | None, n: int
+def member_scores(m: FittedMap, scores: dict[str, list[float]] | None, n: int
                   ) -> dict[str, list[Any]]:
     """``{key: [N]}`` for every :data:`SCORE_KEYS` (None where not given); ``scores``
     defaults to ``m.member_scores``."""
@@ -108,7 +111,8 @@ def bifurcations_section(pairs: list[tuple[int, int]], ids: list[str],
             for (i, j), r in zip(pairs, results, strict=True)]
 
 
-def meta_section(m: Any, population: Any, task: Any, checkpoint: str | None, theta: Tensor,
+def meta_section(m: FittedMap, population: Population, task: Task, checkpoint: str | None,
+                 theta: Tensor,
                  options: dict[str, Any], threads: int | None,
                  timings: dict[str, float]) -> dict[str, Any]:
     hparams = getattr(m, "hparams", None) or {}

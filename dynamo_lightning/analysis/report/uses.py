@@ -20,7 +20,10 @@ from torch import Tensor
 
 from dynamo_lightning.analysis.averaging import averaging_table
 from dynamo_lightning.analysis.baselines import compare_methods
+from dynamo_lightning.analysis.fitted_map import FittedMap
 from dynamo_lightning.analysis.theta_evaluation import draw_trials
+from dynamo_lightning.population import Population
+from dynamo_lightning.tasks import Task
 
 COMPUTATION_KEYS = ("task_label", "task")
 """Metadata keys that name a member's computation, most specific first."""
@@ -40,7 +43,7 @@ def computation_key(metadata: Sequence[dict[str, Any]]) -> str:
     return "task"
 
 
-def baselines_section(m: Any, population: Any, task: Any, theta: Tensor,
+def baselines_section(m: FittedMap, population: Population, task: Task, theta: Tensor,
                       metadata: list[dict[str, Any]], methods: Sequence[str], trials: int,
                       seed: int) -> dict[str, Any] | None:
     """The comparison of the map with the similarity baselines (None when ``methods`` is
@@ -57,7 +60,8 @@ def baselines_section(m: Any, population: Any, task: Any, theta: Tensor,
     return {**result, "trials": int(trials), "figure": None}
 
 
-def averaging_section(m: Any, population: Any, metadata: list[dict[str, Any]], trials: int,
+def averaging_section(m: FittedMap, population: Population, metadata: list[dict[str, Any]],
+                      trials: int,
                       seed: int) -> dict[str, Any]:
     """Model averaging per computation: centroid network vs members' mean vs weight average."""
     key = computation_key(metadata)

@@ -1,4 +1,4 @@
-"""Fixed points of every member, members of one architecture and shape in one search.
+"""Every member's states and fixed points, members of one architecture and shape at once.
 
 ``Population.groups()`` holds the members as stacks (parameters on a leading member axis);
 :class:`StackStep` turns a stack into one step function over rows of all its members, so
@@ -8,12 +8,12 @@ Python loop over members.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from dynamo_lightning.analysis.fixed_points import FixedPointSet, find_fixed_points, sample_inits
+from dynamo_lightning.analysis.search_options import SearchOptions
+from dynamo_lightning.population import Population
 
 
 class StackStep:
@@ -48,13 +48,16 @@ class StackStep:
 
 
 @torch.no_grad()
-def member_states(population: Any, x: Tensor) -> list[Tensor]:
-    traj = population.trajectories(x)
-    return [h.cpu() for h in traj.hidden]
+def member_states(population: Population, inputs: Tensor, batch_size: int | None = None
+                  ) -> list[Tensor]:
+    """Every member's hidden trajectory on ``inputs [B, T, I]``, one ``[B, T, H_i]`` each on
+    the CPU: what the trajectory baselines compare and what seeds each member's search."""
+    hidden = population.trajectories(inputs, batch_size=batch_size).hidden
+    return [h.cpu() for h in hidden]
 
 
-def member_fixed_points(population: Any, x: Tensor, x_const: Tensor, *, inits_per_member: int,
-                        tol: float, max_iters: int, init_noise: float, seed: int
+def member_fixed_points(population: Population, x: Tensor, x_const: Tensor,
+                        search: SearchOptions | None = None,
                         ) -> tuple[list[FixedPointSet | None], dict[int, Tensor]]:
     """Each recurrent member's fixed points under ``x_const``: one batched search per stack.
 
@@ -63,25 +66,27 @@ def member_fixed_points(population: Any, x: Tensor, x_const: Tensor, *, inits_pe
         x: trials ``[B, T, I]`` whose states seed (``sample_inits``) and anchor
             (``reference``) each member's search.
         x_const: the constant input ``[I]``.
-        inits_per_member, tol, max_iters, init_noise, seed: the search's settings.
+        search: the search's settings per member (``trials`` is unused: ``x`` gives them).
 
     Returns:
         one :class:`FixedPointSet` per member (None for feed-forward members) and the states
         ``[B, T, H]`` of each member that has points.
     """
     states = member_states(population, x)
-    generator = torch.Generator().manual_seed(int(seed) + 1)
+    search = search or SearchOptions()
+    generator = torch.Generator().manual_seed(search.seed + 1)
     found: list[FixedPointSet | None] = [None] * len(population)
     for indices, stack in population.groups():
         if not getattr(stack, "recurrent", False):
             continue  # feed-forward members have no step map
         mine = [states[i] for i in indices]
-        inits = torch.cat([sample_inits(s, inits_per_member, init_noise, generator)
+        inits = torch.cat([sample_inits(s, search.inits, search.init_noise, generator)
                            for s in mine]).to(population.device)
-        rows = torch.arange(len(indices)).repeat_interleave(inits_per_member)
+        rows = torch.arange(len(indices)).repeat_interleave(search.inits)
         step = StackStep(stack, rows.to(population.device))
-        points = find_fixed_points(step, x_const.to(inits), inits, tol, groups=step.groups,
-                                   max_iters=max_iters, reference=mine)
+        points = find_fixed_points(step, x_const.to(inits), inits, search.tol,
+                                   groups=step.groups, max_iters=search.max_iters,
+                                   reference=mine, slow_tol=search.slow_tol)
         for i, part in zip(indices, points.split(), strict=True):
             found[i] = part.cpu()
     return found, {i: s for i, s in enumerate(states) if found[i] is not None}
