@@ -10,9 +10,10 @@ import torch
 from doc_blocks import code_blocks
 
 from dynamo_lightning.analysis.averaging import average, averaging_table, weight_average
-from dynamo_lightning.data.input_source import build_input_source, task_spec_of
+from dynamo_lightning.data import build_input_source
 from dynamo_lightning.module import DynamoModule
 from dynamo_lightning.population import Population, architectures
+from dynamo_lightning.tasks import task_spec_of
 
 
 def test_average_is_the_centroid_and_the_network_there(tiny_fit: dict) -> None:

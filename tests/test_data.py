@@ -15,7 +15,6 @@ from sklearn.decomposition import PCA
 import dynamo_lightning as dl
 from dynamo_lightning.data import (
     MemberProjections,
-    MixtureTask,
     TrajectoryDataModule,
     build_input_source,
     fit_projections,
@@ -25,6 +24,7 @@ from dynamo_lightning.data.cache import cache_key, read_cache, write_cache
 from dynamo_lightning.data.projection import ProjectionFitter
 from dynamo_lightning.population import Member, Population
 from dynamo_lightning.seeding import derive_seed
+from dynamo_lightning.tasks import MixtureTask
 
 SIZES = {"num_components": 4, "members_per_batch": 3, "samples_per_member": 4,
          "train_trials": 24, "val_trials": 10, "test_trials": 6}

@@ -11,10 +11,11 @@ import torch
 
 import dynamo_lightning as dl
 from dynamo_lightning.analysis.few_shot import few_shot_curve, few_shot_figure
-from dynamo_lightning.data.input_source import build_input_source, task_spec_of
+from dynamo_lightning.data import build_input_source
 from dynamo_lightning.meta.embedding_fit import map_grid
 from dynamo_lightning.module import DynamoModule
 from dynamo_lightning.population import Population, architectures
+from dynamo_lightning.tasks import task_spec_of
 
 SEQ = 12
 SPECS = {"flipflop": {"n_bits": 3, "seq_len": SEQ}, "integrator": {"n_channels": 3, "seq_len": SEQ}}
@@ -85,7 +86,7 @@ def test_named_sub_tasks_use_their_own_loss(mixture_module: DynamoModule) -> Non
 
 
 @pytest.mark.parametrize(("task", "match"), [
-    ("sine", r"no sub-task is called that; .*'flipflop'.*'integrator'"),
+    ("sine", r"no task is called that; this module's tasks are 'flipflop'.*'integrator'"),
     ({"name": "integrator", "config": {"n_channels": 2}}, r"input/output sizes \(2, 2\)"),
     ({"name": "mixture", "config": {"tasks": [{"name": "flipflop", "config": SPECS["flipflop"]},
                                               {"name": "integrator",

@@ -446,9 +446,11 @@ def test_task_scores_are_a_metric_that_gathers_trials_by_concatenation() -> None
     assert not scores.seen and set(scores._reductions.values()) == {dim_zero_cat}
     # two batches, members 2 and 0 first, then member 2 again: [M, S, T, O]
     scores.update(torch.tensor([2, 0]), meta_out[:8].reshape(2, 4, *y.shape[1:]),
-                  y[:8].reshape(2, 4, *y.shape[1:]), y[:8].reshape(2, 4, *y.shape[1:]), None)
+                  y[:8].reshape(2, 4, *y.shape[1:]), y[:8].reshape(2, 4, *y.shape[1:]),
+                  torch.zeros(2, 4))
     scores.update(torch.tensor([2]), meta_out[8:].reshape(1, 4, *y.shape[1:]),
-                  y[8:].reshape(1, 4, *y.shape[1:]), y[8:].reshape(1, 4, *y.shape[1:]), None)
+                  y[8:].reshape(1, 4, *y.shape[1:]), y[8:].reshape(1, 4, *y.shape[1:]),
+                  torch.zeros(1, 4))
     meta, own = scores.scores(task, num_members=3)
     member_two = torch.cat([torch.arange(0, 4), torch.arange(8, 12)])
     assert meta[2] == pytest.approx(task.metric(meta_out[member_two], y[member_two]))

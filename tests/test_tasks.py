@@ -330,3 +330,36 @@ def test_unknown_task_name_lists_known_names() -> None:
     assert "'nope'" in message
     for name in EXPECTED_BUILTINS:
         assert name in message
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+def test_every_task_speaks_task_ids(name: str) -> None:
+    """The one interface mixtures share: sample_with_ids draws what sample draws (ids 0),
+    loss and metric take the ids, and sub_tasks / metrics_by_task name the one task."""
+    task = dl.tasks.get(name)
+    x, y = task.sample(6, generator=_gen(3), split="test")
+    x_ids, y_ids, ids = task.sample_with_ids(6, generator=_gen(3), split="test")
+    assert torch.equal(x, x_ids) and torch.equal(y, y_ids)
+    assert ids.dtype == torch.long and ids.tolist() == [0] * 6
+    outputs = torch.zeros(6, 1 if task.output_kind == "classification" else y.shape[1],
+                          task.output_size)
+    assert torch.equal(task.loss(outputs, y, task_ids=ids), task.loss(outputs, y))
+    metric = task.metric(outputs, y, task_ids=ids)
+    assert metric == task.metric(outputs, y) or (math.isnan(metric)
+                                                 and math.isnan(task.metric(outputs, y)))
+    assert task.sub_tasks == {task.name: task}
+    by_task = task.metrics_by_task(outputs, y, ids)
+    assert list(by_task) == [f"{task.name}:{task.metric_name}"]
+
+
+def test_a_mixture_is_a_task_of_labelled_sub_tasks() -> None:
+    mixture = dl.tasks.MixtureTask([{"name": "flipflop", "config": {"n_bits": 2}},
+                                    {"name": "flipflop", "config": {"n_bits": 2,
+                                                                    "pulse_prob": 0.2}}])
+    assert list(mixture.sub_tasks) == ["flipflop0", "flipflop1"]
+    x, y, ids = mixture.sample_with_ids(32, generator=_gen(0))
+    assert set(ids.tolist()) == {0, 1}
+    by_task = mixture.metrics_by_task(y, y, ids)
+    assert by_task == {"flipflop0:bit_accuracy": 1.0, "flipflop1:bit_accuracy": 1.0}
+    assert mixture.metric(y, y, task_ids=ids) == 1.0 and math.isnan(mixture.metric(y, y))
+    assert dl.tasks.task_from_spec(dl.tasks.task_spec_of(mixture)).config() == mixture.config()

@@ -23,11 +23,10 @@ from torch import Tensor, nn
 from dynamo_lightning import tasks as task_registry
 from dynamo_lightning.analysis.fitted_map import FittedMap
 from dynamo_lightning.analysis.plain import plain
-from dynamo_lightning.analysis.theta_evaluation import draw_trials, task_metric
+from dynamo_lightning.analysis.theta_evaluation import draw_trials, network_metric
 from dynamo_lightning.checks import positive_int
 from dynamo_lightning.population import Population
 from dynamo_lightning.population.member import Member
-from dynamo_lightning.tasks import Task
 
 __all__ = ["average", "averaging_table", "weight_average"]
 
@@ -153,14 +152,14 @@ def _row(m: FittedMap, population: Population, key: str, value: Any, group: list
     task = _group_task(m, population, group)
     x, y, task_ids = draw_trials(task, trials, torch.Generator().manual_seed(int(seed)))
     x = x.float()
-    member_metrics = [_metric(task, population[i].module, x, y, task_ids) for i in group]
+    member_metrics = [network_metric(task, population[i].module, x, y, task_ids) for i in group]
     theta_bar, centroid = average(m, group)
-    centroid_metric = _metric(task, centroid, x, y, task_ids)
+    centroid_metric = network_metric(task, centroid, x, y, task_ids)
     finite = [v for v in member_metrics if math.isfinite(v)]
     mean = sum(finite) / len(finite) if finite else math.nan
     ratio = centroid_metric / mean if math.isfinite(mean) and mean > 0 else math.nan
     by_arch = _architecture_groups(population, group)
-    averages = {label: plain(_metric(task, weight_average(population, same).module, x, y,
+    averages = {label: plain(network_metric(task, weight_average(population, same).module, x, y,
                                       task_ids)) for label, same in by_arch.items()}
     return {"key": key, "group": value, "members": list(group),
             "task": {"name": task.name, "config": task.config()},
@@ -176,7 +175,7 @@ def _group_task(m: FittedMap, population: Population, group: list[str]) -> Any:
     task = m.task
     if task is None:
         raise ValueError("averaging_table needs the module's task, which it does not name")
-    if not callable(getattr(task, "sample_with_ids", None)):
+    if len(task.sub_tasks) < 2:
         return task
     specs = {json.dumps([population[i].metadata.get("task"),
                          population[i].metadata.get("task_config") or {}], sort_keys=True)
@@ -200,15 +199,6 @@ def _architecture_groups(population: Population, group: list[str]) -> dict[str, 
         label = arch if archs.count(arch) == 1 else f"{arch}-h{json.loads(config)['hidden_size']}"
         out[label] = same
     return out
-
-
-@torch.no_grad()
-def _metric(task: Task, net: nn.Module, x: Tensor, y: Tensor, task_ids: Tensor | None) -> float:
-    """``task``'s metric of ``net``'s outputs on ``x [B, T, I]``, the net run on its own
-    device."""
-    tensors = [*net.parameters(), *net.buffers()]
-    device = tensors[0].device if tensors else x.device
-    return task_metric(task, net(x.to(device))[0].float().cpu(), y, task_ids)
 
 
 def _checked_ids(member_ids: Sequence[str], known: list[str], where: str) -> list[str]:

@@ -22,11 +22,12 @@ from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from dynamo_lightning import tasks as task_registry
 from dynamo_lightning.analysis.fitted_map import FittedMap
 from dynamo_lightning.analysis.plots import closed_on_error
+from dynamo_lightning.analysis.theta_evaluation import network_metric
 from dynamo_lightning.checks import positive_int
 from dynamo_lightning.population import architectures
+from dynamo_lightning.tasks import task_from_spec
 from dynamo_lightning.tasks.base import Task
 
 __all__ = ["SCRATCH_CLIP_NORM", "SCRATCH_LR", "SCRATCH_STEPS", "few_shot_curve",
@@ -92,10 +93,10 @@ def few_shot_curve(m: FittedMap, task: Task | dict[str, Any], architecture: str,
             g = torch.Generator().manual_seed(1_000_003 * (seed + 1) + 1009 * r + n)
             x, y = task.sample(n, generator=g, split="train")
             theta = m.fit_embedding(x.float(), targets=y, task=task, steps=theta_steps)
-            theta_row.append(_score(task, m.meta_model_at(theta), x_test, y_test))
+            theta_row.append(network_metric(task, m.meta_model_at(theta), x_test, y_test))
             net = train_from_scratch(task, architecture, hidden_size, x, y, r,
                                      scratch_steps, scratch_lr)
-            scratch_row.append(_score(task, net, x_test, y_test))
+            scratch_row.append(network_metric(task, net, x_test, y_test))
         theta_values.append(theta_row)
         scratch_values.append(scratch_row)
     return {"metric_name": str(task.metric_name), "higher_is_better": bool(task.higher_is_better),
@@ -157,26 +158,13 @@ def few_shot_figure(curve: dict[str, Any]) -> Figure:
 def _single_task(task: Task | dict[str, Any]) -> Task:
     """``task`` as a ``Task`` (a spec is built from the registry); mixtures are refused."""
     if isinstance(task, dict):
-        if not isinstance(task.get("name"), str):
-            raise ValueError(f"task spec must be {{name, config}}, got {task!r}")
-        task = task_registry.get(task["name"], **(task.get("config") or {}))
+        task = task_from_spec(task)
     if not isinstance(task, Task):
         raise ValueError(f"task must be a Task or a {{name, config}} spec, got {task!r}")
-    if callable(getattr(task, "sample_with_ids", None)):
+    if len(task.sub_tasks) > 1:
         raise ValueError("few_shot_curve needs one task, not a mixture: labels alone do not "
                          "say which sub-task drew each trial; pass one of its sub-tasks")
     return task
-
-
-@torch.no_grad()
-def _score(task: Task, net: nn.Module, x: Tensor, y: Tensor) -> float:
-    """``task.metric`` of ``net`` on ``x [B, T, I]`` (a stack's member axis is dropped)."""
-    tensors = [*net.parameters(), *net.buffers()]
-    device = tensors[0].device if tensors else x.device
-    outputs = net(x.float().to(device))[0].float().cpu()
-    if isinstance(net, architectures.Architecture):
-        outputs = outputs[0]
-    return float(task.metric(outputs, y))
 
 
 def _curve(values: list[list[float]]) -> dict[str, Any]:

@@ -8,7 +8,6 @@ what is drawn, run and searched. Nothing here imports Lightning.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 from dataclasses import dataclass, field
 
@@ -24,6 +23,7 @@ from dynamo_lightning.analysis.fixed_points import (
 )
 from dynamo_lightning.analysis.search_options import SearchOptions
 from dynamo_lightning.modes import frozen
+from dynamo_lightning.population.architectures import Architecture
 from dynamo_lightning.tasks import Task
 
 ELEMENT_BUDGET = 2**26
@@ -65,7 +65,7 @@ def evaluate(m: FittedMap, thetas: Tensor, *, search: SearchOptions | None = Non
     with evaluating(meta), torch.no_grad():
         outputs, states = _run_meta(meta, x.to(param), thetas)
     outputs = outputs.cpu()
-    metric = torch.tensor([math.nan if task is None else task_metric(task, out, y, ids)
+    metric = torch.tensor([math.nan if task is None else float(task.metric(out, y, ids))
                            for out in outputs], dtype=torch.float64)
     points = None
     if fixed_points:
@@ -89,33 +89,32 @@ def evaluating(module: nn.Module) -> contextlib.AbstractContextManager:
 
 
 def draw_trials(task: Task, trials: int, generator: torch.Generator
-                ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Test-split trials ``x, y`` and, for a mixture task, each trial's task id (else
-    None): the trials every θ is scored and searched on."""
-    with_ids = getattr(task, "sample_with_ids", None)
-    if callable(with_ids):
-        return with_ids(trials, generator=generator, split="test")
-    x, y = task.sample(trials, generator=generator, split="test")
-    return x, y, None
+                ) -> tuple[Tensor, Tensor, Tensor]:
+    """Test-split trials ``x, y`` and each trial's sub-task id: the trials every θ is
+    scored and searched on."""
+    return task.sample_with_ids(trials, generator=generator, split="test")
 
 
-def task_metric(task: Task, outputs: Tensor, targets: Tensor, ids: Tensor | None) -> float:
-    """``task.metric`` (with ``task_ids`` when it takes them; NaN when it needs them and
-    the task gave none)."""
-    takes_ids = "task_ids" in inspect.signature(task.metric).parameters
-    if takes_ids:
-        return math.nan if ids is None else float(task.metric(outputs, targets, task_ids=ids))
-    return float(task.metric(outputs, targets))
+@torch.no_grad()
+def network_metric(task: Task, net: nn.Module, x: Tensor, y: Tensor,
+                   task_ids: Tensor | None = None) -> float:
+    """``task``'s metric of ``net``'s outputs on ``x [B, T, I]``, the net run on its own
+    device (a stack of one member, ``Architecture``, has its member axis dropped)."""
+    tensors = [*net.parameters(), *net.buffers()]
+    device = tensors[0].device if tensors else x.device
+    outputs = net(x.float().to(device))[0].float().cpu()
+    if isinstance(net, Architecture):
+        outputs = outputs[0]
+    return float(task.metric(outputs, y, task_ids))
 
 
-def _per_task(task: Task, outputs: Tensor, targets: Tensor | None,
+def _per_task(task: Task | None, outputs: Tensor, targets: Tensor | None,
               ids: Tensor | None) -> dict[str, Tensor]:
-    """For a task of several sub-tasks (``metrics_by_task``), each one's metric on its own
-    trials at every θ, ``{"<label>:<metric>": [S]}``; empty for a single task."""
-    by_task = getattr(task, "metrics_by_task", None)
-    if not callable(by_task) or ids is None or targets is None:
+    """For a task of several sub-tasks, each one's metric on its own trials at every θ,
+    ``{"<label>:<metric>": [S]}``; empty for a single task."""
+    if task is None or len(task.sub_tasks) < 2 or ids is None or targets is None:
         return {}
-    rows = [by_task(out, targets, ids) for out in outputs]
+    rows = [task.metrics_by_task(out, targets, ids) for out in outputs]
     return {key: torch.tensor([float(r[key]) for r in rows], dtype=torch.float64)
             for key in rows[0]}
 

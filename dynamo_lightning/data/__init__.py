@@ -6,12 +6,11 @@
 """
 
 from dynamo_lightning.data.datamodule import TrajectoryDataModule
-from dynamo_lightning.data.input_source import MixtureTask, build_input_source
+from dynamo_lightning.data.input_source import build_input_source
 from dynamo_lightning.data.projection import MemberProjections, fit_projections, project_states
 
 __all__ = [
     "MemberProjections",
-    "MixtureTask",
     "TrajectoryDataModule",
     "build_input_source",
     "fit_projections",

@@ -37,10 +37,11 @@ from dynamo_lightning.data.batches import (
     run_members,
 )
 from dynamo_lightning.data.cache import cache_key, read_cache, write_cache
-from dynamo_lightning.data.input_source import MixtureTask, build_input_source, task_spec_of
+from dynamo_lightning.data.input_source import build_input_source
 from dynamo_lightning.data.projection import MemberProjections, ProjectionFitter, project_states
 from dynamo_lightning.population import Population
 from dynamo_lightning.seeding import derive_seed
+from dynamo_lightning.tasks.mixture import task_spec_of
 
 SPLITS = ("train", "val", "test")
 #: Trials per stacked population call while building (bounds peak memory).
@@ -52,10 +53,10 @@ class TrajectoryDataModule(pl.LightningDataModule):
 
     Batches are dicts: ``member [M]`` (population indices), ``trial [M, S]`` (trial indices in
     the split), ``inputs [M, S, T, I]``, ``targets [M, S, ...]`` (task targets),
-    ``task_id [M, S]`` (sub-task of a ``MixtureTask``, else 0), ``hidden [M, S, T_h, k]``
-    (projected member states) and ``outputs [M, S, T_o, O]`` (member outputs). Training
-    batch d draws M distinct members and S distinct trials per member from
-    ``derive_seed(seed, "train", d)``; val/test batches cover every (member, trial) once
+    ``task_id [M, S]`` (``Task.sample_with_ids``: the sub-task of a mixture, else 0),
+    ``hidden [M, S, T_h, k]`` (projected member states) and ``outputs [M, S, T_o, O]``
+    (member outputs). Training batch d draws M distinct members and S distinct trials per
+    member from ``derive_seed(seed, "train", d)``; val/test batches cover every (member, trial) once
     (under DDP, Lightning's ``DistributedSampler`` pads the pass, repeating a few batches).
 
     Args:
@@ -170,10 +171,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
         """The split's fixed trials: ``inputs [n, T, I]``, ``targets [n, ...]``, ``task_id [n]``."""
         g = torch.Generator().manual_seed(derive_seed(self.seed, split))
         n = self.trials[split]
-        if isinstance(self.task, MixtureTask):
-            x, y, ids = self.task.sample_with_ids(n, generator=g, split=split)
-        else:
-            (x, y), ids = self.task.sample(n, generator=g, split=split), torch.zeros(n)
+        x, y, ids = self.task.sample_with_ids(n, generator=g, split=split)
         return {"inputs": x.float().numpy(), "targets": y.numpy(), "task_id": ids.long().numpy()}
 
     def _run(self, inputs: np.ndarray, device: torch.device

@@ -215,7 +215,7 @@ class DynamoModule(EmbeddingAPI, pl.LightningModule):
         self.log(f"{stage}/loss", terms["loss"], batch_size=member.numel())
         if stage == "test" and "targets" in batch:
             self._task_scores.update(member, terms["outputs"], batch["outputs"], batch["targets"],
-                                     batch.get("task_id"))
+                                     batch["task_id"])
 
     def on_validation_epoch_end(self) -> None:
         self._log_member_metrics("val")

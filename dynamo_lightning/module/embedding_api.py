@@ -11,7 +11,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dynamo_lightning.data.input_source import MixtureTask, task_from_spec
 from dynamo_lightning.data.projection import fit_projections, project_states
 from dynamo_lightning.meta.embedding_fit import (
     EmbeddingFit,
@@ -21,6 +20,7 @@ from dynamo_lightning.meta.embedding_fit import (
 )
 from dynamo_lightning.modes import frozen
 from dynamo_lightning.tasks.base import Task
+from dynamo_lightning.tasks.mixture import task_from_spec
 
 
 class EmbeddingAPI:
@@ -64,7 +64,7 @@ class EmbeddingAPI:
             targets: task targets (few-shot labels), scored with ``task``'s own loss.
             task: the task the ``targets`` come from: a ``Task``, a ``{"name", "config"}``
                 spec, or a string naming a sub-task of the module's mixture (its label in
-                ``MixtureTask.labels``, or its registered name when only one sub-task has it).
+                ``task.sub_tasks``, or its registered name when only one sub-task has it).
                 Default: the module's input task, which must then not be a mixture (a mixture
                 trial's loss depends on which sub-task drew it, which labels alone do not say).
             steps, lr: Adam steps and learning rate. Adam starts from the best of the
@@ -121,10 +121,6 @@ class EmbeddingAPI:
             if own is None:
                 raise ValueError("targets need the input task, which this checkpoint does not "
                                  "name; pass task= (a Task or a {name, config} spec)")
-            if isinstance(own, MixtureTask):
-                raise ValueError("this module's input task is a mixture of "
-                                 f"{_sub_tasks(own)}; pass task= naming the task the targets "
-                                 "come from (one of those labels, a Task or a spec)")
             resolved = own
         elif isinstance(task, str):
             resolved = _named_sub_task(own, task)
@@ -135,9 +131,12 @@ class EmbeddingAPI:
         else:
             raise ValueError(f"task must be a Task, a {{name, config}} dict or a sub-task "
                              f"name, got {type(task).__name__} {task!r}")
-        if isinstance(resolved, MixtureTask):
-            raise ValueError("task= must be one task, not a mixture (targets alone do not say "
-                             f"which sub-task drew each trial): one of {_sub_tasks(resolved)}")
+        if len(resolved.sub_tasks) > 1:
+            why = ("this module's input task is a mixture of" if task is None else
+                   "task= must be one task, not a mixture of")
+            raise ValueError(f"{why} {_sub_tasks(resolved)} (targets alone do not say which "
+                             "sub-task drew each trial); pass task= naming the task the "
+                             "targets come from (one of those labels, a Task or a spec)")
         sizes = (resolved.input_size, resolved.output_size)
         expected = (self.hparams.input_size, self.hparams.output_size)
         if sizes != expected:
@@ -179,27 +178,23 @@ class EmbeddingAPI:
         return candidates[best[1]].unsqueeze(0), {"align_weight": best[2], "align_bias": best[3]}
 
 
-def _sub_tasks(mixture: MixtureTask) -> str:
+def _sub_tasks(task: Task | None) -> str:
     """``'flipflop' (flipflop {...}), ...``: each sub-task's label and spec, for errors."""
-    return ", ".join(f"{label!r} ({t.name} {t.config()})"
-                     for label, t in zip(mixture.labels, mixture.tasks, strict=True))
+    if task is None:
+        return "none (this checkpoint names no task)"
+    return ", ".join(f"{label!r} ({t.name} {t.config()})" for label, t in task.sub_tasks.items())
 
 
 def _named_sub_task(own: Task | None, name: str) -> Task:
-    """The sub-task of the module's mixture called ``name`` (a label, or a registered name
-    that only one sub-task has); for a single-task module, that task by its name."""
-    if isinstance(own, MixtureTask):
-        if name in own.labels:
-            return own.tasks[own.labels.index(name)]
-        matches = [t for t in own.tasks if t.name == name]
-        if len(matches) == 1:
-            return matches[0]
-        why = "several sub-tasks are" if matches else "no sub-task is"
-        raise ValueError(f"task={name!r}: {why} called that; the mixture's sub-tasks are "
-                         f"{_sub_tasks(own)}; pass a label, a Task or a {{name, config}} spec")
-    if own is not None and own.name == name:
-        return own
-    known = f"this module's task is {own.name!r}" if own is not None else "this checkpoint " \
-        "names no task"
-    raise ValueError(f"task={name!r} names no task of this module ({known}); pass a Task or "
-                     "a {name, config} spec")
+    """The module's sub-task called ``name``: its label, or a registered name that only one
+    sub-task has (for a single-task module, that task by its name)."""
+    subs = own.sub_tasks if own is not None else {}
+    if name in subs:
+        return subs[name]
+    matches = [t for t in subs.values() if t.name == name]
+    if len(matches) == 1:
+        return matches[0]
+    why = "several sub-tasks are" if matches else "no task is"
+    tasks = "tasks are" if len(subs) > 1 else "task is"
+    raise ValueError(f"task={name!r}: {why} called that; this module's {tasks} "
+                     f"{_sub_tasks(own)}; pass a label, a Task or a {{name, config}} spec")

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from dynamo_lightning.data.input_source import MixtureTask
 from dynamo_lightning.tasks.base import Task
 
 
@@ -34,17 +32,15 @@ class TaskScores(Metric):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
     def update(self, member: Tensor, meta_outputs: Tensor, member_outputs: Tensor,
-               targets: Tensor, task_id: Tensor | None) -> None:
+               targets: Tensor, task_id: Tensor) -> None:
         """A member-major batch: ``member [M]``, outputs ``[M, S, ...]``, targets
-        ``[M, S, ...]`` and the mixture's ``task_id [M, S]`` (None for a single task)."""
-        rows, samples = targets.shape[:2]
-        ids = task_id if task_id is not None else torch.zeros(
-            rows, samples, dtype=torch.long, device=targets.device)
+        ``[M, S, ...]`` and each trial's sub-task ``task_id [M, S]``."""
+        samples = targets.shape[1]
         self.member.append(member.detach().repeat_interleave(samples))
         self.meta.append(meta_outputs.detach().float().flatten(0, 1))
         self.own.append(member_outputs.detach().float().flatten(0, 1))
         self.targets.append(targets.detach().flatten(0, 1))
-        self.task_ids.append(ids.detach().flatten(0, 1))
+        self.task_ids.append(task_id.detach().long().flatten(0, 1))
 
     def compute(self) -> dict[str, Tensor]:
         """Every trial seen (by every process), concatenated: ``member [P]`` and the rest."""
@@ -63,12 +59,7 @@ class TaskScores(Metric):
         for index in trials["member"].unique().tolist():
             rows = trials["member"] == index
             targets, ids = trials["targets"][rows], trials["task_ids"][rows]
-            meta_scores[index] = _metric(task, trials["meta"][rows], targets, ids)
-            member_scores[index] = _metric(task, trials["own"][rows], targets, ids)
+            meta_scores[index] = float(task.metric(trials["meta"][rows], targets, ids))
+            member_scores[index] = float(task.metric(trials["own"][rows], targets, ids))
         return meta_scores, member_scores
 
-
-def _metric(task: Task, outputs: Tensor, targets: Tensor, task_ids: Tensor) -> float:
-    if isinstance(task, MixtureTask):
-        return float(task.metric(outputs, targets, task_ids))
-    return float(task.metric(outputs, targets))

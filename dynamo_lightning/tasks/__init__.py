@@ -15,10 +15,12 @@ from dynamo_lightning.tasks import (
     sine,
 )
 from dynamo_lightning.tasks.base import OutputKind, Split, Task
+from dynamo_lightning.tasks.mixture import MixtureTask, task_from_spec, task_spec_of
 from dynamo_lightning.tasks.registry import REGISTRY, get, get_class, names, register
 
 __all__ = [
     "REGISTRY",
+    "MixtureTask",
     "OutputKind",
     "Split",
     "Task",
@@ -31,4 +33,6 @@ __all__ = [
     "names",
     "register",
     "sine",
+    "task_from_spec",
+    "task_spec_of",
 ]

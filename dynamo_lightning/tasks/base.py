@@ -8,6 +8,7 @@ networks and 1 for feed-forward ones. Tasks never import Lightning.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Literal
 
@@ -22,7 +23,10 @@ class Task(ABC):
     """Base class of a task plugin.
 
     Subclasses set ``input_size``, ``output_size`` and ``seq_len`` in ``__init__``, declare
-    ``output_kind`` and ``metric_name``, and implement ``sample``, ``loss`` and ``metric``.
+    ``output_kind`` and ``metric_name``, and implement ``sample``, ``loss`` and ``metric``
+    (``loss``/``metric`` take an optional ``task_ids`` that a single task ignores; a task
+    made of several, like :class:`~.mixture.MixtureTask`, also overrides
+    ``sample_with_ids`` and ``sub_tasks``).
     Constructor arguments must be JSON-serialisable keywords: ``config()`` returns them so
     that ``tasks.get(name, **task.config())`` rebuilds the same task (this is what manifests
     store).
@@ -72,13 +76,43 @@ class Task(ABC):
             for regression tasks, integer labels ``[batch]`` for classification tasks.
         """
 
-    @abstractmethod
-    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
-        """Scalar training loss of ``outputs [batch, steps, output]`` against ``targets``."""
+    def sample_with_ids(
+        self, batch_size: int, generator: torch.Generator | None = None, split: Split = "train"
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`sample` plus each trial's sub-task id ``[batch]`` (int64): its index into
+        :attr:`sub_tasks`. A single task draws exactly what ``sample`` draws, ids all 0; a
+        mixture says which of its tasks drew each trial. ``loss`` and ``metric`` take the ids
+        as ``task_ids``, so callers never need to know which kind of task they hold."""
+        x, y = self.sample(batch_size, generator=generator, split=split)
+        return x, y, torch.zeros(x.shape[0], dtype=torch.long)
+
+    @property
+    def sub_tasks(self) -> dict[str, Task]:
+        """The computations trials come from, by label: ``{name: self}`` for a single task."""
+        return {self.name: self}
 
     @abstractmethod
-    def metric(self, outputs: Tensor, targets: Tensor) -> float:
-        """Task metric (``metric_name``) of ``outputs`` against ``targets``."""
+    def loss(self, outputs: Tensor, targets: Tensor, task_ids: Tensor | None = None) -> Tensor:
+        """Scalar training loss of ``outputs [batch, steps, output]`` against ``targets``.
+
+        ``task_ids [batch]`` (from :meth:`sample_with_ids`) says which sub-task drew each
+        trial; a single task may ignore it.
+        """
+
+    @abstractmethod
+    def metric(self, outputs: Tensor, targets: Tensor, task_ids: Tensor | None = None) -> float:
+        """Task metric (``metric_name``) of ``outputs`` against ``targets`` (``task_ids`` as
+        for :meth:`loss`)."""
+
+    def metrics_by_task(self, outputs: Tensor, targets: Tensor, task_ids: Tensor
+                        ) -> dict[str, float]:
+        """Each sub-task's own metric on its own trials, ``{"<label>:<metric_name>": value}``
+        (NaN for a sub-task without trials). For a single task, its metric."""
+        rows = {label: task_ids == j for j, label in enumerate(self.sub_tasks)}
+        return {f"{label}:{task.metric_name}":
+                task.metric(outputs[rows[label]], targets[rows[label]])
+                if bool(rows[label].any()) else math.nan
+                for label, task in self.sub_tasks.items()}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._config.items())

@@ -90,14 +90,14 @@ class ContextIntegration(Task):
         y[:, -self.response_steps:] = choice.unsqueeze(1)
         return x, y
 
-    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+    def loss(self, outputs: Tensor, targets: Tensor, task_ids: Tensor | None = None) -> Tensor:
         """MSE over the response period only; before it the network is free."""
         check_same_shape(outputs, targets, _LAYOUT)
         r = self.response_steps
         return F.mse_loss(outputs[:, -r:], targets[:, -r:].to(outputs.dtype))
 
     @torch.no_grad()
-    def metric(self, outputs: Tensor, targets: Tensor) -> float:
+    def metric(self, outputs: Tensor, targets: Tensor, task_ids: Tensor | None = None) -> float:
         """Fraction of trials whose mean output over the response period has the right sign."""
         check_same_shape(outputs, targets, _LAYOUT)
         r = self.response_steps

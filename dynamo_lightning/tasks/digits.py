@@ -118,12 +118,12 @@ class _DigitsTask(Task):
         images, labels = load_digits()
         return images[chosen].clone(), labels[chosen].clone()
 
-    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+    def loss(self, outputs: Tensor, targets: Tensor, task_ids: Tensor | None = None) -> Tensor:
         """Cross-entropy of the last step's logits ``outputs[:, -1]`` against the labels."""
         return F.cross_entropy(_last_logits(outputs, targets), targets)
 
     @torch.no_grad()
-    def metric(self, outputs: Tensor, targets: Tensor) -> float:
+    def metric(self, outputs: Tensor, targets: Tensor, task_ids: Tensor | None = None) -> float:
         """Fraction of images whose last-step arg-max logit is the label."""
         logits = _last_logits(outputs, targets)
         if len(targets) == 0:

@@ -70,7 +70,7 @@ class FlipFlop(Task):
         x = torch.where(pulse, sign, 0.0).to(torch.float32)
         return x, flipflop_targets(x)
 
-    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+    def loss(self, outputs: Tensor, targets: Tensor, task_ids: Tensor | None = None) -> Tensor:
         """MSE over the entries whose target is nonzero (a bit has been set)."""
         check_same_shape(outputs, targets, _LAYOUT)
         mask = targets != 0
@@ -79,7 +79,7 @@ class FlipFlop(Task):
         return F.mse_loss(outputs[mask], targets[mask].to(outputs.dtype))
 
     @torch.no_grad()
-    def metric(self, outputs: Tensor, targets: Tensor) -> float:
+    def metric(self, outputs: Tensor, targets: Tensor, task_ids: Tensor | None = None) -> float:
         """Fraction of set ``(trial, time, bit)`` entries where ``sign(output) == target``.
 
         Returns NaN when no entry is set (no pulse at all in the batch).

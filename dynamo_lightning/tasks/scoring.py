@@ -68,13 +68,13 @@ class EveryEntryRegression:
     metric_name: ClassVar[str] = "r2"
     shape_hint: ClassVar[str] = "[batch, time, output]"
 
-    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+    def loss(self, outputs: Tensor, targets: Tensor, task_ids: Tensor | None = None) -> Tensor:
         """MSE over all entries."""
         check_same_shape(outputs, targets, self.shape_hint)
         return F.mse_loss(outputs, targets.to(outputs.dtype))
 
     @torch.no_grad()
-    def metric(self, outputs: Tensor, targets: Tensor) -> float:
+    def metric(self, outputs: Tensor, targets: Tensor, task_ids: Tensor | None = None) -> float:
         """Coefficient of determination over all entries (1 is perfect; can be negative)."""
         check_same_shape(outputs, targets, self.shape_hint)
         return r2_score(outputs, targets)

@@ -54,13 +54,13 @@ class CopyDelay(Task):
         y[:, self.delay :] = x[:, : -self.delay]
         return x, y
 
-    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+    def loss(self, outputs: Tensor, targets: Tensor, task_ids: Tensor | None = None) -> Tensor:
         """MSE of ``outputs [B, T, C]`` against the delayed copy ``targets [B, T, C]``."""
         if outputs.shape != targets.shape:
             raise ValueError(f"CopyDelay: outputs {tuple(outputs.shape)} must match targets "
                              f"{tuple(targets.shape)} [batch, time, n_channels]")
         return F.mse_loss(outputs, targets.to(outputs.dtype))
 
-    def metric(self, outputs: Tensor, targets: Tensor) -> float:
+    def metric(self, outputs: Tensor, targets: Tensor, task_ids: Tensor | None = None) -> float:
         """Mean squared error (lower is better)."""
         return float(self.loss(outputs.detach(), targets))
