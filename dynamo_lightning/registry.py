@@ -47,10 +47,16 @@ class Registry(Generic[T]):
         self.kind = kind
         self.group = group
         self._entries: dict[str, T] = {}
+        self._unlisted: set[str] = set()
         self._entry_points_loaded = False
 
-    def register(self, name: str) -> Callable[[T], T]:
-        """Decorator registering ``obj`` under ``name``; the name is stored on the class."""
+    def register(self, name: str, listed: bool = True) -> Callable[[T], T]:
+        """Decorator registering ``obj`` under ``name``; the name is stored on the class.
+
+        ``listed=False`` keeps the name out of :meth:`names` (and error messages) while
+        ``get`` still finds it: for plugins that exist to serve a function (the rotated
+        copies of ``analysis.rotated_copy``) rather than to be chosen in a config.
+        """
         if not isinstance(name, str) or not name:
             raise ValueError(f"{self.kind} name must be a non-empty string, got {name!r}")
 
@@ -61,6 +67,8 @@ class Registry(Generic[T]):
                     f"(by {_qualname(self._entries[name])}); choose another name"
                 )
             self._entries[name] = obj
+            if not listed:
+                self._unlisted.add(name)
             with contextlib.suppress(AttributeError, TypeError):  # e.g. builtins
                 obj.registered_name = name  # type: ignore[attr-defined]
             return obj
@@ -78,9 +86,9 @@ class Registry(Generic[T]):
         return self._entries[name]
 
     def names(self) -> list[str]:
-        """Registered names, built-ins first, in registration order."""
+        """Registered names users choose from, built-ins first, in registration order."""
         self._load_entry_points()
-        return list(self._entries)
+        return [name for name in self._entries if name not in self._unlisted]
 
     def __contains__(self, name: object) -> bool:
         self._load_entry_points()

@@ -36,6 +36,18 @@ def test_register_get_names_in_registration_order() -> None:
     assert a.registered_name == "a"
 
 
+def test_unlisted_names_load_but_are_not_offered() -> None:
+    reg: Registry[type] = Registry("widget", EMPTY_GROUP)
+    shown, hidden = _new_class("Shown"), _new_class("Hidden")
+    reg.register("shown")(shown)
+    reg.register("hidden", listed=False)(hidden)
+    assert reg.names() == ["shown"] and reg.get("hidden") is hidden and "hidden" in reg
+    with pytest.raises(UnknownNameError, match=r"\(known: shown\)"):
+        reg.get("nope")
+    assert "vanilla_rotated" not in dl.architectures.names()
+    assert dl.architectures.get("vanilla_rotated").registered_name == "vanilla_rotated"
+
+
 def test_register_accepts_objects_without_attributes() -> None:
     reg: Registry[object] = Registry("function", EMPTY_GROUP)
     reg.register("length")(len)  # a builtin cannot take `registered_name`

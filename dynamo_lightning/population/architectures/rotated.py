@@ -5,7 +5,8 @@ coordinates (the tanh acts unit-wise on ``h``, not on ``s``), so no ``vanilla`` 
 hold it. This architecture can: it carries the basis ``Q`` as an extra per-member parameter
 and runs the vanilla cell in the original coordinates. It exists so that a rotated copy of a
 network (``analysis.rotated_copy``) can join a population and test that the DYNAMO map is
-blind to reparameterisation.
+blind to reparameterisation. It is not listed among the architectures to choose from
+(``architectures.names()``), but loads wherever a population holds one.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dynamo_lightning.population.architectures.registry import register_architec
 from dynamo_lightning.population.architectures.vanilla import VanillaRNN
 
 
-@register_architecture("vanilla_rotated")
+@register_architecture("vanilla_rotated", listed=False)
 class RotatedVanillaRNN(VanillaRNN):
     """Vanilla cell in rotated coordinates: ``h = s Qᵀ``, ``s' = tanh(u + h W_hh + b_hh) Q``.
 
