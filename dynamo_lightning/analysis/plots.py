@@ -19,6 +19,7 @@ from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
 from dynamo_lightning.analysis.fixed_points import KINDS, FixedPointSet
+from dynamo_lightning.analysis.pca import pca
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -192,12 +193,13 @@ def _edges(centres: np.ndarray) -> tuple[float, float]:
 
 def _fixed_point_panel(ax: Axes, states: Tensor, points: FixedPointSet, dims: int,
                        max_trajectories: int) -> None:
-    mean, basis, explained = _pca(states.reshape(-1, states.shape[-1]), dims)
+    fit = pca(states.reshape(-1, states.shape[-1]), dims)
+    explained = fit.explained
     for trajectory in states[:max_trajectories]:
-        xy = ((trajectory - mean) @ basis).numpy()
+        xy = fit.transform(trajectory).numpy()
         ax.plot(*xy.T, color="0.6", lw=0.5, alpha=0.6)
     if len(points):
-        xy = ((points.points.detach().cpu().double() - mean) @ basis).numpy()
+        xy = fit.transform(points.points.detach().cpu()).numpy()
         for kind in KINDS:
             mask = np.array([k == kind for k in points.kind])
             if not mask.any():
@@ -211,24 +213,6 @@ def _fixed_point_panel(ax: Axes, states: Tensor, points: FixedPointSet, dims: in
     ax.set_ylabel(labels[1])
     if dims == 3:
         ax.set_zlabel(labels[2])
-
-
-def _pca(states: Tensor, k: int) -> tuple[Tensor, Tensor, list[float]]:
-    """Mean ``[H]``, top-k axes ``[H, k]`` (zero-padded when H < k; the largest |loading|
-    of each axis positive) and their explained-variance fractions."""
-    mean = states.mean(0)
-    centred = states - mean
-    cov = centred.T @ centred / max(1, states.shape[0] - 1)
-    values, vectors = torch.linalg.eigh(cov)
-    order = values.argsort(descending=True)[:k]
-    values, vectors = values[order].clamp_min(0), vectors[:, order]
-    signs = torch.sign(vectors.gather(0, vectors.abs().argmax(0, keepdim=True)))
-    vectors = vectors * torch.where(signs == 0, 1.0, signs).to(vectors)
-    total = float(values.sum()) if float(values.sum()) > 0 else 1.0
-    explained = [float(v) / total for v in values] + [0.0] * (k - len(values))
-    basis = torch.zeros(states.shape[1], k, dtype=states.dtype)
-    basis[:, : vectors.shape[1]] = vectors
-    return mean, basis, explained
 
 
 def _as_trajectories(states: Tensor) -> Tensor:

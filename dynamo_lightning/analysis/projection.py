@@ -9,14 +9,12 @@ neighbourhoods; slower and stochastic, seeded by ``random_state``).
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
+from dynamo_lightning.analysis.pca import pca
 from dynamo_lightning.checks import positive_int
-
-if TYPE_CHECKING:
-    import torch
 
 METHODS = ("pca", "umap")
 """Projection methods :func:`project` knows."""
@@ -35,15 +33,15 @@ def project(
 
     When ``d <= n_components`` nothing is projected: the embeddings are returned as they are,
     with zero columns appended when ``d < n_components`` (a 1-D map is drawn on a line).
-    PCA likewise pads with zero columns when there are fewer members than ``n_components``.
+    PCA gives (near-)zero columns beyond the embeddings' rank (fewer members than axes).
 
     Args:
         emb: Embeddings ``[N, d]`` (a torch Tensor on any device, or an array-like).
-        method: ``"pca"`` (scikit-learn PCA) or ``"umap"`` (umap-learn, imported lazily
+        method: ``"pca"`` (:func:`~.pca.pca`, deterministic) or ``"umap"`` (umap-learn, imported lazily
             because its import is slow; ``n_neighbors = min(15, N - 1)``).
         n_components: Number of output axes (2 for a map).
-        random_state: Seed for UMAP (and PCA's randomised solver, if ever chosen);
-            ``None`` lets UMAP run in parallel but not reproducibly.
+        random_state: Seed for UMAP; ``None`` lets UMAP run in parallel but not
+            reproducibly. (PCA needs none.)
 
     Returns:
         ``float64`` array ``[N, n_components]``.
@@ -66,7 +64,7 @@ def project(
     if d <= n_components:
         return _pad(x, n_components)
     if method == "pca":
-        return _pca(x, n_components, random_state)
+        return _pca(x, n_components)
     if n < UMAP_MIN_POINTS:
         raise ValueError(
             f"UMAP needs at least {UMAP_MIN_POINTS} points, got {n}; use method='pca' for "
@@ -96,13 +94,12 @@ def _pad(x: np.ndarray, n_components: int) -> np.ndarray:
     return out
 
 
-def _pca(x: np.ndarray, n_components: int, random_state: int | None) -> np.ndarray:
-    from sklearn.decomposition import PCA
-
-    if x.shape[0] < 2:  # one point: centred, it is the origin (PCA itself warns and NaNs)
+def _pca(x: np.ndarray, n_components: int) -> np.ndarray:
+    """The points on their top axes; axes beyond the data's rank carry (almost) nothing, and
+    a single point is the origin."""
+    if x.shape[0] < 2:
         return np.zeros((x.shape[0], n_components))
-    k = min(n_components, x.shape[0])  # PCA cannot give more axes than points
-    return _pad(PCA(n_components=k, random_state=random_state).fit_transform(x), n_components)
+    return pca(torch.from_numpy(x), n_components).transform(torch.from_numpy(x)).numpy()
 
 
 def _umap(x: np.ndarray, n_components: int, random_state: int | None) -> np.ndarray:

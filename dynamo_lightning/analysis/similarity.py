@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from dynamo_lightning.analysis.member_dynamics import member_states
+from dynamo_lightning.analysis.pca import pca
 from dynamo_lightning.checks import optional_positive_int
 
 if TYPE_CHECKING:
@@ -199,10 +200,8 @@ def dsa_distance(states: list[Tensor], n_delays: int | None = None,
 
 def _top_components(states: Tensor, k: int) -> Tensor:
     """``states [B, T, H]`` centred and projected on their top ``min(k, H)`` PCs."""
-    flat = states.reshape(-1, states.shape[-1]).double()
-    flat = flat - flat.mean(0)
-    _, _, vh = torch.linalg.svd(flat, full_matrices=False)
-    return (flat @ vh[: min(k, vh.shape[0])].T).float().reshape(*states.shape[:2], -1)
+    return pca(states.reshape(-1, states.shape[-1]), min(k, states.shape[-1])).transform(
+        states).float()
 
 
 def _import_dsa() -> type:
