@@ -14,7 +14,6 @@ from lightning.pytorch.loggers import CSVLogger
 
 from dynamo_lightning.analysis import SearchOptions
 from dynamo_lightning.callbacks import FixedPoints, Interpolation
-from dynamo_lightning.callbacks.analysis_base import default_members, default_pairs
 from dynamo_lightning.callbacks.figures import run_dir
 from dynamo_lightning.data import TrajectoryDataModule
 from dynamo_lightning.module import DynamoModule
@@ -75,12 +74,12 @@ def test_both_callbacks_log_pngs_tables_and_metrics(data: TrajectoryDataModule,
     assert len(logged) == 2 and "fixed_points/lstm-s3/total" in metrics[0]
     assert sorted(p.name for p in figures.glob("figures_interpolation_*_step*.png")) == [
         "figures_interpolation_gru-s0__gru-s1_step4.png",  # within an architecture
-        "figures_interpolation_gru-s0__vanilla-s2_step4.png"]  # across (every 2nd epoch)
+        "figures_interpolation_gru-s1__vanilla-s2_step4.png"]  # across (every 2nd epoch)
     assert (figures / "figures_interpolation_gru-s0__gru-s1.png").is_file()
     assert segments.state_dict() == {"last_step": 4, "num_drawn": 1}
     rows = read_csv(figures / "tables_interpolation.csv")
     assert [(r["pair"], float(r["alpha"])) for r in rows] == [
-        (p, a) for p in ("gru-s0__gru-s1", "gru-s0__vanilla-s2") for a in (0.0, 0.5, 1.0)]
+        (p, a) for p in ("gru-s0__gru-s1", "gru-s1__vanilla-s2") for a in (0.0, 0.5, 1.0)]
     assert rows[0]["bit_accuracy"] and rows[0]["stable"]
     assert plt.get_fignums() == []
 
@@ -108,17 +107,6 @@ def test_chosen_members_and_pairs_and_restored_train_mode(data: TrajectoryDataMo
         unknown.on_fit_end(trainer, module)
     assert not module.training  # restored after the error too
     assert plt.get_fignums() == []
-
-
-def test_default_choices_spread_over_architectures() -> None:
-    meta = [{"architecture": a} for a in ["gru"] * 6 + ["lstm"] * 3 + ["cnn"]]
-    assert default_members(meta) == [0, 1, 2, 3, 6, 7, 8, 9]
-    assert default_members(meta, limit=3) == [0, 6, 9]
-    ids = [f"m{i}" for i in range(len(meta))]
-    assert default_pairs(ids, meta) == [["m0", "m1"], ["m0", "m6"]]
-    assert default_pairs(["a", "b"], [{"architecture": "x"}, {"architecture": "y"}]) == [
-        ["a", "b"]]
-    assert default_pairs(["a"], [{}]) == []
 
 
 @pytest.mark.parametrize(("factory", "kwargs", "match"), [

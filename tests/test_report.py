@@ -16,7 +16,8 @@ import torch
 from dynamo_lightning import tasks
 from dynamo_lightning.analysis import build_report, map_figure
 from dynamo_lightning.analysis.report import validate_report
-from dynamo_lightning.analysis.report.pairs import auto_pairs, parse_pairs, resolve_pairs
+from dynamo_lightning.analysis.report.pairs import parse_pairs, resolve_pairs
+from dynamo_lightning.analysis.selection import auto_pairs
 from dynamo_lightning.cli import main
 from dynamo_lightning.cli.analyze import AnalysisInputError, population_dir
 from dynamo_lightning.cli.demo import write_demo_report

@@ -357,7 +357,7 @@ def test_a_mixture_is_a_task_of_labelled_sub_tasks() -> None:
                                     {"name": "flipflop", "config": {"n_bits": 2,
                                                                     "pulse_prob": 0.2}}])
     assert list(mixture.sub_tasks) == ["flipflop0", "flipflop1"]
-    x, y, ids = mixture.sample_with_ids(32, generator=_gen(0))
+    _, y, ids = mixture.sample_with_ids(32, generator=_gen(0))
     assert set(ids.tolist()) == {0, 1}
     by_task = mixture.metrics_by_task(y, y, ids)
     assert by_task == {"flipflop0:bit_accuracy": 1.0, "flipflop1:bit_accuracy": 1.0}

@@ -37,8 +37,8 @@ def project(
 
     Args:
         emb: Embeddings ``[N, d]`` (a torch Tensor on any device, or an array-like).
-        method: ``"pca"`` (:func:`~.pca.pca`, deterministic) or ``"umap"`` (umap-learn, imported lazily
-            because its import is slow; ``n_neighbors = min(15, N - 1)``).
+        method: ``"pca"`` (:func:`~.pca.pca`, deterministic) or ``"umap"`` (umap-learn,
+            imported lazily because its import is slow; ``n_neighbors = min(15, N - 1)``).
         n_components: Number of output axes (2 for a map).
         random_state: Seed for UMAP; ``None`` lets UMAP run in parallel but not
             reproducibly. (PCA needs none.)

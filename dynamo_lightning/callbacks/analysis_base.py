@@ -89,31 +89,6 @@ class _Analysis(ResumableDrawing):
         raise NotImplementedError
 
 
-def default_members(metadata: Sequence[dict[str, Any]], limit: int = 8) -> list[int]:
-    """Up to ``limit`` member indices, taken in turn from each architecture (first-seen
-    order), so every architecture is represented before any gets a second member."""
-    groups: dict[str, list[int]] = {}
-    for index, meta in enumerate(metadata):
-        groups.setdefault(str(meta.get("architecture", "?")), []).append(index)
-    chosen: list[int] = []
-    for rank in range(max((len(g) for g in groups.values()), default=0)):
-        chosen += [g[rank] for g in groups.values() if rank < len(g)]
-    return sorted(chosen[:limit])
-
-
-def default_pairs(ids: Sequence[str], metadata: Sequence[dict[str, Any]]) -> list[list[str]]:
-    """One pair within an architecture (its first two members) and one across two
-    architectures (their first members); fewer when the population cannot provide them."""
-    groups: dict[str, list[str]] = {}
-    for name, meta in zip(ids, metadata, strict=True):
-        groups.setdefault(str(meta.get("architecture", "?")), []).append(str(name))
-    pairs = [g[:2] for g in groups.values() if len(g) >= 2][:1]
-    firsts = [g[0] for g in groups.values()]
-    if len(firsts) >= 2:
-        pairs.append(firsts[:2])
-    return pairs
-
-
 def _keys(owner: Callback, name: str, values: Any) -> list[MemberKey]:
     """A list of member ids (str) or indices (int >= 0), else ValueError naming ``name``."""
     ok = (not isinstance(values, (str, bytes)) and isinstance(values, Sequence)

@@ -13,11 +13,11 @@ from dynamo_lightning.analysis.fixed_points import KINDS
 from dynamo_lightning.analysis.interpolation import fixed_points_at, member_index
 from dynamo_lightning.analysis.plots import fixed_point_figure
 from dynamo_lightning.analysis.search_options import SearchOptions
+from dynamo_lightning.analysis.selection import representative_members
 from dynamo_lightning.callbacks.analysis_base import (
     MemberKey,
     _Analysis,
     _keys,
-    default_members,
 )
 from dynamo_lightning.callbacks.figures import log_figure, log_table
 
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from dynamo_lightning.analysis.fixed_points import FixedPointSet
 
 
+MAX_MEMBERS = 8
+"""Members analysed when none are named."""
 FIXED_POINTS_SEARCH = SearchOptions(trials=32, inits=128)
 """The default search while training: few trials, so that an analysis does not hold up the
 fit."""
@@ -45,8 +47,9 @@ class FixedPoints(_Analysis):
 
     Args:
         every_n_epochs: Analyse after validation every this many epochs.
-        members: Member ids or indices; default up to 8, taken in turn from each
-            architecture (metadata ``architecture``).
+        members: Member ids or indices; default up to 8, taken in turn from each cluster
+            (metadata ``task`` × ``architecture``), as the report picks them
+            (:func:`dynamo_lightning.analysis.selection.representative_members`).
         search: The search's settings (trials whose trajectories seed the search and are
             drawn, initial states per member, tolerance, ...). In YAML, a mapping of the
             settings to change: ``search: {inits: 256}``.
@@ -74,7 +77,7 @@ class FixedPoints(_Analysis):
     def _analyse(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
         ids = [str(i) for i in pl_module.member_ids]
         chosen = ([member_index(pl_module, k) for k in self._members] if self._members
-                  else default_members(pl_module.member_metadata))
+                  else sorted(representative_members(pl_module.member_metadata, MAX_MEMBERS)))
         thetas = pl_module.embeddings()[chosen]
         fps, states = fixed_points_at(pl_module, thetas, search=self._search)
         step, names = trainer.global_step, [ids[i] for i in chosen]

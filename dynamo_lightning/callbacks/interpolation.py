@@ -16,11 +16,11 @@ from dynamo_lightning.analysis.fixed_points import KINDS
 from dynamo_lightning.analysis.interpolation import interpolate_pairs
 from dynamo_lightning.analysis.plots import interpolation_figure
 from dynamo_lightning.analysis.search_options import SearchOptions
+from dynamo_lightning.analysis.selection import auto_pairs
 from dynamo_lightning.callbacks.analysis_base import (
     MemberKey,
     _Analysis,
     _keys,
-    default_pairs,
 )
 from dynamo_lightning.callbacks.figures import log_figure, log_table
 from dynamo_lightning.checks import boolean, int_at_least
@@ -47,8 +47,9 @@ class Interpolation(_Analysis):
 
     Args:
         every_n_epochs: Analyse after validation every this many epochs.
-        pairs: ``[[a, b], ...]`` member ids or indices; default one pair within an
-            architecture and one across two architectures (metadata ``architecture``).
+        pairs: ``[[a, b], ...]`` member ids or indices; default one pair within a cluster
+            (metadata ``task`` × ``architecture``) and one across two, as the report picks
+            them (:func:`dynamo_lightning.analysis.selection.auto_pairs`).
         steps: Points per segment (≥ 2), both members included.
         fixed_points: Also count fixed points along the segments.
         search: The task trials scored at every point and the fixed-point search's
@@ -83,7 +84,9 @@ class Interpolation(_Analysis):
         self.last_results: list[InterpolationResult] = []  # of the latest analysis
 
     def _analyse(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
-        pairs = self._pairs or default_pairs(pl_module.member_ids, pl_module.member_metadata)
+        ids = [str(i) for i in pl_module.member_ids]
+        pairs = self._pairs or [[ids[a], ids[b]] for a, b in auto_pairs(
+            pl_module.member_metadata, within=1, across=1)]
         if not pairs:
             if not self._warned:
                 rank_zero_warn("Interpolation: fewer than two members, nothing to interpolate")

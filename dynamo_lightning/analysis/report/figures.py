@@ -30,8 +30,8 @@ from dynamo_lightning.analysis.plots import (
     interpolation_figure,
 )
 from dynamo_lightning.analysis.report.compute import ReportData
-from dynamo_lightning.analysis.report.pairs import clusters
 from dynamo_lightning.analysis.report.sections import SCORE_KEYS
+from dynamo_lightning.analysis.selection import representative_members
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -128,7 +128,7 @@ def _emulation_png(report: dict[str, Any], out_dir: Path) -> str | None:
 def _fixed_point_pngs(data: ReportData, out_dir: Path, count: int) -> list[str]:
     section = data.report["fixed_points"]
     members = data.report["members"]
-    chosen = figure_members([m["metadata"] for m in members], count,
+    chosen = representative_members([m["metadata"] for m in members], count,
                             [p is not None for p in data.member_points])
     written = []
     for i in chosen:
@@ -145,14 +145,6 @@ def _fixed_point_pngs(data: ReportData, out_dir: Path, count: int) -> list[str]:
         section["figures"][member_id] = name
         written.append(name)
     return written
-
-
-def figure_members(metadata: list[dict[str, Any]], count: int, usable: list[bool]) -> list[int]:
-    """Up to ``count`` usable members: the first of each cluster, then the second, ..."""
-    groups = [[i for i in g if usable[i]] for g in clusters(metadata).values()]
-    order = [g[r] for r in range(max((len(g) for g in groups), default=0))
-             for g in groups if r < len(g)]
-    return order[:count]
 
 
 def side_by_side(states: list[Tensor], points: list[FixedPointSet]

@@ -18,8 +18,8 @@ from dynamo_lightning.analysis.fitted_map import FittedMap
 from dynamo_lightning.analysis.fixed_points import KINDS, FixedPointSet
 from dynamo_lightning.analysis.interpolation import InterpolationResult
 from dynamo_lightning.analysis.map_figure import default_keys
-from dynamo_lightning.analysis.report.pairs import cluster_of
 from dynamo_lightning.analysis.report.schema import SCHEMA_VERSION
+from dynamo_lightning.analysis.selection import cluster_of
 from dynamo_lightning.population import Population
 from dynamo_lightning.tasks import Task
 
