@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
@@ -61,89 +60,10 @@ from dynamo_lightning.analysis.fixed_point_search import (
     q_values,
     subset,
 )
+from dynamo_lightning.analysis.fixed_point_set import KINDS, FixedPointSet
 
-KINDS = ("stable", "saddle", "unstable", "slow")
 _SLACK_CAP = 0.05  # de-duplication slack at most this × the reference RMS radius
 _RESIDUAL_SLACK = 10.0  # pre-Newton slack: ‖F(h) − h‖ / (1 − ρ) for a contraction ρ ≤ 0.9
-
-
-@dataclass
-class FixedPointSet:
-    """Unique fixed (and optionally slow) points found by :func:`find_fixed_points`.
-
-    Attributes:
-        points: states ``[F, H]``, sorted by group, then q.
-        q: ``½‖F(h, x*) − h‖²`` at each point ``[F]``.
-        eigvals: eigenvalues of ``∂F/∂h`` at each point ``[F, H]`` complex, by decreasing |λ|.
-        is_stable: all ``|λ| < 1`` ``[F]`` bool.
-        n_unstable: number of ``|λ| > 1`` ``[F]`` long.
-        kind: per point ``"stable"`` (``is_stable``), ``"unstable"`` (every direction
-            unstable), ``"saddle"`` (the rest) or ``"slow"`` (``tol ≤ q < slow_tol``,
-            whatever its eigenvalues).
-        group: which system (θ) of the call each point belongs to ``[F]`` long.
-        distance_to_data: distance to the nearest reference state ``[F]`` (NaN without one).
-        num_groups: G, the number of systems of the call (groups may have no point).
-        iterations: Adam iterations run.
-    """
-
-    points: Tensor
-    q: Tensor
-    eigvals: Tensor
-    is_stable: Tensor
-    n_unstable: Tensor
-    kind: list[str]
-    group: Tensor
-    distance_to_data: Tensor
-    num_groups: int = 1
-    iterations: int = 0
-
-    def __len__(self) -> int:
-        return self.points.shape[0]
-
-    def count(self, kind: str | None = None, group: int | None = None) -> int:
-        """Number of points of ``kind`` (any if None) in ``group`` (any if None)."""
-        if kind is not None and kind not in KINDS:
-            raise ValueError(f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
-        return int(self._mask(kind, group).sum())
-
-    def select(self, mask: Tensor | Sequence[bool]) -> FixedPointSet:
-        """The points where ``mask [F]`` (bool, or indices) holds."""
-        index = torch.as_tensor(mask, device=self.points.device).reshape(-1)
-        if index.dtype == torch.bool:
-            if index.shape != (len(self),):
-                raise ValueError(f"mask must be [{len(self)}] bool, got {tuple(index.shape)}")
-            index = index.nonzero().flatten()
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        for name, value in values.items():
-            if isinstance(value, Tensor):
-                values[name] = value[index]
-        values["kind"] = [self.kind[i] for i in index.tolist()]
-        return FixedPointSet(**values)
-
-    def cpu(self) -> FixedPointSet:
-        """The same points with every tensor on the CPU (for figures, JSON, comparisons)."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return FixedPointSet(**{k: v.cpu() if isinstance(v, Tensor) else v
-                              for k, v in values.items()})
-
-    def split(self) -> list[FixedPointSet]:
-        """One :class:`FixedPointSet` per group, ordered 0..G-1 (empty ones included)."""
-        return [self.select(self.group == g) for g in range(self.num_groups)]
-
-    def summary(self) -> dict:
-        """Counts per kind, overall and per group (JSON-serialisable)."""
-        def counts(group: int | None) -> dict[str, int]:
-            return {"total": int(self._mask(None, group).sum()),
-                    **{k: int(self._mask(k, group).sum()) for k in KINDS}}
-        return {**counts(None), "groups": [counts(g) for g in range(self.num_groups)]}
-
-    def _mask(self, kind: str | None, group: int | None) -> Tensor:
-        mask = torch.ones(len(self), dtype=torch.bool)
-        if kind is not None:
-            mask &= torch.tensor([k == kind for k in self.kind], dtype=torch.bool)
-        if group is not None:
-            mask &= (self.group == group).cpu()
-        return mask
 
 
 def find_fixed_points(
@@ -208,35 +128,65 @@ def find_fixed_points(
     x, groups, num_groups = _check_call(step_fn, x_const, inits, groups, tol, slow_tol)
     refs = references(reference, num_groups, inits.shape[1])
     scale = scales(refs, num_groups, inits)
+    systems = _Systems(groups, num_groups, scale, dedupe_tol)
     frozen = getattr(step_fn, "frozen", contextlib.nullcontext)
     with torch.enable_grad(), frozen():
         h, iterations = minimise(step_fn, x, inits.detach().clone(), tol, max_iters, lr,
                                  cuda_graphs)
-        q = q_values(step_fn, h, x).detach()
-        # One row per cluster from here on: Newton and Jacobians cost O(rows · H²).
-        slack = _RESIDUAL_SLACK * (2 * q).sqrt() * (q < tol)
-        slack = torch.minimum(slack, _SLACK_CAP * scale[groups])
-        rows = unique(h, q, groups, torch.isfinite(q), dedupe_tol * scale, slack,
-                      num_groups).nonzero().flatten()
-        step, jac_fn = subset(step_fn, rows), subset(jacobian_fn, rows)
-        h, x, groups = h[rows], x[rows], groups[rows]
-        for _ in range(newton_steps):
-            h = newton(step, x, h, jac_fn)
-        residual = (step(h, x) - h).detach()
-        jac = jacobians(step, h, x, jac_fn).detach()
+        h, x, systems, residual, jac = _refine(step_fn, jacobian_fn, h, x, systems, tol,
+                                               newton_steps)
     q = 0.5 * residual.pow(2).sum(-1)
     keep = torch.isfinite(q) & (q < (tol if slow_tol is None else slow_tol))
-    distance = distances(h, groups, keep, refs)
+    distance = distances(h, systems.groups, keep, refs)
     if refs is not None and max_distance is not None:
-        keep &= distance <= max_distance * scale[groups]
-    slack = newton_length(jac, residual) * (q < tol)
-    slack = torch.minimum(slack, _SLACK_CAP * scale[groups])
-    keep &= unique(h, q, groups, keep, dedupe_tol * scale, slack, num_groups)
+        keep &= distance <= max_distance * systems.row_scale
+    keep &= systems.unique(h, q, keep, newton_length(jac, residual) * (q < tol))
     index = keep.nonzero().flatten()
     index = index[torch.argsort(q[index], stable=True)]
-    index = index[torch.argsort(groups[index], stable=True)]
-    return _collect(h[index], q[index], jac[index], groups[index], distance[index], tol,
-                    num_groups, iterations)
+    index = index[torch.argsort(systems.groups[index], stable=True)]
+    return _collect(h[index], q[index], jac[index], systems.groups[index], distance[index],
+                    tol, num_groups, iterations)
+
+
+class _Systems:
+    """Which system each row belongs to, with what the de-duplication needs of them."""
+
+    def __init__(self, groups: Tensor, num_groups: int, scale: Tensor, dedupe_tol: float
+                 ) -> None:
+        self.groups, self.num_groups, self.scale = groups, num_groups, scale
+        self.dedupe_tol = dedupe_tol
+
+    @property
+    def row_scale(self) -> Tensor:
+        """Each row's system's reference RMS radius ``[M]``."""
+        return self.scale[self.groups]
+
+    def rows(self, rows: Tensor) -> _Systems:
+        return _Systems(self.groups[rows], self.num_groups, self.scale, self.dedupe_tol)
+
+    def unique(self, h: Tensor, q: Tensor, keep: Tensor, slack: Tensor) -> Tensor:
+        """:func:`unique` within each system, the merge slack capped at
+        ``_SLACK_CAP`` × the system's radius."""
+        slack = torch.minimum(slack, _SLACK_CAP * self.row_scale)
+        return unique(h, q, self.groups, keep, self.dedupe_tol * self.scale, slack,
+                      self.num_groups)
+
+
+def _refine(step_fn: StepFn, jacobian_fn: StepFn | None, h: Tensor, x: Tensor,
+            systems: _Systems, tol: float, newton_steps: int
+            ) -> tuple[Tensor, Tensor, _Systems, Tensor, Tensor]:
+    """One row per cluster of the minimised rows, Newton-polished: ``h, x, systems`` of
+    those rows and their residual ``F(h) − h`` and Jacobian (Newton and Jacobians cost
+    O(rows · H²), so duplicates are merged first; module docstring, steps 2–3)."""
+    q = q_values(step_fn, h, x).detach()
+    slack = _RESIDUAL_SLACK * (2 * q).sqrt() * (q < tol)
+    rows = systems.unique(h, q, torch.isfinite(q), slack).nonzero().flatten()
+    step, jac_fn = subset(step_fn, rows), subset(jacobian_fn, rows)
+    h, x, systems = h[rows], x[rows], systems.rows(rows)
+    for _ in range(newton_steps):
+        h = newton(step, x, h, jac_fn)
+    residual = (step(h, x) - h).detach()
+    return h, x, systems, residual, jacobians(step, h, x, jac_fn).detach()
 
 
 def _collect(h: Tensor, q: Tensor, jac: Tensor, groups: Tensor, distance: Tensor,

@@ -26,7 +26,7 @@ fixed-point search.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -34,7 +34,11 @@ from torch import Tensor
 
 from dynamo_lightning.analysis.fitted_map import FittedMap
 from dynamo_lightning.analysis.fixed_points import KINDS, FixedPointSet
-from dynamo_lightning.analysis.plain import plain
+from dynamo_lightning.analysis.interpolation_result import (
+    GridResult,
+    InterpolationResult,
+    bifurcation_alphas,
+)
 from dynamo_lightning.analysis.search_options import SearchOptions
 from dynamo_lightning.analysis.theta_evaluation import (
     ELEMENT_BUDGET,
@@ -47,80 +51,6 @@ from dynamo_lightning.checks import finite_real, int_at_least, is_int
 __all__ = ["ELEMENT_BUDGET", "FREE_RUN_STEPS", "GridResult", "InterpolationResult",
            "bifurcation_alphas", "fixed_points_at", "interpolate", "interpolate_grid",
            "interpolate_pairs", "interpolate_path", "member_index"]
-
-
-@dataclass
-class InterpolationResult:
-    """The meta-model along a path ``θ(α)``, α ∈ [0, 1].
-
-    Attributes:
-        alphas: path parameter ``[S]`` (segment: evenly spaced; path: normalised arc length).
-        thetas: the embeddings ``[S, d]``.
-        task_metric: ``m.task``'s metric at each θ ``[S]`` (NaN without a task).
-        metric_name: its name (``task.metric_name``; ``""`` without a task).
-        counts: fixed points per kind (``"stable"``, ``"saddle"``, ``"unstable"``, ``"slow"``)
-            at each θ, ``{kind: [S] long}`` (empty when fixed points were not computed).
-        bifurcations: α's (midpoints between consecutive α's) where the counts by kind change.
-        fixed_points: the points at each θ (one :class:`FixedPointSet` per α), or None.
-        endpoints: member ids at α = 0 and α = 1 for a segment between members, else None.
-        task_metrics: for a task of several sub-tasks (a mixed population's mixture task),
-            each sub-task's metric on its own trials, ``{"<task>:<metric>": [S]}``; empty
-            otherwise. ``task_metric`` is then their mean, which mixes scales.
-    """
-
-    alphas: Tensor
-    thetas: Tensor
-    task_metric: Tensor
-    metric_name: str
-    counts: dict[str, Tensor]
-    bifurcations: list[float]
-    fixed_points: list[FixedPointSet] | None = None
-    endpoints: tuple[str, str] | None = None
-    task_metrics: dict[str, Tensor] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: lists, ``None`` for NaN; per α the points' kinds, q, unstable
-        directions, spectral radius and distance to data (not the states themselves)."""
-        return {
-            "alphas": self.alphas.tolist(), "thetas": self.thetas.tolist(),
-            "metric_name": self.metric_name, "task_metric": plain(self.task_metric),
-            "task_metrics": {k: plain(v) for k, v in self.task_metrics.items()},
-            "counts": {k: v.tolist() for k, v in self.counts.items()},
-            "bifurcations": list(self.bifurcations),
-            "endpoints": list(self.endpoints) if self.endpoints else None,
-            "fixed_points": None if self.fixed_points is None else [
-                {"kind": list(f.kind), "q": plain(f.q), "n_unstable": f.n_unstable.tolist(),
-                 "spectral_radius": plain(f.eigvals.abs().amax(1)),
-                 "distance_to_data": plain(f.distance_to_data)} for f in self.fixed_points],
-        }
-
-
-@dataclass
-class GridResult:
-    """Task metric and fixed-point counts on a regular grid over a 2-D map.
-
-    Attributes:
-        theta_grid: ``[R, R, 2]``; ``theta_grid[r, c] = (θ₁ of column c, θ₂ of row r)``, so
-            ``imshow(task_metric, origin="lower")`` draws the map upright.
-        task_metric: ``[R, R]`` (NaN without a task).
-        counts: ``{kind: [R, R] long}`` (empty when fixed points were not computed).
-        metric_name: the task metric's name.
-        task_metrics: a mixture task's sub-task metrics, ``{"<task>:<metric>": [R, R]}``
-            (empty for a single task; see :class:`InterpolationResult`).
-    """
-
-    theta_grid: Tensor
-    task_metric: Tensor
-    counts: dict[str, Tensor]
-    metric_name: str = ""
-    task_metrics: dict[str, Tensor] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (``None`` for NaN)."""
-        return {"theta_grid": self.theta_grid.tolist(), "metric_name": self.metric_name,
-                "task_metric": plain(self.task_metric),
-                "task_metrics": {k: plain(v) for k, v in self.task_metrics.items()},
-                "counts": {k: v.tolist() for k, v in self.counts.items()}}
 
 
 def interpolate(m: FittedMap, i: int | str, j: int | str, steps: int = 11, *,
@@ -237,32 +167,6 @@ def fixed_points_at(m: FittedMap, thetas: Tensor, **options: Any) -> tuple[Fixed
     result = evaluate(m, _thetas(m, thetas), **{**options, "fixed_points": True})
     assert result.fixed_points is not None
     return result.fixed_points, result.states
-
-
-def bifurcation_alphas(alphas: Tensor | Sequence[float], counts: dict[str, Tensor],
-                       kinds: Sequence[str] | None = ("stable",)) -> list[float]:
-    """α's where the fixed-point topology changes: the midpoint of each consecutive pair of
-    α's at which the count of any of ``kinds`` differs.
-
-    By default only stable points count: every attractor has a basin that the search's
-    initial states (sampled from trajectories) reach, so their count is reliable, while
-    saddles are found only partially and their counts jitter from one α to the next.
-
-    Args:
-        alphas: ``[S]``.
-        counts: ``{kind: [S]}``.
-        kinds: which kinds' counts define the topology (None: all of ``counts``).
-    """
-    alphas = torch.as_tensor(alphas, dtype=torch.float64).cpu()
-    chosen = [c for k, c in counts.items() if kinds is None or k in kinds]
-    if not chosen:
-        return []
-    table = torch.stack([torch.as_tensor(c).cpu().long() for c in chosen])
-    if table.shape[1:] != alphas.shape:
-        raise ValueError(f"counts must be [{alphas.numel()}] per kind like alphas, got "
-                         f"{tuple(table.shape[1:])}")
-    changed = (table[:, 1:] != table[:, :-1]).any(0).nonzero().flatten().tolist()
-    return [float((alphas[s] + alphas[s + 1]) / 2) for s in changed]
 
 
 def member_index(m: FittedMap, key: int | str) -> int:
