@@ -132,15 +132,6 @@ def read_cache(cache_dir: str | Path, key: str
     return arrays, record.get("meta", {})
 
 
-def close_arrays(arrays: dict[str, np.ndarray]) -> None:
-    """Drop the references to memory-mapped arrays so their files get closed.
-
-    A ``np.memmap`` keeps its file mapped while any view of it is alive (``mmap.close``
-    refuses exported buffers), so releasing our references is all that can safely be done.
-    """
-    arrays.clear()
-
-
 def _fsync(path: Path) -> None:
     """Flush a file's or a directory's entries to disk where the OS allows it."""
     try:

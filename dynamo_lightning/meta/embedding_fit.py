@@ -7,7 +7,7 @@ Pure torch; ``DynamoModule.fit_embedding`` builds the loss and calls ``fit_theta
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -120,8 +120,3 @@ def map_grid(thetas: Tensor, max_dim: int = 3, points: int = 225, margin: float 
     axes = [torch.linspace(float(lo - p), float(hi + p), per_axis, dtype=thetas.dtype,
                            device=thetas.device) for lo, hi, p in zip(low, high, pad, strict=True)]
     return torch.cartesian_prod(*axes).reshape(-1, d)
-
-
-def as_candidates(thetas: Sequence[Tensor] | Tensor) -> Tensor:
-    """Stack candidate θ's into ``[C, d]``."""
-    return thetas if isinstance(thetas, Tensor) else torch.stack(list(thetas))
