@@ -1,25 +1,61 @@
 """Every shipped config parses: ``--print_config`` resolves it (with the overlays and logger
-files stacked on a run config, as the README shows) into a config naming its model and data."""
+files stacked on a run config, as the README shows) into a config naming its model and data.
+The dynamo run configs hold only what differs from the shared base (``DYNAMO_BASE``), and
+every resolved dynamo config carries the base's values that no stacked file overrides."""
 
 from __future__ import annotations
 
+import fnmatch
 from pathlib import Path
 
 import pytest
 import yaml
 
 from dynamo_lightning.cli import main
+from dynamo_lightning.cli.lightning_cli import DYNAMO_BASE
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs"
 OVERLAYS = ("film.yaml", "lowrank.yaml")  # stacked after a dynamo run config
-BASE = CONFIGS / "dynamo" / "flipflop.yaml"
+FLIPFLOP = CONFIGS / "dynamo" / "flipflop.yaml"  # the run config the overlays are stacked on
+RUN_CONFIGS = [p for p in sorted((CONFIGS / "dynamo").glob("*.yaml")) if p.name not in OVERLAYS]
+
+
+def load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def leaves(tree: dict, prefix: str = "") -> dict[str, object]:
+    """``{"a.b.c": value}`` for every non-dict value of a nested dict (lists are leaves: a
+    config's list replaces the one below it)."""
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def shadows(key: str, base_key: str) -> bool:
+    """Whether setting ``key`` overrides the base's ``base_key``: the same key, one above or
+    below it, or another class (``x.class_path``) for the object ``base_key`` configures."""
+    if key == base_key or base_key.startswith(f"{key}.") or key.startswith(f"{base_key}."):
+        return True
+    return key.endswith(".class_path") and base_key.startswith(key[:-len("class_path")])
+
+
+def lookup(tree: dict, key: str) -> object:
+    for part in key.split("."):
+        tree = tree[part]
+    return tree
 
 
 def config_runs() -> list[tuple[str, list[Path]]]:
     runs = [("population", [path]) for path in sorted((CONFIGS / "population").glob("*.yaml"))]
     for path in sorted((CONFIGS / "dynamo").glob("*.yaml")):
-        runs.append(("fit", [BASE, path] if path.name in OVERLAYS else [path]))
-    runs += [("fit", [BASE, path]) for path in sorted((CONFIGS / "logger").glob("*.yaml"))]
+        runs.append(("fit", [FLIPFLOP, path] if path.name in OVERLAYS else [path]))
+    runs += [("fit", [FLIPFLOP, path]) for path in sorted((CONFIGS / "logger").glob("*.yaml"))]
     return runs
 
 
@@ -49,5 +85,43 @@ def test_config_resolves(command: str, paths: list[Path],
             logger = resolved["trainer"]["logger"]["class_path"].lower()
             assert {"csv": "csv", "tensorboard": "tensorboard", "wandb": "wandb"}[
                 overlay.stem] in logger
+        overridden = [key for path in paths for key in leaves(load(path))]
+        for key, value in leaves(load(DYNAMO_BASE)).items():
+            if not any(shadows(other, key) for other in overridden):
+                assert lookup(resolved, key) == value, f"{key}: the base's value is lost"
     else:
         assert resolved["data"]["tasks"] and resolved["population"]["path"]
+
+
+@pytest.mark.parametrize("path", RUN_CONFIGS, ids=lambda p: p.stem)
+def test_run_config_holds_only_what_differs_from_the_base(path: Path) -> None:
+    """A run config that repeats a base value has drifted from the base (change the base, or
+    drop the copy); its paths all name its own run directory, and its callbacks (a list, so
+    each run config spells it out) are those of every other run config but for the paths."""
+    base = leaves(load(DYNAMO_BASE))
+    config = load(path)
+    repeated = {key: value for key, value in leaves(config).items()
+                if key in base and base[key] == value}
+    assert not repeated, f"{path.name} repeats the base's {repeated}"
+    run_dir = f"runs/dynamo/{path.stem}"
+    trainer = config["trainer"]
+    assert trainer["default_root_dir"] == trainer["logger"]["init_args"]["save_dir"] == run_dir
+    assert config["data"]["population"] == f"runs/population/{path.stem}/population"
+    callbacks = {c["class_path"].rsplit(".", 1)[-1]: c["init_args"] for c in trainer["callbacks"]}
+    assert callbacks["ModelCheckpoint"]["dirpath"] == f"{run_dir}/checkpoints"
+    assert callbacks["EmbeddingManifold"]["map_path"] == f"{run_dir}/map.png"
+    reference = load(FLIPFLOP)["trainer"]["callbacks"]
+    assert yaml.safe_dump(trainer["callbacks"]).replace(run_dir, "RUN") == yaml.safe_dump(
+        reference).replace(f"runs/dynamo/{FLIPFLOP.stem}", "RUN"), "callbacks drifted"
+
+
+def test_base_ships_with_the_package() -> None:
+    """``DYNAMO_BASE`` lies inside the package and pyproject.toml lists it as package data,
+    so an installed wheel has it (without it, ``dynamo fit`` would silently lose the base)."""
+    tomllib = pytest.importorskip("tomllib")
+    package = ROOT / "dynamo_lightning"
+    relative = DYNAMO_BASE.relative_to(package).as_posix()
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())[
+        "tool"]["setuptools"]["package-data"]["dynamo_lightning"]
+    assert DYNAMO_BASE.is_file()
+    assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns), patterns

@@ -6,7 +6,9 @@ with the run. ``dynamo demo`` and the experiments call the same runners with a c
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -22,6 +24,10 @@ from dynamo_lightning.population.writer import PopulationWriter
 DATA_TO_MODEL = ("num_members", "input_size", "output_size", "num_components", "output_kind",
                  "member_ids", "member_metadata", "population_path", "population_checksum",
                  "task_spec")
+
+# The shared base of every dynamo fit/validate/test run (parser defaults, below any --config).
+DYNAMO_BASE = Path(__file__).resolve().parent / "defaults" / "dynamo_fit.yaml"
+DYNAMO_SUBCOMMANDS = ("fit", "validate", "test")
 
 
 class PopulationCLI(LightningCLI):
@@ -42,11 +48,20 @@ class DynamoCLI(LightningCLI):
 
 
 def dynamo_main(args: Sequence[str] | dict[str, Any]) -> DynamoCLI:
-    """``dynamo <fit|validate|test> ...``; ``args`` may be a config dict ``{"fit": {...}}``."""
+    """``dynamo <fit|validate|test> ...``; ``args`` may be a config dict ``{"fit": {...}}``.
+    Either way the shared base ``DYNAMO_BASE`` lies below it (``dynamo_subcommand_kwargs``)."""
     quiet_known_warnings()
     return DynamoCLI(DynamoModule, TrajectoryDataModule,
                      args=args if isinstance(args, dict) else list(args),
-                     save_config_kwargs={"overwrite": True}, parser_kwargs={"prog": "dynamo"})
+                     save_config_kwargs={"overwrite": True},
+                     parser_kwargs={"prog": "dynamo", **dynamo_subcommand_kwargs()})
+
+
+def dynamo_subcommand_kwargs() -> dict[str, dict[str, Any]]:
+    """Each subcommand parser's own kwargs (LightningCLI adds to them): the shared base
+    ``DYNAMO_BASE`` as its default config file (escaped: jsonargparse globs the name)."""
+    return {name: {"default_config_files": [glob.escape(str(DYNAMO_BASE))]}
+            for name in DYNAMO_SUBCOMMANDS}
 
 
 def population_main(args: Sequence[str] | dict[str, Any]) -> PopulationCLI:
