@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import grimp
+from paths import REPO
 
 
 def strongly_connected(adjacency: dict[str, set[str]]) -> list[list[str]]:
@@ -69,3 +70,15 @@ def test_importing_the_package_loads_no_lightning() -> None:
             "{'lightning', 'pytorch_lightning'} for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_tests_mirror_the_package_tree() -> None:
+    """Every test folder is a package room (``tests/analysis`` ↔ ``dynamo_lightning/analysis``)
+    and top-level tests cover top-level modules or the package as a whole."""
+    tests = REPO / "tests"
+    package = REPO / "dynamo_lightning"
+    rooms = {p.name for p in tests.iterdir() if p.is_dir() and p.name not in ("conf",)
+             and not p.name.startswith((".", "__"))}
+    assert rooms and all((package / room / "__init__.py").is_file() for room in rooms), rooms
+    for room in rooms:
+        assert list((tests / room).glob("test_*.py")), room

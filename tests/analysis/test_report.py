@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
+from paths import CONF as TEST_CONF
 
 from dynamo_lightning import tasks
 from dynamo_lightning.analysis import build_report, map_figure
@@ -24,7 +25,7 @@ from dynamo_lightning.cli.demo import write_demo_report
 from dynamo_lightning.module import DynamoModule
 from dynamo_lightning.population import Population
 
-CONF = os.path.join(os.path.dirname(__file__), "conf")
+CONF = str(TEST_CONF)
 TINY = os.path.join(CONF, "dynamo_tiny.yaml")
 # Small searches: the tests check the report's shape, not the quality of the fixed points.
 FAST = ["--trials", "16", "--inits-per-member", "8", "--max-iters", "40", "--steps", "3",

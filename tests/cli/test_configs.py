@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from paths import REPO as ROOT
 
 from dynamo_lightning.cli import main
 from dynamo_lightning.cli.lightning_cli import DYNAMO_BASE
 
-ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
 OVERLAYS = ("film.yaml", "lowrank.yaml")  # stacked after a dynamo run config
 FLIPFLOP = CONFIGS / "dynamo" / "flipflop.yaml"  # the run config the overlays are stacked on

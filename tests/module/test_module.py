@@ -12,6 +12,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
+from paths import CONF as TEST_CONF
 
 import dynamo_lightning as dl
 from dynamo_lightning.cli import main
@@ -19,7 +20,7 @@ from dynamo_lightning.data import TrajectoryDataModule, fit_projections, project
 from dynamo_lightning.meta import EmbeddedNetwork
 from dynamo_lightning.module import DynamoModule
 
-CONF = os.path.join(os.path.dirname(__file__), "conf")
+CONF = str(TEST_CONF)
 K = 4  # principal components per member
 
 

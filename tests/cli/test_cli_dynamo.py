@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from paths import CONF as TEST_CONF
 
 from dynamo_lightning.cli import main
 from dynamo_lightning.cli.lightning_cli import dynamo_main
@@ -15,7 +16,7 @@ from dynamo_lightning.module import DynamoModule
 from dynamo_lightning.population import Population
 from dynamo_lightning.population.errors import PopulationFormatError
 
-CONF = os.path.join(os.path.dirname(__file__), "conf")
+CONF = str(TEST_CONF)
 TINY = os.path.join(CONF, "dynamo_tiny.yaml")
 
 

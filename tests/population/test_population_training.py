@@ -7,6 +7,7 @@ import os
 
 import pytest
 import torch
+from paths import CONF as TEST_CONF
 
 import dynamo_lightning as dl
 from dynamo_lightning.cli import main
@@ -14,7 +15,7 @@ from dynamo_lightning.population.evaluation import summed_member_loss
 from dynamo_lightning.population.grid import expand_grid, parse_task_specs
 from dynamo_lightning.population.training import PopulationModule, clip_per_member
 
-CONF = os.path.join(os.path.dirname(__file__), "conf")
+CONF = str(TEST_CONF)
 FLIPFLOP = [{"name": "flipflop", "config": {"n_bits": 2, "seq_len": 16}}]
 
 
