@@ -52,6 +52,7 @@ from dynamo_lightning.analysis.fixed_point_filters import (
     scales,
     unique,
 )
+from dynamo_lightning.analysis.fixed_point_inputs import check_call
 from dynamo_lightning.analysis.fixed_point_search import (
     StepFn,
     jacobians,
@@ -116,8 +117,13 @@ def find_fixed_points(
     Returns:
         :class:`FixedPointSet`, sorted by group, then q.
 
+    Warns:
+        RuntimeWarning: some rows of ``inits`` hold NaN/Inf (how many); they are dropped.
+
     Raises:
-        ValueError: inconsistent shapes or out-of-range options (named in the message).
+        ValueError: inconsistent shapes or out-of-range options (named in the message):
+            ``inits`` of another state size than ``step_fn`` takes (probed on one row),
+            a NaN/Inf in ``x_const``, or no finite row in ``inits``.
 
     Example::
 
@@ -125,16 +131,17 @@ def find_fixed_points(
         fps = find_fixed_points(member_step_fn(net), torch.zeros(3), inits, reference=hidden)
         fps.count("stable")
     """
-    x, groups, num_groups = _check_call(step_fn, x_const, inits, groups, tol, slow_tol)
-    refs = references(reference, num_groups, inits.shape[1])
-    scale = scales(refs, num_groups, inits)
-    systems = _Systems(groups, num_groups, scale, dedupe_tol)
+    call = check_call(step_fn, x_const, inits, groups, tol, slow_tol, jacobian_fn)
+    num_groups = call.num_groups
+    refs = references(reference, num_groups, call.inits.shape[1])
+    scale = scales(refs, num_groups, call.inits)
+    systems = _Systems(call.groups, num_groups, scale, dedupe_tol)
     frozen = getattr(step_fn, "frozen", contextlib.nullcontext)
     with torch.enable_grad(), frozen():
-        h, iterations = minimise(step_fn, x, inits.detach().clone(), tol, max_iters, lr,
-                                 cuda_graphs)
-        h, x, systems, residual, jac = _refine(step_fn, jacobian_fn, h, x, systems, tol,
-                                               newton_steps)
+        h, iterations = minimise(call.step_fn, call.x, call.inits.detach().clone(), tol,
+                                 max_iters, lr, cuda_graphs)
+        h, _, systems, residual, jac = _refine(call.step_fn, call.jacobian_fn, h, call.x,
+                                               systems, tol, newton_steps)
     q = 0.5 * residual.pow(2).sum(-1)
     keep = torch.isfinite(q) & (q < (tol if slow_tol is None else slow_tol))
     distance = distances(h, systems.groups, keep, refs)
@@ -211,32 +218,6 @@ def _collect(h: Tensor, q: Tensor, jac: Tensor, groups: Tensor, distance: Tensor
 
 def _complex(h: Tensor) -> torch.dtype:
     return torch.complex128 if h.dtype == torch.float64 else torch.complex64
-
-
-def _check_call(step_fn: StepFn, x_const: Tensor, inits: Tensor, groups: Tensor | None,
-                tol: float, slow_tol: float | None) -> tuple[Tensor, Tensor, int]:
-    """Validate the arguments; return ``x [M, I]``, ``groups [M]`` and G."""
-    if not isinstance(inits, Tensor) or inits.dim() != 2 or not inits.is_floating_point():
-        raise ValueError(f"inits must be a float tensor [M, H], got "
-                         f"{getattr(inits, 'shape', type(inits))}")
-    rows = inits.shape[0]
-    x = torch.as_tensor(x_const, device=inits.device)
-    x = x if x.is_floating_point() else x.to(inits.dtype)
-    if x.dim() == 1:
-        x = x.expand(rows, -1)
-    if x.dim() != 2 or x.shape[0] != rows:
-        raise ValueError(f"x_const must be [I] or [{rows}, I], got {tuple(x.shape)}")
-    if not tol > 0 or (slow_tol is not None and not slow_tol > tol):
-        raise ValueError(f"need 0 < tol < slow_tol, got tol={tol}, slow_tol={slow_tol}")
-    if groups is None:
-        groups = getattr(step_fn, "groups", None)
-    if groups is None:
-        return x, torch.zeros(rows, dtype=torch.long, device=inits.device), 1
-    groups = torch.as_tensor(groups, device=inits.device)
-    if groups.shape != (rows,) or groups.is_floating_point() or bool((groups < 0).any()):
-        raise ValueError(f"groups must be [{rows}] non-negative ints, got "
-                         f"{tuple(groups.shape)} {groups.dtype}")
-    return x, groups.long(), int(groups.max()) + 1 if rows else 1
 
 
 # Re-exported: the helpers live in their own file but belong to this API.

@@ -217,4 +217,9 @@ def _thetas(m: FittedMap, thetas: Tensor) -> Tensor:
     d = m.meta.embedding_dim
     if thetas.dim() != 2 or thetas.shape[1] != d or thetas.shape[0] < 1:
         raise ValueError(f"thetas must be [S>=1, {d}], got {tuple(thetas.shape)}")
+    finite = torch.isfinite(thetas).all(1)
+    if not bool(finite.all()):
+        rows = (~finite).nonzero().flatten().tolist()
+        raise ValueError(f"thetas must be finite, got NaN/Inf in row(s) {rows} of thetas "
+                         f"{tuple(thetas.shape)}")
     return thetas.float() if not thetas.is_floating_point() else thetas

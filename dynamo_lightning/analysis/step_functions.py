@@ -12,6 +12,7 @@ import contextlib
 import torch
 from torch import Tensor, nn
 
+from dynamo_lightning.checks import is_int, positive_int
 from dynamo_lightning.detached import DetachedCall
 from dynamo_lightning.modes import frozen
 
@@ -60,6 +61,21 @@ class ModuleStep:
         """Context in which the module's parameters do not require grad (restored after)."""
         return frozen_parameters(self.module)
 
+    @property
+    def state_size(self) -> int | None:
+        """The size of the states ``h`` the module steps (None if it does not say)."""
+        return _size(self.module, "state_size")
+
+    @property
+    def input_size(self) -> int | None:
+        """The size of the inputs ``x`` the module takes (None if it does not say)."""
+        return _size(self.module, "input_size")
+
+    @property
+    def num_rows(self) -> int | None:
+        """The rows ``M`` a call takes (θ's × inits per θ), or None: any number."""
+        return None if self.theta_rows is None else int(self.theta_rows.shape[0])
+
     def subset(self, rows: Tensor) -> ModuleStep:
         """This step function on rows ``rows`` of its batch only."""
         if self.theta_rows is None:
@@ -68,6 +84,10 @@ class ModuleStep:
         return ModuleStep(self.module, self.theta_rows[rows], self.groups[rows])
 
     def __call__(self, h: Tensor, x: Tensor) -> Tensor:
+        size = self.state_size
+        if size is not None and (h.dim() != 2 or h.shape[1] != size):
+            raise ValueError(f"h must be [M, {size}] (the state size of the "
+                             f"{type(self.module).__name__}), got {tuple(h.shape)}")
         args: tuple[Tensor, ...] = (h, x)
         if self.theta_rows is not None:
             if h.shape[0] != self.theta_rows.shape[0]:
@@ -87,9 +107,21 @@ def meta_step_fn(meta: nn.Module, thetas: Tensor, n_per_group: int) -> ModuleSte
     """The meta-model at G embeddings in one step function: row r runs
     ``meta.step(h, x, θ[r // n_per_group])``, so a call takes ``M = G · n_per_group`` rows
     (stack the inits θ-major) and its ``groups`` are found by :func:`find_fixed_points`."""
-    if thetas.dim() != 2 or n_per_group < 1:
-        raise ValueError(f"thetas must be [G, d] and n_per_group >= 1, got "
-                         f"{tuple(thetas.shape)}, {n_per_group}")
+    n_per_group = positive_int("n_per_group", n_per_group, "meta_step_fn")
+    d = _size(meta, "embedding_dim")
+    if thetas.dim() != 2 or thetas.shape[0] < 1 or (d is not None and thetas.shape[1] != d):
+        raise ValueError(f"meta_step_fn: thetas must be [G>=1, {'d' if d is None else d}] "
+                         f"(the meta-model's embedding_dim), got {tuple(thetas.shape)}")
+    if not bool(torch.isfinite(thetas).all()):
+        bad = (~torch.isfinite(thetas)).any(1).nonzero().flatten().tolist()
+        raise ValueError(f"meta_step_fn: thetas must be finite, got NaN/Inf in row(s) {bad} "
+                         f"of thetas {tuple(thetas.shape)}")
     groups = torch.arange(thetas.shape[0], device=thetas.device)
     return ModuleStep(meta, thetas.repeat_interleave(n_per_group, 0),
                       groups.repeat_interleave(n_per_group))
+
+
+def _size(module: nn.Module, name: str) -> int | None:
+    """``module.<name>`` if it is an integer, else None."""
+    value = getattr(module, name, None)
+    return int(value) if is_int(value) else None

@@ -55,6 +55,8 @@ def evaluate(m: FittedMap, thetas: Tensor, *, search: SearchOptions | None = Non
     x_const = torch.zeros(meta.input_size) if x_const is None else torch.as_tensor(x_const)
     if tuple(x_const.shape) != (meta.input_size,):
         raise ValueError(f"x_const must be [{meta.input_size}], got {tuple(x_const.shape)}")
+    if not bool(torch.isfinite(x_const).all()):
+        raise ValueError(f"x_const must be finite, got {x_const.tolist()}")
     x_const = x_const.to(param)
     task = m.task
     generator = torch.Generator().manual_seed(search.seed)

@@ -1,4 +1,5 @@
-"""Lightning callbacks that draw and log DYNAMO's analyses while it trains.
+"""Lightning callbacks that draw and log DYNAMO's analyses while it trains, and keep a
+resumable checkpoint (:class:`LastCheckpoint`).
 
 Every figure goes through :func:`log_figure` (every attached logger + a PNG in the run
 directory); tables through :func:`log_table`.
@@ -8,6 +9,7 @@ from dynamo_lightning.callbacks.embedding_manifold import EmbeddingManifold
 from dynamo_lightning.callbacks.figures import log_figure, log_table
 from dynamo_lightning.callbacks.fixed_points import FixedPoints
 from dynamo_lightning.callbacks.interpolation import Interpolation
+from dynamo_lightning.callbacks.last_checkpoint import LastCheckpoint
 from dynamo_lightning.callbacks.wandb_logger import DynamoWandbLogger
 
 __all__ = [
@@ -15,6 +17,7 @@ __all__ = [
     "EmbeddingManifold",
     "FixedPoints",
     "Interpolation",
+    "LastCheckpoint",
     "log_figure",
     "log_table",
 ]

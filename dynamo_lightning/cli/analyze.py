@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import pickle
 import sys
 import warnings
 from collections.abc import Sequence
@@ -85,18 +84,16 @@ def run_analysis(ckpt: str | Path, out: str | Path, population: str | Path | Non
     from dynamo_lightning.analysis.report import write_report
     from dynamo_lightning.analysis.report.compute import make_options
     from dynamo_lightning.analysis.report.pairs import resolve_pairs
-    from dynamo_lightning.module import DynamoModule
+    from dynamo_lightning.module import load_module
 
     ckpt = Path(ckpt)
-    if not ckpt.is_file():
-        raise AnalysisInputError(f"checkpoint {ckpt} not found")
     try:
         target = torch.device(device)
         if target.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("no CUDA device is available")
     except RuntimeError as err:
         raise AnalysisInputError(f"--device {device}: {err}") from None
-    module = DynamoModule.load_from_checkpoint(ckpt, map_location="cpu")
+    module = load_module(ckpt)
     pop_dir = population_dir(module, population)
     pop = _load_population(module, pop_dir)
     try:  # bad options fail here, before the test pass, not after it
@@ -184,11 +181,9 @@ def emulation_scores(module: Any, ckpt: Path, population: Path, progress: bool =
 def _datamodule_hparams(ckpt: Path) -> dict[str, Any]:
     """The checkpoint's ``datamodule_hyper_parameters`` ({} when absent or unreadable
     without unpickling code)."""
-    try:
-        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError):
-        return {}
-    return dict(checkpoint.get("datamodule_hyper_parameters") or {})
+    from dynamo_lightning.module import read_checkpoint
+
+    return dict(read_checkpoint(ckpt).get("datamodule_hyper_parameters") or {})
 
 
 def _parser() -> argparse.ArgumentParser:

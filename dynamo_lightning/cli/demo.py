@@ -32,7 +32,6 @@ DEMO_POPULATION: dict[str, Any] = {
         "val_check_interval": 100,
         "check_val_every_n_epoch": None,
         "log_every_n_steps": 25,
-        "enable_checkpointing": False,
         "callbacks": [{
             "class_path": "lightning.pytorch.callbacks.EarlyStopping",
             "init_args": {"monitor": "val/worst_member_metric", "mode": "max",
@@ -99,6 +98,9 @@ def train_demo_population(out: Path, max_steps: int | None = None) -> Path:
     config["trainer"]["logger"] = {"class_path": "lightning.pytorch.loggers.CSVLogger",
                                    "init_args": {"save_dir": str(out / "population_run"),
                                                  "name": "logs"}}
+    config["trainer"]["callbacks"].append({  # resumable: --ckpt_path last
+        "class_path": "dynamo_lightning.callbacks.LastCheckpoint",
+        "init_args": {"dirpath": str(out / "population_run" / "checkpoints")}})
     if max_steps is not None:
         config["trainer"]["max_steps"] = max_steps
     config["population"]["path"] = str(out / "population")
@@ -139,15 +141,15 @@ def write_demo_report(out: Path, summary: dict[str, Any]) -> Path:
 def fit_run_settings(fit_dir: Path, every_n_epochs: int, annotate: bool = False,
                      ) -> dict[str, Any]:
     """Trainer settings that put a DYNAMO fit's outputs in ``fit_dir``: CSV logs,
-    ``checkpoints/last.ckpt`` and the final map as ``map.png``."""
+    ``checkpoints/last.ckpt`` (rewritten every epoch: ``--ckpt_path last`` resumes) and the
+    final map as ``map.png``."""
     return {
         "default_root_dir": str(fit_dir),
         "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
                    "init_args": {"save_dir": str(fit_dir), "name": "logs"}},
         "callbacks": [
-            {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-             "init_args": {"dirpath": str(fit_dir / "checkpoints"), "save_last": True,
-                           "save_top_k": 0}},
+            {"class_path": "dynamo_lightning.callbacks.LastCheckpoint",
+             "init_args": {"dirpath": str(fit_dir / "checkpoints")}},
             {"class_path": "dynamo_lightning.callbacks.EmbeddingManifold",
              "init_args": {"every_n_epochs": every_n_epochs, "annotate": annotate,
                            "map_path": str(fit_dir / "map.png")}},

@@ -30,7 +30,19 @@ DYNAMO_BASE = Path(__file__).resolve().parent / "defaults" / "dynamo_fit.yaml"
 DYNAMO_SUBCOMMANDS = ("fit", "validate", "test")
 
 
-class PopulationCLI(LightningCLI):
+class SafeCheckpointCLI(LightningCLI):
+    """A LightningCLI whose ``--ckpt_path`` files load with ``weights_only=True`` unless the
+    user sets ``--weights_only`` (tensors and plain data only: a planted pickle never runs,
+    whatever torch's default)."""
+
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if kwargs.get("weights_only", False) is None:
+            kwargs["weights_only"] = True
+        return kwargs
+
+
+class PopulationCLI(SafeCheckpointCLI):
     """LightningCLI for population training; adds the ``population:`` writer section and
     links ``data.tasks`` to ``model.tasks`` so the task list is written once."""
 
@@ -39,29 +51,48 @@ class PopulationCLI(LightningCLI):
         parser.link_arguments("data.tasks", "model.tasks", apply_on="parse")
 
 
-class DynamoCLI(LightningCLI):
-    """LightningCLI for the meta-model; links the data module's sizes into the model."""
+class DynamoCLI(SafeCheckpointCLI):
+    """LightningCLI for the meta-model; links the data module's sizes into the model, and
+    with ``--ckpt_path`` refuses a checkpoint fitted on other members (the population's
+    checksum) unless ``--allow_population_change true``."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for name in DATA_TO_MODEL:
             parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
+        parser.add_argument(
+            "--allow_population_change", type=bool, default=False,
+            help="with --ckpt_path: go on although the population's members changed since "
+                 "the checkpoint was fitted (its checksum differs)")
+
+    def before_fit(self) -> None:
+        self._pass_population_policy()
+
+    def before_validate(self) -> None:
+        self._pass_population_policy()
+
+    def before_test(self) -> None:
+        self._pass_population_policy()
+
+    def _pass_population_policy(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        self.model.allow_population_change = bool(config.get("allow_population_change"))
 
 
 def dynamo_main(args: Sequence[str] | dict[str, Any]) -> DynamoCLI:
     """``dynamo <fit|validate|test> ...``; ``args`` may be a config dict ``{"fit": {...}}``.
-    Either way the shared base ``DYNAMO_BASE`` lies below it (``dynamo_subcommand_kwargs``)."""
+    Either way the shared base ``DYNAMO_BASE`` lies below it (``subcommand_defaults``)."""
     quiet_known_warnings()
     return DynamoCLI(DynamoModule, TrajectoryDataModule,
                      args=args if isinstance(args, dict) else list(args),
                      save_config_kwargs={"overwrite": True},
-                     parser_kwargs={"prog": "dynamo", **dynamo_subcommand_kwargs()})
+                     parser_kwargs={"prog": "dynamo",
+                                    **subcommand_defaults(DYNAMO_BASE, DYNAMO_SUBCOMMANDS)})
 
 
-def dynamo_subcommand_kwargs() -> dict[str, dict[str, Any]]:
-    """Each subcommand parser's own kwargs (LightningCLI adds to them): the shared base
-    ``DYNAMO_BASE`` as its default config file (escaped: jsonargparse globs the name)."""
-    return {name: {"default_config_files": [glob.escape(str(DYNAMO_BASE))]}
-            for name in DYNAMO_SUBCOMMANDS}
+def subcommand_defaults(base: Path, subcommands: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Each subcommand parser's own kwargs (a fresh dict each: LightningCLI adds to them):
+    ``base`` as its default config file (escaped: jsonargparse globs the name)."""
+    return {name: {"default_config_files": [glob.escape(str(base))]} for name in subcommands}
 
 
 def population_main(args: Sequence[str] | dict[str, Any]) -> PopulationCLI:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from dynamo_lightning.cli.errors import EXIT_USER_ERROR, run_command, split_traceback_flag
+
 COMMANDS = {
     "population": "train a population of networks (LightningCLI: fit | validate)",
     "fit": "train the DYNAMO meta-model on a population (LightningCLI)",
@@ -28,43 +30,50 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``dynamo`` console script."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    """Entry point of the ``dynamo`` console script; returns the exit status (2 for a user
+    error, reported on one line: see :mod:`~.errors`)."""
+    args, traceback = split_traceback_flag(list(sys.argv[1:] if argv is None else argv))
     if not args or args[0] in {"-h", "--help"}:
         print(_usage())
         return 0
-    command, rest = args[0], args[1:]
+    command = args[0]
+    if command not in COMMANDS:
+        print(f"dynamo: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return run_command(command, lambda: _dispatch(command, args[1:]), traceback)
+
+
+def _dispatch(command: str, rest: list[str]) -> int:
+    """Run one command (its module imported only now, so ``dynamo --help`` stays light)."""
     if command == "population":
         from dynamo_lightning.cli.lightning_cli import population_main
 
         population_main(rest)
-        return 0
-    if command in {"fit", "validate", "test"}:
+    elif command in {"fit", "validate", "test"}:
         from dynamo_lightning.cli.lightning_cli import dynamo_main
 
-        dynamo_main(args)
-        return 0
-    if command == "analyze":
+        dynamo_main([command, *rest])
+    elif command == "analyze":
         from dynamo_lightning.cli.analyze import analyze_main
 
         return analyze_main(rest)
-    if command == "place":
+    elif command == "place":
         from dynamo_lightning.cli.place import place_main
 
         return place_main(rest)
-    if command == "demo":
+    else:
         from dynamo_lightning.cli.demo import run_demo
 
         run_demo(rest)
-        return 0
-    print(f"dynamo: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
-    return 2
+    return 0
 
 
 def _usage() -> str:
     lines = ["usage: dynamo <command> [options]", "", "commands:"]
     lines += [f"  {name:<12}{text}" for name, text in COMMANDS.items()]
-    lines += ["", "Run 'dynamo <command> --help' for a command's options."]
+    lines += ["", "Run 'dynamo <command> --help' for a command's options. A mistake in the input "
+              "is reported", "on one line (exit status 2); add --traceback (or set "
+              "DYNAMO_TRACEBACK=1) for the full trace."]
     return "\n".join(lines)
 
 

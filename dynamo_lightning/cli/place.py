@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -94,21 +93,13 @@ def load_module(ckpt: Path) -> Any:
     """The ``DynamoModule`` of ``ckpt``, on the CPU, in eval mode.
 
     Raises:
-        PlacementInputError: no file there, or one that is not a DynamoModule checkpoint.
+        CheckpointError: no file there, or one that is not a DynamoModule checkpoint.
     """
     from dynamo_lightning.cli.warnings import quiet_known_warnings
-    from dynamo_lightning.module import DynamoModule
+    from dynamo_lightning.module import load_module as load_checkpoint
 
-    if not ckpt.is_file():
-        raise PlacementInputError(f"checkpoint {ckpt} not found")
     quiet_known_warnings()
-    try:
-        return DynamoModule.load_from_checkpoint(ckpt, map_location="cpu").eval()
-    except (pickle.UnpicklingError, RuntimeError, KeyError, EOFError, TypeError,
-            ValueError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise PlacementInputError(f"{ckpt} is not a readable DynamoModule checkpoint "
-                                  f"({reason})") from None
+    return load_checkpoint(ckpt)
 
 
 def default_out(ckpt: Path) -> Path:

@@ -1,10 +1,11 @@
 """An atomic, memory-mapped on-disk cache of numpy arrays, keyed by content.
 
 A cache entry is a directory ``<cache_dir>/<key>/`` holding one ``.npy`` per array and a
-``meta.json`` that lists every array's shape and dtype. It is written into a temporary sibling
-directory and moved into place with ``os.replace``, so readers see a complete entry or none;
-an entry damaged afterwards (truncated file, edited JSON) is reported with a warning naming
-the file and treated as absent, so the caller rebuilds it. Nothing is ever unpickled.
+``meta.json`` that lists every array's shape, dtype and the SHA-256 of its file. It is
+written into a temporary sibling directory and moved into place with ``os.replace``, so
+readers see a complete entry or none; an entry damaged or changed afterwards (truncated file,
+edited JSON, array values changed in place) is reported with a warning naming the file and
+treated as absent, so the caller rebuilds it. Nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from typing import Any
 import numpy as np
 
 #: Bump when the layout or meaning of cached arrays changes: old entries stop matching.
-CACHE_FORMAT_VERSION = 1
+#: 2: every array's file checksum is stored and verified before reuse.
+CACHE_FORMAT_VERSION = 2
 
 _META = "meta.json"
 
@@ -72,7 +74,8 @@ def write_cache(cache_dir: str | Path, key: str, arrays: dict[str, np.ndarray],
             if array.dtype == object:
                 raise ValueError(f"cache array {name!r} has dtype object (would need pickle)")
             np.save(tmp / f"{name}.npy", array, allow_pickle=False)
-            listing[name] = {"shape": list(array.shape), "dtype": array.dtype.str}
+            listing[name] = {"shape": list(array.shape), "dtype": array.dtype.str,
+                             "sha256": _sha256_file(tmp / f"{name}.npy")}
         record = {"format_version": CACHE_FORMAT_VERSION, "key": key, "arrays": listing,
                   "meta": meta}
         (tmp / _META).write_text(json.dumps(record, indent=1, sort_keys=True))
@@ -97,9 +100,13 @@ def read_cache(cache_dir: str | Path, key: str
                ) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
     """Open the entry ``<dir>/<key>`` memory-mapped (read-only).
 
+    Every array file is checked against the SHA-256 stored when it was written (one read of
+    the file), so an entry whose values were changed in place is never reused.
+
     Returns:
         ``(arrays, meta)`` with arrays as ``np.memmap`` (``np.load(mmap_mode="r")``), or None
-        when there is no entry or it is damaged (then a ``UserWarning`` names the bad file).
+        when there is no entry or it is damaged or changed (then a ``UserWarning`` names the
+        bad file and says it will be rebuilt).
     """
     entry = Path(cache_dir) / key
     meta_file = entry / _META
@@ -123,6 +130,10 @@ def read_cache(cache_dir: str | Path, key: str
             if list(array.shape) != list(spec["shape"]) or array.dtype.str != spec["dtype"]:
                 raise ValueError(f"has shape {array.shape} and dtype {array.dtype.str}, "
                                  f"expected {tuple(spec['shape'])} and {spec['dtype']}")
+            actual = _sha256_file(path)
+            if actual != spec["sha256"]:
+                raise ValueError(f"its contents changed since the cache was written (sha256 "
+                                 f"{actual[:12]}…, stored {str(spec['sha256'])[:12]}…)")
         except (OSError, ValueError, KeyError, TypeError, EOFError) as err:
             arrays.clear()
             warnings.warn(f"ignoring damaged trajectory cache {path}: {err}; rebuilding",
@@ -130,6 +141,15 @@ def read_cache(cache_dir: str | Path, key: str
             return None
         arrays[name] = array
     return arrays, record.get("meta", {})
+
+
+def _sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _fsync(path: Path) -> None:

@@ -14,7 +14,7 @@ task labels.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 import lightning.pytorch as pl
@@ -25,54 +25,11 @@ from torch import Tensor, nn
 from dynamo_lightning.checks import positive_int
 from dynamo_lightning.meta.embedded import EmbeddedNetwork
 from dynamo_lightning.meta.rnn import MetaRNN
+from dynamo_lightning.module.checkpoints import check_population
+from dynamo_lightning.module.config import LossWeights, MetaModelConfig, Optimization, as_config
 from dynamo_lightning.module.embedding_api import EmbeddingAPI
 from dynamo_lightning.module.metrics import PerMemberAgreement, PerMemberR2
 from dynamo_lightning.module.task_scores import TaskScores
-
-
-@dataclass
-class MetaModelConfig:
-    """The meta-model: recurrent ``cell`` (gru | lstm | vanilla) of ``hidden_size`` units and
-    how θ enters it (``conditioning``: concat | film | lowrank, with its options)."""
-
-    cell: str = "gru"
-    hidden_size: int = 64
-    conditioning: str = "concat"
-    conditioning_options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class LossWeights:
-    """λ_out weighs the output term, λ_θ the squared norm of the embeddings."""
-
-    output: float = 1.0
-    theta: float = 1e-3
-
-
-@dataclass
-class Optimization:
-    """Adam learning rates: ``lr`` for the meta-model and alignment maps, ``theta_lr`` for the
-    embeddings (they see one member's gradient each, so they need a larger step).
-    ``schedule="cosine"`` decays both to ``final_lr_fraction`` of their value by the end of
-    training: with a constant rate the θ's keep jittering by a few percent of the map's
-    diameter, which blurs exactly the distances the map is read for."""
-
-    lr: float = 3e-3
-    theta_lr: float = 3e-2
-    weight_decay: float = 0.0
-    schedule: str = "cosine"
-    final_lr_fraction: float = 0.02
-
-
-def _as(cls: type, value: Any) -> Any:
-    if value is None:
-        return cls()
-    if isinstance(value, dict):
-        try:
-            return cls(**value)
-        except TypeError as err:
-            raise ValueError(f"bad {cls.__name__} entry: {err}") from None
-    return value
 
 
 class DynamoModule(EmbeddingAPI, pl.LightningModule):
@@ -113,8 +70,8 @@ class DynamoModule(EmbeddingAPI, pl.LightningModule):
         if output_kind not in ("regression", "classification"):
             raise ValueError(f"DynamoModule: output_kind must be 'regression' or "
                              f"'classification', got {output_kind!r}")
-        meta, loss = _as(MetaModelConfig, meta), _as(LossWeights, loss)
-        optim = _as(Optimization, optim)
+        meta, loss = as_config(MetaModelConfig, meta), as_config(LossWeights, loss)
+        optim = as_config(Optimization, optim)
         if optim.schedule not in ("cosine", "none"):
             raise ValueError(f"DynamoModule: optim.schedule must be 'cosine' or 'none', "
                              f"got {optim.schedule!r}")
@@ -141,6 +98,7 @@ class DynamoModule(EmbeddingAPI, pl.LightningModule):
         self.projections: dict[str, Tensor] = {}
         self.member_scores: dict[str, list[float]] = {}
         self._task_scores = TaskScores()
+        self.allow_population_change = False  # set by --allow_population_change
         self.metrics = nn.ModuleDict({stage: nn.ModuleDict({
             "hidden_r2": PerMemberR2(num_members, num_components),
             "output_r2": PerMemberR2(num_members, output_size),
@@ -280,10 +238,28 @@ class DynamoModule(EmbeddingAPI, pl.LightningModule):
         checkpoint["dynamo_projections"] = self.projections
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the projections; refuse a checkpoint fitted on other members (resuming or
+        testing on a population that changed under the same ids) unless
+        ``allow_population_change`` is set (``--allow_population_change true``)."""
+        recorded = (checkpoint.get("hyper_parameters") or {}).get("population_checksum")
+        check_population(recorded, self.hparams.get("population_checksum"),
+                         str(self.hparams.get("population_path")),
+                         self.allow_population_change)
         self.projections = dict(checkpoint.get("dynamo_projections", {}))
 
     # ------------------------------------------------------------------ public API
     def meta_model_at(self, theta: Tensor) -> EmbeddedNetwork:
-        """The meta-model at θ ``[d]``: a plain frozen module that runs like a member."""
-        return EmbeddedNetwork(self.meta, torch.as_tensor(theta, dtype=self.theta.weight.dtype,
-                                                          device=self.theta.weight.device))
+        """The meta-model at θ ``[d]``: a plain frozen module that runs like a member.
+
+        Raises:
+            ValueError: θ is not ``[d]`` or not finite.
+        """
+        theta = torch.as_tensor(theta, dtype=self.theta.weight.dtype,
+                                device=self.theta.weight.device)
+        d = self.hparams.embedding_dim
+        if theta.shape != (d,):
+            raise ValueError(f"meta_model_at: theta must be [{d}] (one embedding), got shape "
+                             f"{tuple(theta.shape)}")
+        if not bool(torch.isfinite(theta).all()):
+            raise ValueError(f"meta_model_at: theta must be finite, got {theta.tolist()}")
+        return EmbeddedNetwork(self.meta, theta)

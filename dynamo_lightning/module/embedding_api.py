@@ -1,7 +1,9 @@
 """The read-out half of ``DynamoModule``'s public API (documented in README).
 
 Kept apart from the training code so ``dynamo_module.py`` stays about training: ``embeddings()``,
-``member_ids``, ``member_metadata``, the input-source ``task`` and ``fit_embedding``.
+``member_ids``, ``member_metadata``, the input-source ``task`` and ``fit_embedding``. Every
+argument is checked here, at the boundary (shapes, finiteness), so a wrong one fails with its
+name, shape and what would fit, not inside torch or as a fit that "diverged".
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from dynamo_lightning.checks import positive_int, positive_real
 from dynamo_lightning.data.projection import fit_projections, project_states
 from dynamo_lightning.meta.embedding_fit import (
     EmbeddingFit,
@@ -58,10 +61,12 @@ class EmbeddingAPI:
 
         Args:
             inputs: ``[B, T, I]`` inputs the evidence was recorded on.
-            outputs: the new network's outputs ``[B, T, O]`` (emulate them, as in training).
+            outputs: the new network's outputs ``[B, T, O]`` (emulate them, as in training;
+                a classification module's are logits, also ``[B, T, O]``).
             hidden: the new network's states ``[B, T, H_new]``; they are projected on their own
                 top-k PCs and a new alignment map ``[k, H̃]`` is fitted jointly with θ.
-            targets: task targets (few-shot labels), scored with ``task``'s own loss.
+            targets: task targets (few-shot labels), one row per trial (``[B, ...]``: the
+                task's ``[B, T, O]`` or labels ``[B]``), scored with ``task``'s own loss.
             task: the task the ``targets`` come from: a ``Task``, a ``{"name", "config"}``
                 spec, or a string naming a sub-task of the module's mixture (its label in
                 ``task.sub_tasks``, or its registered name when only one sub-task has it).
@@ -76,16 +81,20 @@ class EmbeddingAPI:
             θ ``[d]`` (or the ``EmbeddingFit``).
 
         Raises:
-            ValueError: no evidence given, shapes that do not fit, targets without a task (or
-                with a mixture and no ``task=``), ``task`` without targets, or a task that
-                does not fit the module.
+            ValueError: no evidence given, shapes that do not fit, NaN/Inf in the evidence,
+                targets without a task (or with a mixture and no ``task=``), ``task`` without
+                targets, a task that does not fit the module, or bad ``steps``/``lr``.
         """
         if outputs is None and hidden is None and targets is None:
             raise ValueError("fit_embedding needs outputs, hidden and/or targets to fit θ to")
         if task is not None and targets is None:
             raise ValueError("task= names the task of the targets; pass targets too")
+        steps = positive_int("steps", steps, "fit_embedding")
+        lr = positive_real("lr", lr, "fit_embedding")
         device = self.theta.weight.device
         inputs = self._check_inputs(inputs).to(device)
+        outputs = None if outputs is None else self._check_outputs(outputs, inputs)
+        targets = None if targets is None else _check_targets(targets, inputs)
         labels_task = self._labels_task(task) if targets is not None else None
         projected = None if hidden is None else self._project_hidden(hidden, inputs)
         weights = self.hparams.loss
@@ -94,9 +103,9 @@ class EmbeddingAPI:
             out, states = self.meta(inputs, theta.expand(inputs.shape[0], -1))
             loss = weights["theta"] * theta.pow(2).sum()
             if outputs is not None:
-                loss = loss + weights["output"] * self.output_loss(out, outputs.to(device))
+                loss = loss + weights["output"] * self.output_loss(out, outputs)
             if labels_task is not None and targets is not None:
-                loss = loss + labels_task.loss(out, targets.to(device))
+                loss = loss + labels_task.loss(out, targets)
             if projected is not None:
                 aligned = states @ extra["align_weight"].T + extra["align_bias"]
                 loss = loss + (aligned - projected).pow(2).sum(-1).mean()
@@ -146,18 +155,34 @@ class EmbeddingAPI:
 
     def _project_hidden(self, hidden: Tensor, inputs: Tensor) -> Tensor:
         """``hidden [B, T, H_new]`` on its own top-k PCs, ``[B, T, k]`` on θ's device."""
-        if hidden.dim() != 3 or hidden.shape[:2] != inputs.shape[:2]:
+        hidden = _tensor("hidden", hidden)
+        if hidden.dim() != 3 or hidden.shape[:2] != inputs.shape[:2] or hidden.shape[2] < 1:
             raise ValueError(f"hidden must be [B, T, H] matching inputs {tuple(inputs.shape)},"
                              f" got {tuple(hidden.shape)}")
-        states = hidden.unsqueeze(0).float().cpu()
+        states = _require_finite("hidden", hidden).unsqueeze(0).float().cpu()
         projection = fit_projections(states, self.hparams.num_components)
         return project_states(projection, states)[0].to(inputs.device)
 
     def _check_inputs(self, inputs: Tensor) -> Tensor:
         size = self.hparams.input_size
-        if inputs.dim() != 3 or inputs.shape[-1] != size:
-            raise ValueError(f"inputs must be [B, T, {size}], got {tuple(inputs.shape)}")
-        return inputs.float()
+        inputs = _tensor("inputs", inputs)
+        if inputs.dim() != 3 or inputs.shape[-1] != size or min(inputs.shape[:2]) < 1:
+            raise ValueError(f"inputs must be [B, T, {size}] (B, T >= 1), got "
+                             f"{tuple(inputs.shape)}")
+        return _require_finite("inputs", inputs.float())
+
+    def _check_outputs(self, outputs: Tensor, inputs: Tensor) -> Tensor:
+        """``outputs`` as ``[B, T, O]`` floats on θ's device: B, T of ``inputs``, O the
+        module's ``output_size`` (logits for a classification module: the members'
+        outputs it was trained to emulate, one per input step)."""
+        expected = (*inputs.shape[:2], self.hparams.output_size)
+        outputs = _tensor("outputs", outputs)
+        if tuple(outputs.shape) != expected:
+            raise ValueError(f"outputs must be [B, T, O] = {list(expected)} (B, T of inputs "
+                             f"{tuple(inputs.shape)}, O the module's output_size), got "
+                             f"{tuple(outputs.shape)}")
+        weight = self.theta.weight
+        return _require_finite("outputs", outputs.to(weight.device, weight.dtype))
 
     @torch.no_grad()
     def _initial_alignment(self, inputs: Tensor, candidates: Tensor, projected: Tensor | None,
@@ -176,6 +201,37 @@ class EmbeddingAPI:
                 best = (error, index, weight, bias)
         assert best is not None
         return candidates[best[1]].unsqueeze(0), {"align_weight": best[2], "align_bias": best[3]}
+
+
+def _check_targets(targets: Tensor, inputs: Tensor) -> Tensor:
+    """``targets`` with one row per trial of ``inputs`` (``[B, ...]``), finite, on their
+    device; the task's loss checks the rest of the shape."""
+    targets = _tensor("targets", targets)
+    batch = inputs.shape[0]
+    if targets.dim() < 1 or targets.shape[0] != batch:
+        raise ValueError(f"targets must have one row per trial of inputs {tuple(inputs.shape)}:"
+                         f" [{batch}, ...] (the task's [B, T, O], or labels [B]), got "
+                         f"{tuple(targets.shape)}")
+    return _require_finite("targets", targets.to(inputs.device))
+
+
+def _tensor(name: str, value: object) -> Tensor:
+    """``value`` if it is a tensor (NumPy arrays and nested lists converted)."""
+    if isinstance(value, Tensor):
+        return value
+    try:
+        return torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{name} must be a tensor, got {type(value).__name__}") from None
+
+
+def _require_finite(name: str, value: Tensor) -> Tensor:
+    """``value`` if it holds no NaN/Inf."""
+    bad = int((~torch.isfinite(value)).sum())
+    if bad:
+        raise ValueError(f"{name} must be finite, got {bad} NaN/Inf value(s) in {name} "
+                         f"{tuple(value.shape)}")
+    return value
 
 
 def _sub_tasks(task: Task | None) -> str:

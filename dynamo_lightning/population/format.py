@@ -8,9 +8,11 @@
       weights/<id>.safetensors
 
 Saving is atomic: everything is written into a hidden sibling directory that replaces the
-target only once complete. Loading reads JSON and safetensors only (never pickle) and checks
-the schema, every checksum and every tensor shape; each fault is one
-``PopulationFormatError`` naming the file and what is wrong.
+target only once complete (``destination.py``: the swap, its recovery after a crash, and the
+check that a save never deletes what it did not write). Loading reads JSON and safetensors
+only (never pickle) and checks the schema, every checksum, every tensor shape, that weights
+are finite, that each member has its own weights file and that no file lies outside the
+population; each fault is one ``PopulationFormatError`` naming the file and what is wrong.
 """
 
 from __future__ import annotations
@@ -19,23 +21,34 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import safetensors.torch
+import torch
 from safetensors import SafetensorError
 from torch import Tensor
 
 from dynamo_lightning.checks import is_int
 from dynamo_lightning.population import architectures
+from dynamo_lightning.population.destination import (
+    MANIFEST,
+    WEIGHTS_DIR,
+    check_destination,
+    fsync,
+    new_token,
+    recover,
+    side_dir,
+    swap_into_place,
+)
 from dynamo_lightning.population.errors import PopulationFormatError
 from dynamo_lightning.population.member import Member, check_member_id
 from dynamo_lightning.registry import UnknownNameError
 
-MANIFEST = "manifest.json"
-WEIGHTS_DIR = "weights"
+__all__ = ["MANIFEST", "SCHEMA_VERSION", "WEIGHTS_DIR", "check_destination", "load_population",
+           "save_population", "sha256_file"]
+
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = (1,)
 _ENTRY_TYPES = {"id": str, "architecture": str, "config": dict, "metadata": dict, "file": str,
@@ -55,50 +68,64 @@ def save_population(members: Iterable[Member], path: str | Path, *,
                     created_by: str | None = None, description: str | None = None) -> Path:
     """Write ``members`` as a population directory at ``path``, atomically.
 
-    An existing population at ``path`` is replaced as a whole; anything else there is left
-    alone and refused.
+    ``path`` must be absent, empty or a population holding only the format's own files
+    (``check_destination``); an existing population is replaced as a whole, anything else
+    is refused and left alone. A save interrupted earlier is first finished or rolled back,
+    and side directories of dead saves are deleted (``destination.recover``).
 
     Returns:
         The population directory.
 
     Raises:
-        ValueError: duplicate or unsafe ids, or weights that do not fit their architecture.
-        FileExistsError: ``path`` exists and is not a population directory (nor empty).
+        ValueError: no members, duplicate or unsafe ids, or weights that do not fit their
+            architecture or are not finite.
+        PopulationFormatError: ``path`` is not a place a population may be written.
     """
     members, path = list(members), Path(path)
     _check_for_save(members)
-    if path.exists() and not (path.is_dir() and ((path / MANIFEST).is_file()
-                                                  or not any(path.iterdir()))):
-        raise FileExistsError(f"refusing to overwrite {path}: it exists and is not a population "
-                              f"directory (no {MANIFEST})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    target = Path(os.path.abspath(path))  # side directories go next to its real name
+    recover(target)
+    check_destination(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    token = new_token()
+    tmp = side_dir(target, "new", token)
     try:
-        (tmp / WEIGHTS_DIR).mkdir(parents=True)
-        entries = []
-        for m in members:
-            file = f"{WEIGHTS_DIR}/{m.id}.safetensors"
-            tensors = {k: v.detach().cpu().contiguous().clone() for k, v in m.state.items()}
-            safetensors.torch.save_file(tensors, tmp / file, metadata={"id": m.id})
-            entries.append({"id": m.id, "architecture": m.architecture, "config": m.config,
-                            "metadata": m.metadata, "file": file,
-                            "sha256": sha256_file(tmp / file)})
-        manifest: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
-        manifest.update({k: v for k, v in (("created_by", created_by),
-                                           ("description", description)) if v is not None})
-        manifest["members"] = entries
-        with open(tmp / MANIFEST, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        _swap_into_place(tmp, path)
+        _write_directory(members, tmp, created_by, description)
+        swap_into_place(tmp, target, token)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
+def _write_directory(members: list[Member], root: Path, created_by: str | None,
+                     description: str | None) -> None:
+    """Write the manifest and weights of ``members`` into the new directory ``root``."""
+    (root / WEIGHTS_DIR).mkdir(parents=True)
+    entries = []
+    for m in members:
+        file = f"{WEIGHTS_DIR}/{m.id}.safetensors"
+        tensors = {k: v.detach().cpu().contiguous().clone() for k, v in m.state.items()}
+        safetensors.torch.save_file(tensors, root / file, metadata={"id": m.id})
+        fsync(root / file)
+        entries.append({"id": m.id, "architecture": m.architecture, "config": m.config,
+                        "metadata": m.metadata, "file": file,
+                        "sha256": sha256_file(root / file)})
+    manifest: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
+    manifest.update({k: v for k, v in (("created_by", created_by),
+                                       ("description", description)) if v is not None})
+    manifest["members"] = entries
+    with open(root / MANIFEST, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    fsync(root / WEIGHTS_DIR)
+    fsync(root)
+
+
 def _check_for_save(members: list[Member]) -> None:
+    if not members:
+        raise ValueError("cannot save a population with no members; add at least one member")
     seen: set[str] = set()
     shapes: dict[tuple[str, str], dict[str, tuple[int, ...]]] = {}
     for m in members:
@@ -111,6 +138,16 @@ def _check_for_save(members: list[Member]) -> None:
         if m.group_key not in shapes:
             shapes[m.group_key] = _expected_shapes(m.architecture, m.config)
         architectures.check_member_state(m.state, shapes[m.group_key], f"member {m.id!r}")
+        bad = non_finite_tensors(m.state)
+        if bad:
+            raise ValueError(f"member {m.id!r} has NaN or infinite values in tensor(s) {bad}; "
+                             "a population stores finite weights only, so drop or fix it")
+
+
+def non_finite_tensors(state: dict[str, Tensor]) -> list[str]:
+    """Names of the floating-point tensors in ``state`` holding a NaN or an infinity."""
+    return [name for name, t in state.items()
+            if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all())]
 
 
 def _expected_shapes(name: str, config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -122,39 +159,21 @@ def _expected_shapes(name: str, config: dict[str, Any]) -> dict[str, tuple[int, 
         raise ValueError(f"bad config for architecture {name!r}: {err}") from None
 
 
-def _swap_into_place(tmp: Path, path: Path) -> None:
-    """Rename ``tmp`` to ``path``, replacing an old population there as a whole."""
-    if not path.exists():
-        os.replace(tmp, path)
-        return
-    old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-    os.replace(path, old)
-    try:
-        os.replace(tmp, path)
-    except OSError:
-        os.replace(old, path)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def load_population(path: str | Path) -> list[Member]:
     """Read and validate a population directory; members keep the manifest's order.
+
+    A save interrupted earlier is first finished or rolled back (``destination.recover``).
 
     Raises:
         PopulationFormatError: anything missing, malformed or inconsistent (one line, naming
             the file and the fault).
     """
     root = Path(path)
+    recover(os.path.abspath(root))
     if not root.is_dir():
         raise PopulationFormatError(f"population directory {root} not found", root)
-    manifest_path = root / MANIFEST
-    entries = _read_manifest(manifest_path)
-    members: list[Member] = []
-    seen: set[str] = set()
-    shapes: dict[tuple[str, str], dict[str, tuple[int, ...]]] = {}
-    for i, entry in enumerate(entries):
-        members.append(_load_member(root, manifest_path, i, entry, seen, shapes))
-    return members
+    loader = _Loader(root)
+    return [loader.member(i, entry) for i, entry in enumerate(_read_manifest(loader.manifest))]
 
 
 def _read_manifest(manifest_path: Path) -> list[dict[str, Any]]:
@@ -181,6 +200,9 @@ def _read_manifest(manifest_path: Path) -> list[dict[str, Any]]:
                    f"{', '.join(map(str, SUPPORTED_SCHEMA_VERSIONS))})")
     if not isinstance(manifest["members"], list):
         raise fail(f"'members' must be a list, got {type(manifest['members']).__name__}")
+    if not manifest["members"]:
+        raise fail("no members listed ('members' is empty); a population needs at least one "
+                   "member, so save one with members")
     for i, entry in enumerate(manifest["members"]):
         if not isinstance(entry, dict):
             raise fail(f"members[{i}] must be an object, got {type(entry).__name__}")
@@ -194,55 +216,82 @@ def _read_manifest(manifest_path: Path) -> list[dict[str, Any]]:
     return manifest["members"]
 
 
-def _load_member(root: Path, manifest_path: Path, i: int, entry: dict[str, Any], seen: set[str],
-                 shapes: dict[tuple[str, str], dict[str, tuple[int, ...]]]) -> Member:
-    """Validate ``members[i]`` against its weights file and build the Member."""
-    where = f"members[{i}] of {manifest_path}"
-    member_id, name = entry["id"], entry["architecture"]
-    problem = check_member_id(member_id)
-    if problem:
-        raise PopulationFormatError(f"{problem} in {where}", manifest_path)
-    if member_id in seen:
-        raise PopulationFormatError(f"duplicate member id {member_id!r} in {where}", manifest_path)
-    seen.add(member_id)
-    try:
-        architectures.get(name)
-    except UnknownNameError:
-        raise PopulationFormatError(f"unknown architecture {name!r} in {where} "
-                                    f"(known: {', '.join(architectures.names())})",
-                                    manifest_path) from None
-    weights = _weights_path(root, entry["file"], where, manifest_path)
-    data = weights.read_bytes()
-    actual, expected = hashlib.sha256(data).hexdigest(), entry["sha256"].lower()
-    if actual != expected:
-        raise PopulationFormatError(f"checksum mismatch for {weights} (member {member_id!r}): "
-                                    f"manifest says {expected[:12]}…, file has {actual[:12]}…",
-                                    weights)
-    try:
-        state: dict[str, Tensor] = safetensors.torch.load(data)
-    except (SafetensorError, ValueError, RuntimeError) as err:
-        raise PopulationFormatError(f"corrupted safetensors file {weights} (member "
-                                    f"{member_id!r}): {err}", weights) from None
-    key = (name, json.dumps(entry["config"], sort_keys=True))
-    try:
-        if key not in shapes:
-            shapes[key] = _expected_shapes(name, entry["config"])
-    except ValueError as err:
-        raise PopulationFormatError(f"{err} in {where}", manifest_path) from None
-    try:
-        architectures.check_member_state(state, shapes[key], f"member {member_id!r}")
-    except ValueError as err:
-        raise PopulationFormatError(f"{err} in {weights}", weights) from None
-    return Member(id=member_id, architecture=name, config=entry["config"],
-                  metadata=entry["metadata"], state=state)
+class _Loader:
+    """Builds members entry by entry, checking them against each other as it goes."""
 
+    def __init__(self, root: Path) -> None:
+        self.root, self.manifest = root, root / MANIFEST
+        self.real_root = root.resolve()
+        self.ids: set[str] = set()
+        self.files: dict[Path, str] = {}  # resolved weights file -> "'id' (members[i])"
+        self.shapes: dict[tuple[str, str], dict[str, tuple[int, ...]]] = {}
 
-def _weights_path(root: Path, file: str, where: str, manifest_path: Path) -> Path:
-    """The weights file named by a manifest entry; it must lie inside the population."""
-    weights = root / file
-    if Path(file).is_absolute() or ".." in Path(file).parts:
-        raise PopulationFormatError(f"weights file {file!r} in {where} must be a relative path "
-                                    "inside the population directory", manifest_path)
-    if not weights.is_file():
-        raise PopulationFormatError(f"missing weights file {weights} (named in {where})", weights)
-    return weights
+    def fail(self, fault: str, path: Path | None = None) -> PopulationFormatError:
+        return PopulationFormatError(fault, path or self.manifest)
+
+    def member(self, i: int, entry: dict[str, Any]) -> Member:
+        """Validate ``members[i]`` against its weights file and build the Member."""
+        where = f"members[{i}] of {self.manifest}"
+        member_id, name = entry["id"], entry["architecture"]
+        problem = check_member_id(member_id)
+        if problem:
+            raise self.fail(f"{problem} in {where}")
+        if member_id in self.ids:
+            raise self.fail(f"duplicate member id {member_id!r} in {where}")
+        self.ids.add(member_id)
+        try:
+            architectures.get(name)
+        except UnknownNameError:
+            raise self.fail(f"unknown architecture {name!r} in {where} "
+                            f"(known: {', '.join(architectures.names())})") from None
+        weights = self.weights_path(entry["file"], f"member {member_id!r} ({where})")
+        state = self.read_weights(weights, member_id, entry["sha256"])
+        key = (name, json.dumps(entry["config"], sort_keys=True))
+        try:
+            if key not in self.shapes:
+                self.shapes[key] = _expected_shapes(name, entry["config"])
+        except ValueError as err:
+            raise self.fail(f"{err} in {where}") from None
+        try:
+            architectures.check_member_state(state, self.shapes[key], f"member {member_id!r}")
+        except ValueError as err:
+            raise self.fail(f"{err} in {weights}", weights) from None
+        bad = non_finite_tensors(state)
+        if bad:
+            raise self.fail(f"member {member_id!r} has NaN or infinite values in tensor(s) {bad} "
+                            f"in {weights}; retrain the member or remove it from the manifest",
+                            weights)
+        self.files[weights.resolve()] = f"{member_id!r} (members[{i}])"
+        return Member(id=member_id, architecture=name, config=entry["config"],
+                      metadata=entry["metadata"], state=state)
+
+    def weights_path(self, file: str, who: str) -> Path:
+        """The weights file named by an entry: inside the population, used by no other one."""
+        weights = self.root / file
+        if Path(file).is_absolute() or ".." in Path(file).parts:
+            raise self.fail(f"weights file {file!r} of {who} must be a relative path inside the "
+                            "population directory")
+        if not weights.is_file():
+            raise self.fail(f"missing weights file {weights} (named by {who})", weights)
+        real = weights.resolve()
+        if not real.is_relative_to(self.real_root):
+            raise self.fail(f"weights file {weights} of {who} is a link to {real}, outside the "
+                            f"population directory; copy the file into {self.root / WEIGHTS_DIR} "
+                            "instead of linking to it", weights)
+        if real in self.files:
+            raise self.fail(f"members {self.files[real]} and {who} both name the weights file "
+                            f"{weights}; each member needs its own file", weights)
+        return weights
+
+    def read_weights(self, weights: Path, member_id: str, sha256: str) -> dict[str, Tensor]:
+        """The tensors of a weights file whose bytes match the manifest's checksum."""
+        data = weights.read_bytes()
+        actual, expected = hashlib.sha256(data).hexdigest(), sha256.lower()
+        if actual != expected:
+            raise self.fail(f"checksum mismatch for {weights} (member {member_id!r}): manifest "
+                            f"says {expected[:12]}…, file has {actual[:12]}…", weights)
+        try:
+            return safetensors.torch.load(data)
+        except (SafetensorError, ValueError, RuntimeError) as err:
+            raise self.fail(f"corrupted safetensors file {weights} (member {member_id!r}): "
+                            f"{err}", weights) from None

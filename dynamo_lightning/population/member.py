@@ -12,6 +12,7 @@ from torch import Tensor
 
 from dynamo_lightning.population import architectures
 from dynamo_lightning.population.architectures import MemberNetwork
+from dynamo_lightning.population.step_shapes import check_step_shapes
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9_.\-]+")
 
@@ -100,3 +101,17 @@ class Member:
         """
         cls = architectures.get(self.architecture)
         return MemberNetwork(cls.from_member_states([self.state], **self.config))
+
+    def step(self, h: Tensor, x: Tensor) -> Tensor:
+        """One time step of a recurrent member: ``h [B, state]``, ``x [B, I]`` → ``[B, state]``.
+
+        Raises:
+            TypeError: the member is feed-forward (it has no time steps).
+            ValueError: ``h`` or ``x`` has the wrong shape (the message names both shapes).
+        """
+        net = self.module
+        if not net.stack.recurrent:
+            raise TypeError(f"member {self.id!r} is a feed-forward {self.architecture!r} "
+                            "network: it has no step(); run it on whole inputs instead")
+        check_step_shapes(f"member {self.id!r}", h, x, net.state_size, net.stack.input_size)
+        return net.step(h, x)

@@ -11,6 +11,7 @@ from typing import Any, overload
 import torch
 from torch import Tensor, nn
 
+from dynamo_lightning.checks import optional_positive_int
 from dynamo_lightning.population import architectures
 from dynamo_lightning.population.architectures import Architecture
 from dynamo_lightning.population.format import load_population, save_population
@@ -53,13 +54,25 @@ class Population(Sequence[Member]):
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> Population:
         """Read a population directory (JSON + safetensors, never pickle).
 
+        A save to ``path`` that was killed midway is finished or rolled back first.
+
         Raises:
-            PopulationFormatError: one line naming the bad file and the fault.
+            PopulationFormatError: one line naming the bad file and the fault (also for a
+                population without members, non-finite weights, two members sharing a
+                weights file, or a weights file that links outside ``path``).
         """
         return cls(load_population(path), device=device)
 
     def save(self, path: str | Path, **manifest_extras: str) -> Path:
-        """Write atomically to ``path`` (``created_by``/``description`` go to the manifest)."""
+        """Write atomically to ``path`` (``created_by``/``description`` go to the manifest).
+
+        ``path`` must be absent, empty or a population (which is replaced); a directory
+        holding anything else is refused, never overwritten.
+
+        Raises:
+            ValueError: no members, or weights that do not fit or are not finite.
+            PopulationFormatError: ``path`` is not a place a population may be written.
+        """
         return save_population(self._members, path, **manifest_extras)
 
     @classmethod
@@ -211,11 +224,11 @@ class Population(Sequence[Member]):
             ``Trajectories`` on ``self.device``, in population order.
 
         Raises:
-            ValueError: ``inputs`` is not 3-d, or its size ``I`` does not fit some members.
+            ValueError: ``inputs`` is not ``[B, T, I]`` with B, T >= 1, its size ``I`` does
+                not fit some members, or ``batch_size`` is not a positive integer or None.
         """
-        if not isinstance(inputs, Tensor) or inputs.dim() != 3:
-            shape = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
-            raise ValueError(f"trajectories expects inputs [B, T, I], got {shape}")
+        batch_size = optional_positive_int("batch_size", batch_size, "Population.trajectories")
+        _check_inputs(inputs)
         self._check_input_size(inputs.shape[-1])
         inputs = inputs.to(self.device)
         chunks = inputs.split(batch_size) if batch_size else (inputs,)
@@ -237,6 +250,17 @@ class Population(Sequence[Member]):
             shown = "; ".join(bad[:5]) + ("; ..." if len(bad) > 5 else "")
             raise ValueError(f"inputs have input size {size}, which does not fit {len(bad)} "
                              f"member(s): {shown}")
+
+
+def _check_inputs(inputs: object) -> None:
+    """Raise unless ``inputs`` is a ``[B, T, I]`` tensor with at least one trial and step."""
+    if not isinstance(inputs, Tensor) or inputs.dim() != 3:
+        shape = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
+        raise ValueError(f"Population.trajectories: inputs must be [B, T, I], got {shape}")
+    if inputs.shape[0] == 0 or inputs.shape[1] == 0:
+        raise ValueError(f"Population.trajectories: inputs {tuple(inputs.shape)} hold no "
+                         f"{'trials (B = 0)' if inputs.shape[0] == 0 else 'time steps (T = 0)'}"
+                         "; pass at least one trial of at least one step")
 
 
 def _stack_if_uniform(tensors: list[Any]) -> Tensor | list[Tensor]:

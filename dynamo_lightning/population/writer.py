@@ -3,7 +3,9 @@
 At the end of fit every member (and every snapshot) is scored on fresh test trials of its
 task and written in the population format with its metadata. Snapshots taken at chosen
 global steps become extra members (metadata ``step``), so a population can also be one
-network's learning trajectory.
+network's learning trajectory. The destination is checked when fit starts
+(``check_destination``): a path that cannot take the population fails before the first
+training step, not after the last.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing_extensions import override
 
 from dynamo_lightning.checks import non_negative_int, positive_int
 from dynamo_lightning.population import architectures
+from dynamo_lightning.population.destination import check_destination
 from dynamo_lightning.population.evaluation import evaluate_stack
 from dynamo_lightning.population.grid import GroupSpec
 from dynamo_lightning.population.population import Population
@@ -38,6 +41,8 @@ class PopulationWriter(pl.Callback):
 
     Raises:
         ValueError: negative snapshot steps or non-positive ``eval_trials``.
+        PopulationFormatError: at the start of fit, when ``path`` is not absent, empty or a
+            population, or its parent is not writable.
     """
 
     def __init__(self, path: str | None = None, snapshot_steps: list[int] | None = None,
@@ -52,6 +57,14 @@ class PopulationWriter(pl.Callback):
         self._snapshots: list[tuple[int, int, list[dict[str, torch.Tensor]]]] = []
         self._started = time.perf_counter()
         self.written_path: Path | None = None
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            check_destination(self._destination(trainer))
+
+    def _destination(self, trainer: pl.Trainer) -> Path:
+        return Path(self.path) if self.path else Path(trainer.default_root_dir) / "population"
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -81,7 +94,7 @@ class PopulationWriter(pl.Callback):
 
     @rank_zero_only
     def _write(self, trainer: pl.Trainer, module: PopulationModule) -> None:
-        path = Path(self.path) if self.path else Path(trainer.default_root_dir) / "population"
+        path = self._destination(trainer)
         step = trainer.global_step
         parts = [self._score(module, group, stack, None) for group, stack
                  in zip(module.groups, module.stacks, strict=True)]

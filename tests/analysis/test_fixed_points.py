@@ -125,7 +125,7 @@ def test_position_dependent_rows_use_subset_as_rows_converge() -> None:
     assert fps.group.tolist() == list(range(8)) and fps.num_groups == 8
     torch.testing.assert_close(fps.points[:, 0], b / (1 - a), atol=1e-4, rtol=0)
     torch.testing.assert_close(fps.eigvals.real[:, 0], a)
-    assert min(step.calls) < 8  # converged rows left the batch
+    assert min(step.calls[1:]) < 8  # converged rows left the batch
 
 
 def test_newton_polish_lowers_q() -> None:

@@ -281,6 +281,9 @@ def test_slow_points_are_reported_with_slow_tol() -> None:
     ({"i": 3}, "member index 3 out of range for 3 members"),
     ({"steps": 1}, "steps must be an integer >= 2, got 1"),
     ({"x_const": torch.zeros(2)}, r"x_const must be \[3\]"),
+    ({"x_const": torch.tensor([0.0, float("nan"), 0.0])}, "x_const must be finite"),
+    ({"x_const": torch.tensor([0.0, float("nan"), 0.0]), "fixed_points": False},
+     "x_const must be finite"),
 ])
 def test_bad_arguments_are_named(module: DynamoModule, kwargs: dict, match: str) -> None:
     args = {"i": 0, "j": 1, "steps": 2, "fixed_points": True,

@@ -166,8 +166,8 @@ def bad_inputs(tiny_fit: dict, tmp_path: Path) -> dict[str, list[str]]:
     out = ["--out", str(tmp_path / "out")]  # never the shared fit's run directory
     cases = {
         "not found": ["--ckpt_path", str(tmp_path / "none.ckpt"), "--population", pop],
-        "not a readable DynamoModule checkpoint": ["--ckpt_path", str(tmp_path / "bad.ckpt"),
-                                                   "--population", pop],
+        "bad.ckpt is not a readable checkpoint (truncated, or not a PyTorch file": [
+            "--ckpt_path", str(tmp_path / "bad.ckpt"), "--population", pop],
         "manifest.json not found": ["--ckpt_path", ckpt, "--population",
                                     str(tmp_path / "empty")],
         "input_size 3": ["--ckpt_path", ckpt, "--population", odd],

@@ -71,12 +71,14 @@ def test_test_and_validate_run_from_the_checkpoint(run: dict) -> None:
 
 
 def run_failing(argv: list[str], capsys: pytest.CaptureFixture) -> str:
-    """Run ``main(argv)``, expect it to fail, return the error text (message + stderr)."""
-    with pytest.raises((SystemExit, ValueError)) as info:
-        main(argv)
-    if isinstance(info.value, SystemExit):
-        assert info.value.code not in (0, None)
-    return f"{info.value}\n{capsys.readouterr().err}"
+    """Run ``main(argv)``, expect it to fail with status 2 (a config error from the parser,
+    or one line from the package's error boundary), return stderr."""
+    try:
+        code = main(argv)
+    except SystemExit as exit_info:
+        code = exit_info.code
+    assert code == 2
+    return capsys.readouterr().err
 
 
 def test_unknown_meta_key_on_the_command_line_is_named(run: dict, tmp_path: Path,
@@ -110,9 +112,13 @@ def test_typo_key_in_nested_meta_yaml_is_named(run: dict, tmp_path: Path,
     assert "cel" in run_failing(argv, capsys)
 
 
-def test_missing_population_path_is_named(tmp_path: Path) -> None:
+def test_missing_population_path_is_named(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
     missing = tmp_path / "no_such_population"
-    with pytest.raises(PopulationFormatError, match="no_such_population") as info:
-        main(["fit", "--config", TINY, f"--data.population={missing}",
+    err = run_failing(["fit", "--config", TINY, f"--data.population={missing}",
+                       f"--trainer.default_root_dir={tmp_path}"], capsys)
+    assert err.startswith("dynamo fit: error: population directory") and "not found" in err
+    assert "no_such_population" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(PopulationFormatError, match="no_such_population"):  # --traceback
+        main(["fit", "--config", TINY, f"--data.population={missing}", "--traceback",
               f"--trainer.default_root_dir={tmp_path}"])
-    assert "not found" in str(info.value)

@@ -108,7 +108,7 @@ def test_run_config_holds_only_what_differs_from_the_base(path: Path) -> None:
     assert trainer["default_root_dir"] == trainer["logger"]["init_args"]["save_dir"] == run_dir
     assert config["data"]["population"] == f"runs/population/{path.stem}/population"
     callbacks = {c["class_path"].rsplit(".", 1)[-1]: c["init_args"] for c in trainer["callbacks"]}
-    assert callbacks["ModelCheckpoint"]["dirpath"] == f"{run_dir}/checkpoints"
+    assert callbacks["LastCheckpoint"]["dirpath"] == f"{run_dir}/checkpoints"  # resumable
     assert callbacks["EmbeddingManifold"]["map_path"] == f"{run_dir}/map.png"
     reference = load(FLIPFLOP)["trainer"]["callbacks"]
     assert yaml.safe_dump(trainer["callbacks"]).replace(run_dir, "RUN") == yaml.safe_dump(
@@ -116,12 +116,21 @@ def test_run_config_holds_only_what_differs_from_the_base(path: Path) -> None:
 
 
 def test_base_ships_with_the_package() -> None:
-    """``DYNAMO_BASE`` lies inside the package and pyproject.toml lists it as package data,
-    so an installed wheel has it (without it, ``dynamo fit`` would silently lose the base)."""
+    """The base lies inside the package and pyproject.toml lists it as package data, so an
+    installed wheel has it (without it, ``dynamo fit`` would silently lose the base)."""
+    base = DYNAMO_BASE
     tomllib = pytest.importorskip("tomllib")
     package = ROOT / "dynamo_lightning"
-    relative = DYNAMO_BASE.relative_to(package).as_posix()
+    relative = base.relative_to(package).as_posix()
     patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())[
         "tool"]["setuptools"]["package-data"]["dynamo_lightning"]
-    assert DYNAMO_BASE.is_file()
+    assert base.is_file()
     assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns), patterns
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "population").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_population_runs_keep_a_resumable_checkpoint(path: Path) -> None:
+    callbacks = {c["class_path"].rsplit(".", 1)[-1]: c.get("init_args", {})
+                 for c in load(path)["trainer"]["callbacks"]}
+    assert callbacks["LastCheckpoint"]["dirpath"] == f"runs/population/{path.stem}/checkpoints"

@@ -118,7 +118,7 @@ def test_failed_save_keeps_old_population(population: dl.Population, saved: Path
 
 def test_save_refuses_non_population_dir(population: dl.Population, tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match="not a population"):
+    with pytest.raises(dl.PopulationFormatError, match="did not write"):
         population.save(tmp_path)
     assert (tmp_path / "notes.txt").read_text() == "keep me"
     (tmp_path / "empty_ok").mkdir()

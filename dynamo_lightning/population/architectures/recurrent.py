@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from dynamo_lightning.population.architectures.base import Architecture, fan_in_bound, uniform
+from dynamo_lightning.population.step_shapes import check_step_shapes
 
 #: Upper bound on the input projections computed ahead of the recurrence (one chunk of steps).
 PROJECTION_CHUNK_BYTES = 8 * 2**20
@@ -87,7 +88,13 @@ class RecurrentArchitecture(Architecture):
         return self.weight_hh.new_zeros(self.num_members, batch_size, self.state_size)
 
     def step(self, h: Tensor, x: Tensor) -> Tensor:
-        """One step for all members: ``h [G,B,state]``, ``x [B,I]`` (shared) or ``[G,B,I]``."""
+        """One step for all members: ``h [G,B,state]``, ``x [B,I]`` (shared) or ``[G,B,I]``.
+
+        Raises:
+            ValueError: shapes that are not one step's (named, with the expected ones).
+        """
+        check_step_shapes(type(self).__name__, h, x, self.state_size, self.input_size,
+                          members=self.num_members)
         u = self.project_inputs(x.unsqueeze(-2))[0]
         return self.cell(h, u)
 
