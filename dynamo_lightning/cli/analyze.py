@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,13 +23,16 @@ from typing import Any
 
 import torch
 
+from dynamo_lightning.cli.outputs import writable_dir
+
 
 class AnalysisInputError(ValueError):
     """A checkpoint or population that ``dynamo analyze`` cannot use (one clear line)."""
 
 
 def analyze_main(argv: Sequence[str] = ()) -> int:
-    """``dynamo analyze ...``; returns the exit status (2 for unusable inputs)."""
+    """``dynamo analyze ...``; returns the exit status (unusable inputs raise a
+    ``ValueError`` that the command's error boundary reports on one line, status 2)."""
     parser = _parser()
     args = parser.parse_args(list(argv))
     from dynamo_lightning.analysis.report.pairs import parse_pairs
@@ -39,19 +41,15 @@ def analyze_main(argv: Sequence[str] = ()) -> int:
         pairs = parse_pairs(args.pairs)
     except ValueError as err:
         parser.error(str(err))
-    try:
-        out = run_analysis(args.ckpt, args.out, population=args.population,
-                           test=not args.no_test, trials=args.trials,
-                           inits_per_member=args.inits_per_member, pairs=pairs,
-                           steps=args.steps, grid_resolution=args.grid_resolution,
-                           seed=args.seed, max_iters=args.max_iters,
-                           threads=args.threads, progress=not args.no_progress,
-                           device=args.device, baselines=args.baselines,
-                           similarity_trials=args.similarity_trials,
-                           averaging=not args.no_averaging)
-    except AnalysisInputError as err:
-        print(f"dynamo analyze: error: {err}", file=sys.stderr)
-        return 2
+    out = run_analysis(args.ckpt, args.out, population=args.population,
+                       test=not args.no_test, trials=args.trials,
+                       inits_per_member=args.inits_per_member, pairs=pairs,
+                       steps=args.steps, grid_resolution=args.grid_resolution,
+                       seed=args.seed, max_iters=args.max_iters,
+                       threads=args.threads, progress=not args.no_progress,
+                       device=args.device, baselines=args.baselines,
+                       similarity_trials=args.similarity_trials,
+                       averaging=not args.no_averaging)
     print(f"Report written to {out / 'report.html'} (data: {out / 'report.json'})")
     return 0
 
@@ -96,9 +94,10 @@ def run_analysis(ckpt: str | Path, out: str | Path, population: str | Path | Non
     module = load_module(ckpt)
     pop_dir = population_dir(module, population)
     pop = _load_population(module, pop_dir)
-    try:  # bad options fail here, before the test pass, not after it
+    try:  # bad options and outputs fail here, before the test pass, not after it
         make_options(options)
         resolve_pairs(options.get("pairs", "auto"), module.member_ids, module.member_metadata)
+        writable_dir(out, "--out")
     except ValueError as err:
         raise AnalysisInputError(str(err)) from None
     if scores is None and test:

@@ -13,6 +13,7 @@ from typing import Any
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from dynamo_lightning.cli.outputs import check_run_outputs
 from dynamo_lightning.cli.warnings import quiet_known_warnings
 from dynamo_lightning.data import TrajectoryDataModule
 from dynamo_lightning.module import DynamoModule
@@ -50,6 +51,9 @@ class PopulationCLI(SafeCheckpointCLI):
         parser.add_lightning_class_args(PopulationWriter, "population")
         parser.link_arguments("data.tasks", "model.tasks", apply_on="parse")
 
+    def before_fit(self) -> None:
+        check_run_outputs(self.trainer)
+
 
 class DynamoCLI(SafeCheckpointCLI):
     """LightningCLI for the meta-model; links the data module's sizes into the model, and
@@ -65,6 +69,7 @@ class DynamoCLI(SafeCheckpointCLI):
                  "the checkpoint was fitted (its checksum differs)")
 
     def before_fit(self) -> None:
+        check_run_outputs(self.trainer)
         self._pass_population_policy()
 
     def before_validate(self) -> None:

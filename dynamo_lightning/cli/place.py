@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
+
+from dynamo_lightning.cli.outputs import writable_dir
 
 
 class PlacementInputError(ValueError):
@@ -27,16 +27,13 @@ class PlacementInputError(ValueError):
 
 
 def place_main(argv: Sequence[str] = ()) -> int:
-    """``dynamo place ...``; returns the exit status (2 for unusable inputs)."""
+    """``dynamo place ...``; returns the exit status (unusable inputs raise a ``ValueError``
+    that the command's error boundary reports on one line, status 2)."""
     args = _parser().parse_args(list(argv))
-    try:
-        out = run_placement(args.ckpt, args.population, args.out, trials=args.trials,
-                            steps=args.steps, seed=args.seed, key=args.key,
-                            use_hidden=not args.no_hidden, neighbours=args.neighbours,
-                            progress=not args.no_progress)
-    except PlacementInputError as err:
-        print(f"dynamo place: error: {err}", file=sys.stderr)
-        return 2
+    out = run_placement(args.ckpt, args.population, args.out, trials=args.trials,
+                        steps=args.steps, seed=args.seed, key=args.key,
+                        use_hidden=not args.no_hidden, neighbours=args.neighbours,
+                        progress=not args.no_progress)
     print((out / "placement.md").read_text(encoding="utf-8"))
     print(f"Placement written to {out} (placement.json, placement.png, placement.md)")
     return 0
@@ -73,7 +70,7 @@ def run_placement(ckpt: str | Path, population: str | Path, out: str | Path | No
                            if k in settings})
     except ValueError as err:
         raise PlacementInputError(str(err)) from None
-    out = writable_dir(default_out(ckpt) if out is None else Path(out).expanduser())
+    out = writable_dir(default_out(ckpt) if out is None else out, "--out")
     placement = place(module, pop, **settings)
     record = {"checkpoint": str(ckpt), "population": str(population),
               "settings": {k: v for k, v in settings.items() if k != "progress"},
@@ -107,22 +104,6 @@ def default_out(ckpt: Path) -> Path:
     is in a ``checkpoints/`` folder, else its parent."""
     run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     return run / "placement"
-
-
-def writable_dir(path: Path) -> Path:
-    """Create ``path`` if needed and prove a file can be written there (before fitting).
-
-    Raises:
-        PlacementInputError: ``path`` is a file, or cannot be created or written to.
-    """
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as err:
-        raise PlacementInputError(f"--out {path}: cannot write there "
-                                  f"({err.strerror or err})") from None
-    return path
 
 
 def _markdown(placement: Any, ckpt: Path) -> str:

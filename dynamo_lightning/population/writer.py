@@ -72,21 +72,35 @@ class PopulationWriter(pl.Callback):
             raise TypeError("PopulationWriter needs a PopulationModule, "
                             f"got {type(pl_module).__name__}")
         self._started = time.perf_counter()
-        if 0 in self.snapshot_steps and trainer.global_step == 0:
-            self._snapshot(pl_module, 0)
+        if 0 in self.snapshot_steps and trainer.global_step == 0 and not self._taken(0):
+            self._snapshot(pl_module, 0)  # (a resumed run restored its snapshots already)
 
     @override
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
         step = trainer.global_step
-        if step in self.snapshot_steps and all(s != step for s, _, _ in self._snapshots):
+        if step in self.snapshot_steps and not self._taken(step):
             self._snapshot(pl_module, step)  # type: ignore[arg-type]
+
+    def _taken(self, step: int) -> bool:
+        return any(s == step for s, _, _ in self._snapshots)
 
     def _snapshot(self, module: PopulationModule, step: int) -> None:
         for index, stack in enumerate(module.stacks):
             states = [stack.member_state(i) for i in range(stack.num_members)]
             cpu_states = [{k: v.cpu() for k, v in s.items()} for s in states]
             self._snapshots.append((step, index, cpu_states))
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        """The snapshots taken so far (tensors and ints: a resumed run writes them too)."""
+        return {"snapshots": [{"step": step, "group": index, "states": states}
+                              for step, index, states in self._snapshots]}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._snapshots = [(int(s["step"]), int(s["group"]), list(s["states"]))
+                           for s in state_dict.get("snapshots", [])]
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
