@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from dynamo_lightning.cli.errors import OneLineArgumentParser
 from dynamo_lightning.cli.outputs import writable_dir
 
 
@@ -186,7 +187,7 @@ def _datamodule_hparams(ckpt: Path) -> dict[str, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dynamo analyze", description=__doc__,
+    parser = OneLineArgumentParser(prog="dynamo analyze", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True, help="DynamoModule checkpoint (last.ckpt)")
     parser.add_argument("--out", required=True, help="report directory")

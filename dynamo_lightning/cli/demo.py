@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dynamo_lightning.cli.errors import OneLineArgumentParser
+
 DEMO_POPULATION: dict[str, Any] = {
     "seed_everything": 0,
     "trainer": {
@@ -64,7 +66,7 @@ DEMO_REPORT: dict[str, Any] = {
 
 def run_demo(argv: Sequence[str] = ()) -> Path:
     """Run every demo stage; returns the demo directory."""
-    parser = argparse.ArgumentParser(prog="dynamo demo", description=__doc__,
+    parser = OneLineArgumentParser(prog="dynamo demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     parser.add_argument("--max-steps", type=int, default=None,

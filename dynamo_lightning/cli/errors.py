@@ -11,9 +11,11 @@ line) or ``DYNAMO_TRACEBACK=1`` shows the full trace of a user error too, for bu
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from dynamo_lightning.registry import PluginLoadError, UnknownNameError
 
@@ -41,6 +43,22 @@ def run_command(command: str, run: Callable[[], int], traceback: bool = False) -
             raise
         print(f"dynamo {command}: error: {one_line(err)}", file=sys.stderr)
         return EXIT_USER_ERROR
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """``argparse`` with a bad argument reported like every other user error: one line,
+    ``<prog>: error: <message>``, status 2 (the usage stays behind ``--help``)."""
+
+    def error(self, message: str) -> NoReturn:
+        report_usage_error(self.prog, message)
+        self.exit(EXIT_USER_ERROR)
+
+
+def report_usage_error(prog: str, message: str) -> None:
+    """Print a command line's error as one line naming where to read the options."""
+    prog = prog.replace(" [options]", "")
+    print(f"{prog}: error: {' '.join(message.split())} (options: {prog} --help)",
+          file=sys.stderr)
 
 
 def one_line(err: BaseException) -> str:

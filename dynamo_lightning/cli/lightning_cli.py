@@ -9,14 +9,15 @@ from __future__ import annotations
 import glob
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from dynamo_lightning.cli.errors import EXIT_USER_ERROR, report_usage_error
 from dynamo_lightning.cli.outputs import check_run_outputs
 from dynamo_lightning.cli.warnings import quiet_known_warnings
 from dynamo_lightning.data import TrajectoryDataModule
-from dynamo_lightning.module import DynamoModule
+from dynamo_lightning.module import DynamoModule, read_checkpoint
 from dynamo_lightning.population.datamodule import TaskDataModule
 from dynamo_lightning.population.training import PopulationModule
 from dynamo_lightning.population.writer import PopulationWriter
@@ -29,18 +30,55 @@ DATA_TO_MODEL = ("num_members", "input_size", "output_size", "num_components", "
 # The shared base of every dynamo fit/validate/test run (parser defaults, below any --config).
 DYNAMO_BASE = Path(__file__).resolve().parent / "defaults" / "dynamo_fit.yaml"
 DYNAMO_SUBCOMMANDS = ("fit", "validate", "test")
+CHECKPOINT_KEYWORDS = ("last", "best", "hpc", "registry")
+"""``--ckpt_path`` values that Lightning resolves itself (not file paths)."""
+
+
+class OneLineParser(LightningArgumentParser):
+    """The LightningCLI parser with a bad config or flag reported on one line (status 2),
+    like every other user error; the usage stays behind ``--help``."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:  # jsonargparse trying alternatives: let it handle this
+            super().error(message, ex)
+        parser = getattr(ex, "subcommand_parser", None) or self
+        report_usage_error(parser.prog, message)
+        self.exit(EXIT_USER_ERROR)
 
 
 class SafeCheckpointCLI(LightningCLI):
-    """A LightningCLI whose ``--ckpt_path`` files load with ``weights_only=True`` unless the
-    user sets ``--weights_only`` (tensors and plain data only: a planted pickle never runs,
-    whatever torch's default)."""
+    """A LightningCLI that checks before it runs: a ``--ckpt_path`` file is read as data
+    first (one clear error for a missing, truncated or foreign file) and loads with
+    ``weights_only=True`` unless the user sets ``--weights_only`` (a planted pickle never
+    runs, whatever torch's default); a fit's output folders are writable."""
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
         kwargs = super()._prepare_subcommand_kwargs(subcommand)
         if kwargs.get("weights_only", False) is None:
             kwargs["weights_only"] = True
         return kwargs
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI reads the checkpoint's hyper-parameters into the config here: read it
+        as data first, so that a bad file is one clear error."""
+        subcommand = self.config.get("subcommand")
+        ckpt = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt and str(ckpt) not in CHECKPOINT_KEYWORDS:
+            read_checkpoint(ckpt)
+        super()._parse_ckpt_path()
+
+    def before_fit(self) -> None:
+        self.before_run()
+        check_run_outputs(self.trainer)
+
+    def before_validate(self) -> None:
+        self.before_run()
+
+    def before_test(self) -> None:
+        self.before_run()
+
+    def before_run(self) -> None:
+        """Checks every subcommand makes before it runs (subclasses add theirs)."""
 
 
 class PopulationCLI(SafeCheckpointCLI):
@@ -50,9 +88,6 @@ class PopulationCLI(SafeCheckpointCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(PopulationWriter, "population")
         parser.link_arguments("data.tasks", "model.tasks", apply_on="parse")
-
-    def before_fit(self) -> None:
-        check_run_outputs(self.trainer)
 
 
 class DynamoCLI(SafeCheckpointCLI):
@@ -68,17 +103,7 @@ class DynamoCLI(SafeCheckpointCLI):
             help="with --ckpt_path: go on although the population's members changed since "
                  "the checkpoint was fitted (its checksum differs)")
 
-    def before_fit(self) -> None:
-        check_run_outputs(self.trainer)
-        self._pass_population_policy()
-
-    def before_validate(self) -> None:
-        self._pass_population_policy()
-
-    def before_test(self) -> None:
-        self._pass_population_policy()
-
-    def _pass_population_policy(self) -> None:
+    def before_run(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         self.model.allow_population_change = bool(config.get("allow_population_change"))
 
@@ -87,7 +112,7 @@ def dynamo_main(args: Sequence[str] | dict[str, Any]) -> DynamoCLI:
     """``dynamo <fit|validate|test> ...``; ``args`` may be a config dict ``{"fit": {...}}``.
     Either way the shared base ``DYNAMO_BASE`` lies below it (``subcommand_defaults``)."""
     quiet_known_warnings()
-    return DynamoCLI(DynamoModule, TrajectoryDataModule,
+    return DynamoCLI(DynamoModule, TrajectoryDataModule, parser_class=OneLineParser,
                      args=args if isinstance(args, dict) else list(args),
                      save_config_kwargs={"overwrite": True},
                      parser_kwargs={"prog": "dynamo",
@@ -104,7 +129,7 @@ def population_main(args: Sequence[str] | dict[str, Any]) -> PopulationCLI:
     """``dynamo population <fit|validate> ...``; ``args`` may also be a config dict
     ``{"fit": {...}}`` (how ``dynamo demo`` calls it)."""
     quiet_known_warnings()
-    return PopulationCLI(PopulationModule, TaskDataModule,
+    return PopulationCLI(PopulationModule, TaskDataModule, parser_class=OneLineParser,
                          args=args if isinstance(args, dict) else list(args),
                          save_config_kwargs={"overwrite": True},
                          parser_kwargs={"prog": "dynamo population"})

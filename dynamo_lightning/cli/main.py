@@ -38,7 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     command = args[0]
     if command not in COMMANDS:
-        print(f"dynamo: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+        print(f"dynamo: error: unknown command {command!r} (commands: {', '.join(COMMANDS)}; "
+              "see dynamo --help)", file=sys.stderr)
         return EXIT_USER_ERROR
     return run_command(command, lambda: _dispatch(command, args[1:]), traceback)
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
+from dynamo_lightning.cli.errors import OneLineArgumentParser
 from dynamo_lightning.cli.outputs import writable_dir
 
 
@@ -116,7 +117,7 @@ def _markdown(placement: Any, ckpt: Path) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dynamo place", description=__doc__,
+    parser = OneLineArgumentParser(prog="dynamo place", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt_path", "--ckpt", dest="ckpt", required=True,
                         help="DynamoModule checkpoint (last.ckpt)")

@@ -39,7 +39,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} not found")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except UNREADABLE as err:
+    except Exception as err:  # whatever torch trips over in a user's file, it is the file's
+        if isinstance(err, MemoryError):
+            raise
         raise CheckpointError(f"{path} is not a readable checkpoint ({_why(path, err)}); "
                               "pass the last.ckpt a `dynamo fit` wrote") from None
     missing = [k for k in REQUIRED_KEYS if not isinstance(checkpoint, dict) or k not in checkpoint]
