@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from dynamo_lightning.files import fsync, sha256_file
+
 #: Bump when the layout or meaning of cached arrays changes: old entries stop matching.
 #: 2: every array's file checksum is stored and verified before reuse.
 CACHE_FORMAT_VERSION = 2
@@ -75,12 +77,12 @@ def write_cache(cache_dir: str | Path, key: str, arrays: dict[str, np.ndarray],
                 raise ValueError(f"cache array {name!r} has dtype object (would need pickle)")
             np.save(tmp / f"{name}.npy", array, allow_pickle=False)
             listing[name] = {"shape": list(array.shape), "dtype": array.dtype.str,
-                             "sha256": _sha256_file(tmp / f"{name}.npy")}
+                             "sha256": sha256_file(tmp / f"{name}.npy")}
         record = {"format_version": CACHE_FORMAT_VERSION, "key": key, "arrays": listing,
                   "meta": meta}
         (tmp / _META).write_text(json.dumps(record, indent=1, sort_keys=True))
         for file in [*tmp.iterdir(), tmp]:
-            _fsync(file)
+            fsync(file)
         if final.exists():
             trash = root / f".{key}.old-{uuid.uuid4().hex}"
             os.replace(final, trash)
@@ -90,7 +92,7 @@ def write_cache(cache_dir: str | Path, key: str, arrays: dict[str, np.ndarray],
         except OSError:
             if not (final / _META).exists():
                 raise
-        _fsync(root)
+        fsync(root)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
@@ -130,7 +132,7 @@ def read_cache(cache_dir: str | Path, key: str
             if list(array.shape) != list(spec["shape"]) or array.dtype.str != spec["dtype"]:
                 raise ValueError(f"has shape {array.shape} and dtype {array.dtype.str}, "
                                  f"expected {tuple(spec['shape'])} and {spec['dtype']}")
-            actual = _sha256_file(path)
+            actual = sha256_file(path)
             if actual != spec["sha256"]:
                 raise ValueError(f"its contents changed since the cache was written (sha256 "
                                  f"{actual[:12]}…, stored {str(spec['sha256'])[:12]}…)")
@@ -141,26 +143,3 @@ def read_cache(cache_dir: str | Path, key: str
             return None
         arrays[name] = array
     return arrays, record.get("meta", {})
-
-
-def _sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file's or a directory's entries to disk where the OS allows it."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -26,6 +26,7 @@ import uuid
 import warnings
 from pathlib import Path
 
+from dynamo_lightning.files import fsync
 from dynamo_lightning.population.errors import PopulationFormatError
 
 MANIFEST = "manifest.json"
@@ -179,20 +180,6 @@ def _process_gone(host: str, pid: int) -> bool:
     except (PermissionError, OverflowError):
         return False
     return False
-
-
-def fsync(path: Path) -> None:
-    """Flush a file's or a directory's entries to disk where the OS allows it."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _plain_file(path: Path) -> bool:

@@ -31,12 +31,12 @@ from safetensors import SafetensorError
 from torch import Tensor
 
 from dynamo_lightning.checks import is_int
+from dynamo_lightning.files import fsync, sha256_file
 from dynamo_lightning.population import architectures
 from dynamo_lightning.population.destination import (
     MANIFEST,
     WEIGHTS_DIR,
     check_destination,
-    fsync,
     new_token,
     recover,
     side_dir,
@@ -54,14 +54,6 @@ SUPPORTED_SCHEMA_VERSIONS = (1,)
 _ENTRY_TYPES = {"id": str, "architecture": str, "config": dict, "metadata": dict, "file": str,
                 "sha256": str}
 
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_population(members: Iterable[Member], path: str | Path, *,

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from dynamo_lightning.data import TrajectoryDataModule
-from dynamo_lightning.data.cache import _sha256_file, read_cache, write_cache
+from dynamo_lightning.data.cache import read_cache, write_cache
+from dynamo_lightning.files import sha256_file
 from dynamo_lightning.population import Population
 
 SIZES = {"num_components": 2, "members_per_batch": 2, "samples_per_member": 2,
@@ -28,7 +29,7 @@ def test_meta_records_each_arrays_checksum(tmp_path: Path) -> None:
     entry = write_cache(tmp_path, "k", {"a": np.arange(6.0), "b": np.ones(3)}, {})
     listing = json.loads((entry / "meta.json").read_text())["arrays"]
     for name in ("a", "b"):
-        assert listing[name]["sha256"] == _sha256_file(entry / f"{name}.npy")
+        assert listing[name]["sha256"] == sha256_file(entry / f"{name}.npy")
 
 
 def test_array_changed_in_place_is_not_reused(tmp_path: Path) -> None:
