@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean browser-test
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required; set PYTHON=...)"; exit 1; }
@@ -27,6 +27,14 @@ lint: install
 test: install lint
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
+
+# The browser test of report.html (tests/analysis/test_report_browser.py): Playwright drives
+# Debian's Chromium, installed with apt-get (as root) when /usr/bin/chromium is missing.
+# Never `playwright install`: it downloads a browser of its own, which a closed network refuses.
+browser-test: install
+	test -x /usr/bin/chromium || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[browser]"
+	$(BIN)/python -m pytest -q tests/analysis/test_report_browser.py
 
 bench: install
 	$(BIN)/python benchmarks/population_forward.py

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from dynamo_lightning.analysis.fixed_points import FixedPointSet
 from dynamo_lightning.analysis.plain import plain
+from dynamo_lightning.checks import positive_int
 
 __all__ = ["GridResult", "InterpolationResult", "bifurcation_alphas"]
 
@@ -92,19 +93,29 @@ class GridResult:
 
 
 def bifurcation_alphas(alphas: Tensor | Sequence[float], counts: dict[str, Tensor],
-                       kinds: Sequence[str] | None = ("stable",)) -> list[float]:
-    """α's where the fixed-point topology changes: the midpoint of each consecutive pair of
-    α's at which the count of any of ``kinds`` differs.
+                       kinds: Sequence[str] | None = ("stable",), persist: int = 2,
+                       decimals: int = 4) -> list[float]:
+    """α's where the fixed-point topology changes: the midpoint of the consecutive α's at
+    which the counts of ``kinds`` take a new value that then holds for ``persist`` α's.
 
     By default only stable points count: every attractor has a basin that the search's
     initial states (sampled from trajectories) reach, so their count is reliable, while
-    saddles are found only partially and their counts jitter from one α to the next.
+    saddles are found only partially and their counts jitter from one α to the next. The
+    persistence rule (hysteresis) keeps a count that flickers for one α (8, 7, 8) from
+    reading as two bifurcations; a change in the last ``persist − 1`` α's cannot be
+    confirmed and is not reported.
 
     Args:
         alphas: ``[S]``.
         counts: ``{kind: [S]}``.
         kinds: which kinds' counts define the topology (None: all of ``counts``).
+        persist: α's a new count must hold (1: every change counts).
+        decimals: the α's are rounded to this many decimals (they are midpoints of a grid).
+
+    Raises:
+        ValueError: counts that are not ``[S]`` like ``alphas``, or ``persist`` < 1.
     """
+    persist = positive_int("persist", persist)
     alphas = torch.as_tensor(alphas, dtype=torch.float64).cpu()
     chosen = [c for k, c in counts.items() if kinds is None or k in kinds]
     if not chosen:
@@ -113,5 +124,10 @@ def bifurcation_alphas(alphas: Tensor | Sequence[float], counts: dict[str, Tenso
     if table.shape[1:] != alphas.shape:
         raise ValueError(f"counts must be [{alphas.numel()}] per kind like alphas, got "
                          f"{tuple(table.shape[1:])}")
-    changed = (table[:, 1:] != table[:, :-1]).any(0).nonzero().flatten().tolist()
-    return [float((alphas[s] + alphas[s + 1]) / 2) for s in changed]
+    found, current = [], table[:, 0]
+    for s in range(1, table.shape[1] - persist + 1):
+        new = table[:, s]
+        if not torch.equal(new, current) and bool((table[:, s:s + persist] == new[:, None]).all()):
+            found.append(round(float((alphas[s - 1] + alphas[s]) / 2), decimals))
+            current = new
+    return found

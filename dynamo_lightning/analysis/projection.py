@@ -62,6 +62,10 @@ def project(
     x = _as_array(emb)
     n, d = x.shape
     if d <= n_components:
+        if method == "umap":  # asked for a non-linear map of a map that is already flat
+            warnings.warn(f"project(method='umap'): the embeddings are {d}-D, no more than "
+                          f"the {n_components} axes asked for; returning them unchanged",
+                          UserWarning, stacklevel=2)
         return _pad(x, n_components)
     if method == "pca":
         return _pca(x, n_components)

@@ -99,7 +99,7 @@ class EmbeddingManifold(ResumableDrawing):
             shutil.copyfile(self._last_png, final_png)  # the loggers have this map
             return
         theta, ids, metadata = _read_members(pl_module)
-        xy = project(theta, method=self._method)
+        xy = project(theta, method=self._method if theta.shape[1] > 2 else "pca")  # 2-D: as is
         keys = self._keys if self._keys is not None else default_keys(metadata)
         _check_keys(keys, metadata)
         what = "end of fit" if final else f"epoch {trainer.current_epoch}"

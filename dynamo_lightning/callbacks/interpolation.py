@@ -103,7 +103,7 @@ class Interpolation(_Analysis):
             for s, alpha in enumerate(alphas):
                 counts = [int(result.counts[k][s]) if result.counts else None for k in KINDS]
                 middle = (alpha + alphas[s + 1]) / 2 if s + 1 < len(alphas) else math.nan
-                after = any(abs(b - middle) < 1e-12 for b in result.bifurcations)
+                after = any(abs(x - middle) < 1e-4 for x in result.bifurcations)  # rounded
                 by_task = [float(v[s]) for v in result.task_metrics.values()]
                 rows.append([f"{a}__{b}", a, b, alpha, *map(float, result.thetas[s]),
                              float(result.task_metric[s]), *by_task, *counts, after])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from importlib.metadata import version
 
 from dynamo_lightning.cli.errors import EXIT_USER_ERROR, run_command, split_traceback_flag
 
@@ -35,6 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, traceback = split_traceback_flag(list(sys.argv[1:] if argv is None else argv))
     if not args or args[0] in {"-h", "--help"}:
         print(_usage())
+        return 0
+    if args[0] in {"-V", "--version"}:
+        print(f"dynamo (dynamo-lightning) {version('dynamo-lightning')}")
         return 0
     command = args[0]
     if command not in COMMANDS:
@@ -70,7 +74,7 @@ def _dispatch(command: str, rest: list[str]) -> int:
 
 
 def _usage() -> str:
-    lines = ["usage: dynamo <command> [options]", "", "commands:"]
+    lines = ["usage: dynamo <command> [options]   (dynamo --version)", "", "commands:"]
     lines += [f"  {name:<12}{text}" for name, text in COMMANDS.items()]
     lines += ["", "Run 'dynamo <command> --help' for a command's options. A mistake in the input "
               "is reported", "on one line (exit status 2); add --traceback (or set "

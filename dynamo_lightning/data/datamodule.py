@@ -26,6 +26,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from dynamo_lightning.checks import non_negative_int, positive_int
 from dynamo_lightning.data.batches import (
@@ -128,6 +129,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
                                    dtype="float32")
         self.cache_path: Path | None = None
         self.reused_cache = False
+        self._written_here = False  # this process wrote the cache entry (prepare_data)
         self.projections: MemberProjections | None = None
         self._stores: dict[str, ArrayStore] = {}
         self._sampler = EpochSampler(self.batches_per_epoch)
@@ -149,14 +151,14 @@ class TrajectoryDataModule(pl.LightningDataModule):
                             for s in SPLITS}
             return
         entry = read_cache(self.cache_dir, self.cache_key)
-        self.reused_cache = entry is not None
+        self.reused_cache = entry is not None and not self._written_here
         if entry is None:
             self._write_entry(self._device())
             entry = read_cache(self.cache_dir, self.cache_key)
             if entry is None:
                 raise RuntimeError(f"trajectory cache {self.cache_dir / self.cache_key} "
                                    "is unreadable right after writing it")
-        else:
+        elif self.reused_cache:
             rank_zero_info(f"reusing trajectory cache {self.cache_dir / self.cache_key}")
         arrays, _ = entry
         self.cache_path = self.cache_dir / self.cache_key
@@ -174,11 +176,14 @@ class TrajectoryDataModule(pl.LightningDataModule):
         x, y, ids = self.task.sample_with_ids(n, generator=g, split=split)
         return {"inputs": x.float().numpy(), "targets": y.numpy(), "task_id": ids.long().numpy()}
 
-    def _run(self, inputs: np.ndarray, device: torch.device
+    def _run(self, inputs: np.ndarray, device: torch.device, desc: str | None = None
              ) -> Iterator[tuple[Tensor | list[Tensor], Tensor]]:
-        """Trajectories of every member, chunk by chunk: yields ``(hidden, outputs)``."""
+        """Trajectories of every member, chunk by chunk: yields ``(hidden, outputs)``; with
+        ``desc``, a progress bar over the chunks (on a terminal)."""
         population = self._population.to(device)
-        for chunk in torch.from_numpy(inputs).split(TRAJECTORY_CHUNK):
+        chunks = torch.from_numpy(inputs).split(TRAJECTORY_CHUNK)
+        for chunk in tqdm(chunks, desc=desc, unit="chunk", leave=False,
+                          disable=True if desc is None else None):  # None: on a terminal
             traj = population.trajectories(chunk.to(device))
             steps = {h.shape[1] for h in traj.hidden}
             if len(steps) > 1 or not isinstance(traj.outputs, Tensor):
@@ -189,7 +194,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
 
     def _fit(self, train_inputs: np.ndarray, device: torch.device) -> MemberProjections:
         fitter: ProjectionFitter | None = None
-        for hidden, _ in self._run(train_inputs, device):
+        for hidden, _ in self._run(train_inputs, device, "trajectories: fitting projections"):
             fitter = fitter or ProjectionFitter([h.shape[-1] for h in hidden])
             fitter.update(hidden)
         assert fitter is not None
@@ -202,13 +207,16 @@ class TrajectoryDataModule(pl.LightningDataModule):
         for split, drawn in draws.items():
             arrays.update({f"{split}_{k}": v for k, v in drawn.items()})
             runs = [(project_states(projections, h).float().cpu(), o.float().cpu())
-                    for h, o in self._run(drawn["inputs"], device)]
+                    for h, o in self._run(drawn["inputs"], device, f"trajectories: {split}")]
             arrays[f"{split}_hidden"] = torch.cat([h for h, _ in runs], dim=1).numpy()
             arrays[f"{split}_outputs"] = torch.cat([o for _, o in runs], dim=1).numpy()
         write_cache(self.cache_dir, self.cache_key, arrays,
                     {"population_path": self.population_path, "member_ids": self.member_ids,
                      "task": self.task_spec, "seed": self.seed, "trials": self.trials})
         self._population.to("cpu")
+        self._written_here = True
+        rank_zero_info(f"trajectory cache written to {self.cache_dir / self.cache_key} "
+                       f"({self.num_members} members; {self.trials} trials)")
 
     def _device(self) -> torch.device:
         trainer = getattr(self, "trainer", None)

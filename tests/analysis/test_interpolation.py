@@ -99,8 +99,9 @@ def test_bifurcation_alphas_are_the_midpoints_where_a_count_changes() -> None:
     alphas = torch.linspace(0, 1, 5)
     counts = {"stable": torch.tensor([1, 1, 2, 2, 2]), "saddle": torch.tensor([0, 0, 1, 1, 0])}
     assert bifurcation_alphas(alphas, counts) == [0.375]  # stable points only, by default
-    assert bifurcation_alphas(alphas, counts, kinds=None) == [0.375, 0.875]
-    assert bifurcation_alphas(alphas, counts, kinds=("saddle",)) == [0.375, 0.875]
+    # the saddle's drop at the last α cannot be confirmed by a second α
+    assert bifurcation_alphas(alphas, counts, kinds=None) == [0.375]
+    assert bifurcation_alphas(alphas, counts, kinds=("saddle",), persist=1) == [0.375, 0.875]
     assert bifurcation_alphas(alphas, {"stable": torch.ones(5, dtype=torch.long)}) == []
     assert bifurcation_alphas(alphas, {}) == []
     # A swap of kinds at a constant total is still a change of topology.
@@ -321,3 +322,13 @@ def test_figures_draw_kinds_panels_and_bifurcations(module: DynamoModule, segmen
     assert high - low >= 0.05 - 1e-9 and low < 0.9978 and high > 0.9981
     plt.close(fig)
     assert plt.get_fignums() == []
+
+
+def test_a_flickering_count_is_no_bifurcation() -> None:
+    alphas = torch.linspace(0, 1, 7, dtype=torch.float64)
+    flicker = {"stable": torch.tensor([8, 7, 8, 8, 8, 8, 8])}
+    assert bifurcation_alphas(alphas, flicker) == []
+    assert bifurcation_alphas(alphas, flicker, persist=1) == [0.0833, 0.25]
+    settled = {"stable": torch.tensor([8, 8, 7, 7, 7, 1, 1])}
+    assert bifurcation_alphas(alphas, settled) == [0.25, 0.75]
+    assert bifurcation_alphas(alphas, {"stable": torch.tensor([8, 8, 8, 8, 8, 8, 7])}) == []

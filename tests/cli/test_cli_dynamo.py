@@ -122,3 +122,10 @@ def test_missing_population_path_is_named(tmp_path: Path,
     with pytest.raises(PopulationFormatError, match="no_such_population"):  # --traceback
         main(["fit", "--config", TINY, f"--data.population={missing}", "--traceback",
               f"--trainer.default_root_dir={tmp_path}"])
+
+
+def test_version_is_the_package_version(capsys: pytest.CaptureFixture) -> None:
+    import dynamo_lightning
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip().endswith(dynamo_lightning.__version__)

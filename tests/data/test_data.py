@@ -307,3 +307,16 @@ def test_population_errors_and_member_cap(pop_dir: Path, tmp_path: Path) -> None
         dm = TrajectoryDataModule(str(pop_dir), **{**SIZES, "members_per_batch": 9})
     assert dm.members_per_batch == 4
     assert os.path.dirname(dm.cache_dir) == os.path.dirname(pop_dir)
+
+
+def test_a_cache_built_by_prepare_data_is_not_called_reused(cached: TrajectoryDataModule,
+                                                            tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture
+                                                            ) -> None:
+    fresh = TrajectoryDataModule(cached.population_path, **{**SIZES, "cache_dir": tmp_path})
+    with caplog.at_level("INFO"):
+        fresh.prepare_data()
+        fresh.setup("fit")
+    assert not fresh.reused_cache
+    text = caplog.text
+    assert "trajectory cache written to" in text and "reusing" not in text

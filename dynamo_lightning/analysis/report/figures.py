@@ -106,16 +106,19 @@ def _emulation_png(report: dict[str, Any], out_dir: Path) -> str | None:
     fig, axes = plt.subplots(count, 1, figsize=(max(6.0, 0.45 * len(ids) + 2), 2.4 * count),
                              sharex=True, squeeze=False, layout="constrained")
     with closed_on_error(fig):
+        # Markers on a zoomed axis, not bars from 0: the scores sit near 1, where bars
+        # would hide every difference between members.
         for ax, (key, label) in zip(axes[:, 0], panels, strict=False):
-            ax.bar(x, np.nan_to_num(values(key), nan=0.0), color="tab:blue")
+            ax.plot(x, values(key), "o", color="tab:blue", ms=5)
+            _zoom(ax, values(key))
             ax.set_ylabel(label, fontsize=8)
             ax.axhline(1.0, color="0.5", lw=0.8, ls=":")
         if has_task:
             ax = axes[-1, 0]
-            ax.bar(x - 0.2, np.nan_to_num(values("task_metric_member")), 0.4, label="member",
-                   color="tab:gray")
-            ax.bar(x + 0.2, np.nan_to_num(values("task_metric_meta")), 0.4,
-                   label="meta-model at θ_n", color="tab:green")
+            own, meta = values("task_metric_member"), values("task_metric_meta")
+            ax.plot(x - 0.1, own, "o", label="member", color="tab:gray", ms=5)
+            ax.plot(x + 0.1, meta, "D", label="meta-model at θ_n", color="tab:green", ms=4)
+            _zoom(ax, np.concatenate([own, meta]))
             ax.set_ylabel(report["meta"]["metric_name"] or "task metric", fontsize=8)
             ax.legend(fontsize=7, loc="lower right")
         axes[-1, 0].set_xticks(x, ids, rotation=60, ha="right", fontsize=7)
@@ -123,6 +126,15 @@ def _emulation_png(report: dict[str, Any], out_dir: Path) -> str | None:
     name = "emulation.png"
     _save(fig, out_dir / name)
     return name
+
+
+def _zoom(ax: Any, values: np.ndarray) -> None:
+    """Y-limits that show the spread of ``values`` (NaNs ignored), with 1.0 in view."""
+    finite = values[np.isfinite(values)]
+    if finite.size:
+        low, high = float(finite.min()), max(float(finite.max()), 1.0)
+        pad = max(0.01, 0.1 * (high - low))
+        ax.set_ylim(low - pad, high + pad)
 
 
 def _fixed_point_pngs(data: ReportData, out_dir: Path, count: int) -> list[str]:

@@ -1,7 +1,9 @@
 """``report.html``: one self-contained page (inline CSS, PNGs as base64 data URIs).
 
 It reads only ``report.json``'s content and the PNGs it names, so a report can be re-rendered
-from its JSON. Every string from the report is HTML-escaped.
+from its JSON. Every string from the report is HTML-escaped. The map and the topology map
+are also drawn by an inline script one can hover (``interactive.py``); a
+Content-Security-Policy keeps the page from requesting anything.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dynamo_lightning.analysis.report import html_parts as hp
+from dynamo_lightning.analysis.report import interactive
 from dynamo_lightning.analysis.report.html_uses import averaging_html, baselines_html
 
 CSS = """
@@ -25,7 +28,27 @@ th{background:#f0f0f0}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .figs{display:flex;flex-wrap:wrap;gap:1rem}.figs figure{margin:0}
 img{max-width:100%;border:1px solid #eee}figcaption{font-size:.8rem;color:#555}
 .muted{color:#777}code{background:#f3f3f3;padding:0 .2rem}
+.chart{position:relative;max-width:700px}.chart .hint{font-size:.85rem;margin:.3rem 0}
+.colour{font-size:.85rem}.plot{display:block;width:100%;height:auto}
+.plot .axes rect{fill:none;stroke:#999}.plot .axes line{stroke:#999}
+.plot text{font-size:12px;fill:#444}.plot .items>*{stroke:#fff;stroke-width:.8}
+.plot .items>:focus{outline:none}.plot .items>.on{stroke:#000;stroke-width:2.5}
+.plot .overlay circle{fill:#fff;stroke:#000;stroke-width:.8;pointer-events:none}
+.legend{display:flex;flex-wrap:wrap;gap:.2rem .9rem;align-items:center;font-size:.8rem}
+.legend i{display:inline-block;width:.75rem;height:.75rem;border-radius:50%;margin-right:.3rem}
+.legend .bar{display:inline-block;width:10rem;height:.7rem}
+.tip{position:absolute;z-index:2;background:#fff;border:1px solid #888;padding:.35rem .55rem;
+box-shadow:0 2px 6px rgba(0,0,0,.2);font-size:.78rem;max-width:24rem;pointer-events:none}
+.tip table{margin:.2rem 0 0;font-size:.78rem}.tip th,.tip td{border:0;padding:0 .5rem 0 0;
+background:none;overflow-wrap:anywhere}
+details.static summary{cursor:pointer;color:#555;font-size:.85rem;margin:.4rem 0}
 """
+HOVER = {
+    "map": "Hover a point, or tab to it, for the member's id, metadata and emulation scores; "
+           "the menu colours the points by another metadata key, the cluster or a score.",
+    "grid": "Hover a cell, or tab to it, for its θ and every value there; the menu chooses "
+            "what colours the cells. White dots: the members.",
+}
 
 READ = {
     "map": "Each point is one member's learned embedding θ_n (projected to 2-D by PCA when "
@@ -70,6 +93,7 @@ def _page(report: dict[str, Any], out_dir: Path) -> str:
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        interactive.csp_meta(),
         f"<title>DYNAMO report — {hp.e(task.get('name', ''))}</title><style>{CSS}</style>",
         "</head><body>",
         "<h1>DYNAMO analysis report</h1>",
@@ -88,6 +112,7 @@ def _page(report: dict[str, Any], out_dir: Path) -> str:
         averaging_html(report),
         "<p class='muted'>Every number on this page, and more, is in "
         "<code>report.json</code> (schema: <code>docs/report.md</code>).</p>",
+        interactive.script_html(),
         "</body></html>",
     ]
     return "\n".join(parts)
@@ -115,7 +140,9 @@ def _map_section(report: dict[str, Any], out_dir: Path) -> str:
     section = report["map"]
     figures = [(hp.img(out_dir, name), f"coloured by {key}")
                for key, name in section["figures"].items()]
-    return hp.section("Map of the population", READ["map"], hp.figures(figures))
+    body = interactive.chart_html(interactive.member_chart(report), "map of the members",
+                                  HOVER["map"], hp.figures(figures))
+    return hp.section("Map of the population", READ["map"], body)
 
 
 def _members_section(report: dict[str, Any]) -> str:
@@ -162,11 +189,14 @@ def _fixed_points_section(report: dict[str, Any], out_dir: Path) -> str:
 
 def _grid_section(report: dict[str, Any], out_dir: Path) -> str:
     grid = report.get("grid")
-    if not grid or not grid.get("figure"):
+    chart = interactive.grid_chart(report)
+    if not grid or not (grid.get("figure") or chart):
         return ""
     caption = (f"{grid['resolution']} × {grid['resolution']} θ's, {grid['inits_per_theta']} "
                "initial states each; white dots: the members")
-    body = hp.figures([(hp.img(out_dir, grid["figure"]), caption)])
+    body = hp.figures([(hp.img(out_dir, grid["figure"]), caption)] if grid.get("figure") else [])
+    if chart is not None:
+        body = interactive.chart_html(chart, "topology map", HOVER["grid"], body)
     return hp.section("Topology map", READ["grid"], body)
 
 
