@@ -26,6 +26,7 @@ lint: install
 
 test: install lint
 	$(BIN)/lint-imports
+	$(BIN)/pip check
 	$(BIN)/python -m pytest -q
 
 # The browser test of report.html (tests/analysis/test_report_browser.py): Playwright drives

@@ -2,6 +2,11 @@
 
 Every run is a plain LightningCLI: all Trainer flags work and the resolved config is saved
 with the run. ``dynamo demo`` and the experiments call the same runners with a config dict.
+There is no ``--optimizer``/``--lr_scheduler``: both modules configure their own (the
+meta-model and θ learn at two rates on one schedule; population members are clipped one by
+one), so those flags are refused instead of silently dropping that; set ``model.optim.*``
+(or ``model.lr``) instead. The project's callbacks are imported here, so a config can name
+them by their short class name (``class_path: LastCheckpoint``).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Any, NoReturn
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+import dynamo_lightning.callbacks  # noqa: F401  (short class names in configs)
 from dynamo_lightning.cli.errors import EXIT_USER_ERROR, report_usage_error
 from dynamo_lightning.cli.outputs import check_run_outputs
 from dynamo_lightning.cli.warnings import quiet_known_warnings
@@ -113,6 +119,7 @@ def dynamo_main(args: Sequence[str] | dict[str, Any]) -> DynamoCLI:
     Either way the shared base ``DYNAMO_BASE`` lies below it (``subcommand_defaults``)."""
     quiet_known_warnings()
     return DynamoCLI(DynamoModule, TrajectoryDataModule, parser_class=OneLineParser,
+                     auto_configure_optimizers=False,
                      args=args if isinstance(args, dict) else list(args),
                      save_config_kwargs={"overwrite": True},
                      parser_kwargs={"prog": "dynamo",
@@ -130,6 +137,7 @@ def population_main(args: Sequence[str] | dict[str, Any]) -> PopulationCLI:
     ``{"fit": {...}}`` (how ``dynamo demo`` calls it)."""
     quiet_known_warnings()
     return PopulationCLI(PopulationModule, TaskDataModule, parser_class=OneLineParser,
+                         auto_configure_optimizers=False,
                          args=args if isinstance(args, dict) else list(args),
                          save_config_kwargs={"overwrite": True},
                          parser_kwargs={"prog": "dynamo population"})

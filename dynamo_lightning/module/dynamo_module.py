@@ -40,15 +40,20 @@ class DynamoModule(EmbeddingAPI, pl.LightningModule):
 
     Args:
         num_members: N, members in the population.
-        input_size: I; output_size: O; num_components: k (PCs per member).
+        input_size: I, input units of every member.
+        output_size: O, output units of every member.
+        num_components: k, principal components kept per member (the alignment targets).
         output_kind: "regression" or "classification" (which ℓ_out).
         embedding_dim: d, size of θ (2 gives a map that needs no projection).
         meta: the meta-model (``MetaModelConfig`` or a dict of its fields).
         loss: loss weights (``LossWeights`` or dict).
         optim: learning rates (``Optimization`` or dict).
         theta_init_scale: std of the initial θ's.
-        member_ids, member_metadata, population_path, population_checksum, task_spec:
-            identity of the population, stored in the checkpoint for analysis.
+        member_ids: the members' ids, in the order of the θ table.
+        member_metadata: each member's metadata (architecture, task, seed, ...).
+        population_path: where the population was read from.
+        population_checksum: its checksum (a resumed or tested run must match it).
+        task_spec: the input task ``{name, config}`` the members were compared on.
 
     Raises:
         ValueError: a non-positive size, an unknown output kind, or a bad sub-config.

@@ -129,3 +129,28 @@ def test_version_is_the_package_version(capsys: pytest.CaptureFixture) -> None:
 
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip().endswith(dynamo_lightning.__version__)
+
+
+def test_optimizer_flags_are_refused_not_dropped(run: dict, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    """--optimizer would replace the module's two learning rates (meta-model and θ) and its
+    schedule without a word; it is refused instead (model.optim.* sets them)."""
+    for flag in ("--optimizer", "--lr_scheduler"):
+        err = run_failing(["fit", *run["common"], f"--trainer.default_root_dir={tmp_path}",
+                           flag, "Adam"], capsys)
+        assert f"unrecognized arguments: {flag}" in err
+
+
+def test_callbacks_are_named_by_short_class_name(run: dict, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    argv = ["fit", *run["common"], f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.callbacks+=FixedPoints", "--print_config"]
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert "class_path: dynamo_lightning.callbacks.FixedPoints" in capsys.readouterr().out
+
+
+def test_every_fit_option_has_help(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    assert "lacks type and help" not in capsys.readouterr().out
