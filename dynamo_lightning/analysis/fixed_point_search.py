@@ -7,12 +7,16 @@ independent, or a ``subset(rows)`` method where row r depends on its position r)
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 StepFn = Callable[[Tensor, Tensor], Tensor]
 _ADAM_BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8
@@ -63,12 +67,40 @@ def minimise(step_fn: StepFn, x: Tensor, h: Tensor, tol: float, max_iters: int,
         if t % _CHECK_EVERY == 1:
             live = rows.active[:, 0] > 0
             count = int(live.sum())
+            _report(t, count, max_iters)
             if count == 0:
                 break
             if count < (_GRAPH_COMPACT if use_graphs else _COMPACT) * live.numel():
                 rows.keep(live, step_fn)
         iterations = t
     return rows.result(), iterations
+
+
+_PROGRESS: ContextVar[Any] = ContextVar("fixed_point_progress", default=None)
+
+
+@contextlib.contextmanager
+def search_progress(desc: str, enabled: bool = True) -> Iterator[Any]:
+    """A progress bar for every search started in the block: iterations of the batched Adam
+    and the rows still unconverged (a stage of many searches, e.g. one per stack, shows each
+    in turn). Shown on a terminal only; one device sync per ``_CHECK_EVERY`` iterations, as
+    the search makes anyway."""
+    bar = tqdm(desc=desc, unit="it", leave=False, disable=None if enabled else True)
+    token = _PROGRESS.set(bar)
+    try:
+        yield bar
+    finally:
+        _PROGRESS.reset(token)
+        bar.close()
+
+
+def _report(iteration: int, active: int, max_iters: int) -> None:
+    bar = _PROGRESS.get()
+    if bar is not None:
+        if iteration == 1:
+            bar.reset(total=max_iters)
+        bar.n = iteration
+        bar.set_postfix(unconverged=active, refresh=True)
 
 
 class _Rows:

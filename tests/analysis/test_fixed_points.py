@@ -386,3 +386,15 @@ def test_a_step_function_that_syncs_falls_back_to_eager_on_cuda() -> None:
     with pytest.warns(RuntimeWarning, match="CUDA graph capture failed"):
         found = find_fixed_points(syncing, torch.zeros(1, device="cuda"), inits)
     assert found.count("stable") == 4 and found.count("unstable") == 1
+
+
+def test_a_search_reports_its_progress_to_the_stage_bar() -> None:
+    from dynamo_lightning.analysis.fixed_point_search import search_progress
+
+    def step(h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(2.0 * h) + 0.0 * x.sum(-1, keepdim=True)
+
+    with search_progress("fixed points", enabled=True) as bar:
+        find_fixed_points(step, torch.zeros(1), torch.randn(16, 1), max_iters=200)
+    assert bar.total == 200 and 0 < bar.n <= 200
+    assert "unconverged" in str(bar.postfix)

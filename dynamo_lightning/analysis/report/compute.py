@@ -24,6 +24,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from dynamo_lightning.analysis.fitted_map import FittedMap
+from dynamo_lightning.analysis.fixed_point_search import search_progress
 from dynamo_lightning.analysis.fixed_points import FixedPointSet
 from dynamo_lightning.analysis.interpolation import (
     GridResult,
@@ -262,23 +263,25 @@ def _search(m: FittedMap, population: Population, task: Task, theta: Tensor,
             x_const = torch.zeros(x.shape[-1])
             bar.set_postfix_str(stages[0])
             search = opts.search(opts.fixed_point_trials, opts.inits_per_member)
-            data.member_points, data.member_states = member_fixed_points(
-                population, x, x_const, search)
+            with search_progress(stages[0], opts.progress):
+                data.member_points, data.member_states = member_fixed_points(
+                    population, x, x_const, search)
             bar.update()
             bar.set_postfix_str(stages[1])
-            points, data.meta_states = fixed_points_at(m, theta, search=search,
-                                                       x_const=x_const)
+            with search_progress(stages[1], opts.progress):
+                points, data.meta_states = fixed_points_at(m, theta, search=search,
+                                                           x_const=x_const)
             data.meta_points = points.split()
             bar.update()
         if pairs:
             bar.set_postfix_str(stages[2])
-            with _timed(timings, "interpolation"):
+            with _timed(timings, "interpolation"), search_progress(stages[2], opts.progress):
                 data.interpolations = interpolate_pairs(
                     m, pairs, opts.steps, search=opts.search(opts.trials, opts.interpolation_inits))
             bar.update()
         if grid:
             bar.set_postfix_str(stages[-1])
-            with _timed(timings, "grid"):
+            with _timed(timings, "grid"), search_progress(stages[-1], opts.progress):
                 data.grid = interpolate_grid(
                     m, grid, search=opts.search(opts.trials, opts.grid_inits))
             bar.update()
