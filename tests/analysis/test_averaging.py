@@ -7,7 +7,6 @@ import json
 
 import pytest
 import torch
-from doc_blocks import code_blocks
 
 from dynamo_lightning.analysis.averaging import average, averaging_table, weight_average
 from dynamo_lightning.data import build_input_source
@@ -116,11 +115,3 @@ def test_averaging_table_needs_the_modules_members(tiny_fit: dict,
                                                    tiny_population: Population) -> None:
     with pytest.raises(ValueError, match="not in the population"):
         averaging_table(tiny_fit["module"], tiny_population[:2])
-
-
-def test_readme_example_runs_as_written(demo_layout, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(demo_layout)
-    block = code_blocks("README.md", "Average models and fit θ from a few labels")[0]
-    namespace: dict = {}
-    exec(compile(block, "README", "exec"), namespace)
-    assert namespace["theta"].shape == (2,) and namespace["theta_bar"].shape == (2,)

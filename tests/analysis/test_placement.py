@@ -198,14 +198,3 @@ def test_console_command_reports_a_missing_checkpoint_in_one_line(tiny_fit: dict
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"dynamo place: error: checkpoint {tmp_path / 'none.ckpt'} not found"]
-
-
-def test_readme_example_runs_as_written(demo_layout: Path,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from doc_blocks import code_blocks
-
-    monkeypatch.chdir(demo_layout)
-    exec(compile(code_blocks("README.md", "Place new networks on a map")[0], "README", "exec"),
-         {})
-    assert (demo_layout / "placement.png").is_file()
-    plt.close("all")

@@ -11,7 +11,6 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from doc_blocks import code_blocks
 from torch import Tensor, nn
 
 import dynamo_lightning as dl
@@ -222,10 +221,3 @@ def test_unsupported_networks_are_refused_naming_member_and_fault(case: str) -> 
 def test_bad_ids_and_containers_are_refused(members: object, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         Population.from_torch(members)  # type: ignore[arg-type]
-
-
-# --------------------------------------------------------------------- docs
-def test_readme_example_runs_as_written(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    exec(compile(code_blocks("README.md", "Bring your own networks")[0], "README", "exec"), {})
-    assert (tmp_path / "runs" / "my_population" / "manifest.json").is_file()
