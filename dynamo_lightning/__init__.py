@@ -1,19 +1,18 @@
 """dynamo_lightning: DYNAMO (dynamical model embedding) as a PyTorch Lightning framework."""
 
-from dynamo_lightning import tasks
-from dynamo_lightning.population import (
-    Member,
-    Population,
-    PopulationFormatError,
-    Trajectories,
-    architectures,
-)
-from dynamo_lightning.population.architectures import register_architecture
-
 __version__ = "0.1.0"
 
-# Lightning-backed names load on first use, so `import dynamo_lightning` stays light.
+# Every name loads on first use, so `import dynamo_lightning` (and with it the `dynamo`
+# command's --help and --version) imports neither torch nor Lightning.
 _LAZY = {
+    "tasks": ("dynamo_lightning.tasks", None),
+    "architectures": ("dynamo_lightning.population.architectures", None),
+    "register_architecture": ("dynamo_lightning.population.architectures",
+                              "register_architecture"),
+    "Member": ("dynamo_lightning.population", "Member"),
+    "Population": ("dynamo_lightning.population", "Population"),
+    "PopulationFormatError": ("dynamo_lightning.population", "PopulationFormatError"),
+    "Trajectories": ("dynamo_lightning.population", "Trajectories"),
     "DynamoModule": ("dynamo_lightning.module", "DynamoModule"),
     "TrajectoryDataModule": ("dynamo_lightning.data", "TrajectoryDataModule"),
     "MetaRNN": ("dynamo_lightning.meta", "MetaRNN"),
@@ -31,6 +30,7 @@ def __getattr__(name: str) -> object:
     value = module if attribute is None else getattr(module, attribute)
     globals()[name] = value
     return value
+
 
 __all__ = [
     "DynamoModule",
