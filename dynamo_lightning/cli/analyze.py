@@ -1,6 +1,6 @@
 """``dynamo analyze``: the analysis report of a DYNAMO checkpoint.
 
-    dynamo analyze --ckpt <run>/checkpoints/last.ckpt --out <run>/report
+    dynamo analyze --ckpt_path <run>/checkpoints/last.ckpt --out <run>/report
 
 Loads the module and the population it was fitted on (the path recorded in the checkpoint,
 or ``--population``), runs one test pass for the per-member emulation scores with a
@@ -14,7 +14,6 @@ computed in ``analysis/report/``, which never imports Lightning.
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import warnings
 from collections.abc import Sequence
@@ -23,7 +22,7 @@ from typing import Any
 
 import torch
 
-from dynamo_lightning.cli.errors import OneLineArgumentParser
+from dynamo_lightning.cli.options import CommandParser, command_parser
 from dynamo_lightning.cli.outputs import writable_dir
 
 
@@ -42,7 +41,7 @@ def analyze_main(argv: Sequence[str] = ()) -> int:
         pairs = parse_pairs(args.pairs)
     except ValueError as err:
         parser.error(str(err))
-    out = run_analysis(args.ckpt, args.out, population=args.population,
+    out = run_analysis(args.ckpt_path, args.out, population=args.population,
                        test=not args.no_test, trials=args.trials,
                        inits_per_member=args.inits_per_member, pairs=pairs,
                        steps=args.steps, grid_resolution=args.grid_resolution,
@@ -186,25 +185,25 @@ def _datamodule_hparams(ckpt: Path) -> dict[str, Any]:
     return dict(read_checkpoint(ckpt).get("datamodule_hyper_parameters") or {})
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = OneLineArgumentParser(prog="dynamo analyze", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", required=True, help="DynamoModule checkpoint (last.ckpt)")
+def _parser() -> CommandParser:
+    parser = command_parser("dynamo analyze", __doc__)
+    parser.add_argument("--ckpt_path", "--ckpt", required=True,
+                        help="DynamoModule checkpoint (last.ckpt)")
     parser.add_argument("--out", required=True, help="report directory")
     parser.add_argument("--population", default=None,
                         help="population directory, if it moved since the fit")
     parser.add_argument("--trials", type=int, default=256,
                         help="test trials scored at every θ along an interpolation")
-    parser.add_argument("--inits-per-member", type=int, default=128,
+    parser.add_argument("--inits_per_member", "--inits-per-member", type=int, default=128,
                         help="initial states per member (and per θ_n) for fixed points")
     parser.add_argument("--pairs", default="auto",
                         help="member pairs to interpolate: auto | none | a:b,c:d (ids or "
                              "indices)")
     parser.add_argument("--steps", type=int, default=11, help="points per interpolation")
-    parser.add_argument("--grid-resolution", type=int, default=7,
+    parser.add_argument("--grid_resolution", "--grid-resolution", type=int, default=7,
                         help="topology map of a 2-D map: grid points a side (0: none)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-iters", type=int, default=3000,
+    parser.add_argument("--max_iters", "--max-iters", type=int, default=3000,
                         help="iterations of each fixed-point search")
     parser.add_argument("--device", default="cpu",
                         help="where the searches run: cpu (default), cuda, cuda:1, ...")
@@ -215,11 +214,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="similarity baselines beside the map: all | none | a comma list "
                              "of cka, procrustes, weights, dsa (dsa needs the [baselines] "
                              "extra)")
-    parser.add_argument("--similarity-trials", type=int, default=64,
+    parser.add_argument("--similarity_trials", "--similarity-trials", type=int, default=64,
                         help="test trials each baseline runs the members on")
-    parser.add_argument("--no-averaging", action="store_true",
+    parser.add_argument("--no_averaging", "--no-averaging", action="store_true",
                         help="skip the model-averaging section")
-    parser.add_argument("--no-test", action="store_true",
+    parser.add_argument("--no_test", "--no-test", action="store_true",
                         help="skip the test pass (the report then has no emulation scores)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no_progress", "--no-progress", action="store_true",
+                        help="no progress bars")
     return parser

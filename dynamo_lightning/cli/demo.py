@@ -15,7 +15,6 @@ LSTM and UGRNN × 4 seeds, hidden size 32), the same grid as
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
@@ -25,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dynamo_lightning.cli.errors import OneLineArgumentParser
+from dynamo_lightning.cli.options import command_parser
 
 DEMO_POPULATION: dict[str, Any] = {
     "seed_everything": 0,
@@ -66,12 +65,11 @@ DEMO_REPORT: dict[str, Any] = {
 
 def run_demo(argv: Sequence[str] = ()) -> Path:
     """Run every demo stage; returns the demo directory."""
-    parser = OneLineArgumentParser(prog="dynamo demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
-    parser.add_argument("--max-steps", type=int, default=None,
+    parser = command_parser("dynamo demo", __doc__)
+    parser.add_argument("--out", default="runs/demo", help="output directory")
+    parser.add_argument("--max_steps", "--max-steps", type=int, default=None,
                         help="cap on population training steps (for a quick look)")
-    parser.add_argument("--max-epochs", type=int, default=None,
+    parser.add_argument("--max_epochs", "--max-epochs", type=int, default=None,
                         help="cap on DYNAMO training epochs (for a quick look)")
     args = parser.parse_args(list(argv))
     out = Path(args.out)

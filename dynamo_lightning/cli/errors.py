@@ -11,7 +11,6 @@ line) or ``DYNAMO_TRACEBACK=1`` shows the full trace of a user error too, for bu
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Callable
@@ -45,13 +44,17 @@ def run_command(command: str, run: Callable[[], int], traceback: bool = False) -
         return EXIT_USER_ERROR
 
 
-class OneLineArgumentParser(argparse.ArgumentParser):
-    """``argparse`` with a bad argument reported like every other user error: one line,
-    ``<prog>: error: <message>``, status 2 (the usage stays behind ``--help``)."""
+class OneLineErrors:
+    """Mixin for the commands' (jsonargparse) parsers: a bad argument or config is reported
+    like every other user error, one line ``<prog>: error: <message>`` and status 2 (the
+    usage stays behind ``--help``)."""
 
-    def error(self, message: str) -> NoReturn:
-        report_usage_error(self.prog, message)
-        self.exit(EXIT_USER_ERROR)
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not getattr(self, "exit_on_error", True):  # jsonargparse trying alternatives
+            super().error(message, ex)  # type: ignore[misc]
+        parser = getattr(ex, "subcommand_parser", None) or self
+        report_usage_error(parser.prog, message)  # type: ignore[attr-defined]
+        sys.exit(EXIT_USER_ERROR)
 
 
 def report_usage_error(prog: str, message: str) -> None:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import glob
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 import dynamo_lightning.callbacks  # noqa: F401  (short class names in configs)
-from dynamo_lightning.cli.errors import EXIT_USER_ERROR, report_usage_error
+from dynamo_lightning.cli.errors import OneLineErrors
 from dynamo_lightning.cli.outputs import check_run_outputs
 from dynamo_lightning.cli.warnings import quiet_known_warnings
 from dynamo_lightning.data import TrajectoryDataModule
@@ -40,16 +40,9 @@ CHECKPOINT_KEYWORDS = ("last", "best", "hpc", "registry")
 """``--ckpt_path`` values that Lightning resolves itself (not file paths)."""
 
 
-class OneLineParser(LightningArgumentParser):
+class OneLineParser(OneLineErrors, LightningArgumentParser):
     """The LightningCLI parser with a bad config or flag reported on one line (status 2),
     like every other user error; the usage stays behind ``--help``."""
-
-    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        if not self.exit_on_error:  # jsonargparse trying alternatives: let it handle this
-            super().error(message, ex)
-        parser = getattr(ex, "subcommand_parser", None) or self
-        report_usage_error(parser.prog, message)
-        self.exit(EXIT_USER_ERROR)
 
 
 class SafeCheckpointCLI(LightningCLI):

@@ -2,7 +2,7 @@
 
     dynamo population fit --config configs/population/flipflop.yaml   # train a population
     dynamo fit --config configs/dynamo/flipflop.yaml                  # train the meta-model
-    dynamo analyze --ckpt <run>/last.ckpt --out <run>/report          # the analysis report
+    dynamo analyze --ckpt_path <run>/last.ckpt --out <run>/report     # the analysis report
     dynamo place --ckpt_path <run>/last.ckpt --population <dir>       # new networks on the map
     dynamo demo                                                       # the built-in default
 

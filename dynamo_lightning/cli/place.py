@@ -11,7 +11,6 @@ The placing itself is :func:`dynamo_lightning.analysis.placement.place`.
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
-from dynamo_lightning.cli.errors import OneLineArgumentParser
+from dynamo_lightning.cli.options import CommandParser, command_parser
 from dynamo_lightning.cli.outputs import writable_dir
 
 
@@ -31,7 +30,7 @@ def place_main(argv: Sequence[str] = ()) -> int:
     """``dynamo place ...``; returns the exit status (unusable inputs raise a ``ValueError``
     that the command's error boundary reports on one line, status 2)."""
     args = _parser().parse_args(list(argv))
-    out = run_placement(args.ckpt, args.population, args.out, trials=args.trials,
+    out = run_placement(args.ckpt_path, args.population, args.out, trials=args.trials,
                         steps=args.steps, seed=args.seed, key=args.key,
                         use_hidden=not args.no_hidden, neighbours=args.neighbours,
                         progress=not args.no_progress)
@@ -116,10 +115,9 @@ def _markdown(placement: Any, ckpt: Path) -> str:
             f"{placement.to_markdown()}\n")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = OneLineArgumentParser(prog="dynamo place", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt_path", "--ckpt", dest="ckpt", required=True,
+def _parser() -> CommandParser:
+    parser = command_parser("dynamo place", __doc__)
+    parser.add_argument("--ckpt_path", "--ckpt", required=True,
                         help="DynamoModule checkpoint (last.ckpt)")
     parser.add_argument("--population", required=True,
                         help="directory of the members to place (a saved population)")
@@ -133,7 +131,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="metadata key whose groups' centres are compared")
     parser.add_argument("--neighbours", type=int, default=3,
                         help="nearest fitted members reported per new member")
-    parser.add_argument("--no-hidden", action="store_true",
+    parser.add_argument("--no_hidden", "--no-hidden", action="store_true",
                         help="fit θ to the outputs only, not the hidden states")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no_progress", "--no-progress", action="store_true",
+                        help="no progress bar")
     return parser

@@ -210,7 +210,7 @@ CLI_CASES: dict[str, tuple[Callable[[dict], list[str]], str]] = {
                             "trials must be a positive integer"),
     "analyze-unknown-baseline": (lambda c: analyze(c, "--baselines", "svcca"), "svcca"),
     "analyze-unknown-device": (lambda c: analyze(c, "--device", "gpu9"), "--device"),
-    "analyze-no-out": (lambda c: ["analyze", "--ckpt", c["ckpt"]], "--out"),
+    "analyze-no-out": (lambda c: ["analyze", "--ckpt", c["ckpt"]], "required: out"),
     # dynamo place
     "place-missing-ckpt": (lambda c: place(c, ckpt=f"{c['root']}/none.ckpt"), "not found"),
     "place-not-a-population": (lambda c: [*place(c), "--population", f"{c['root']}/empty"],
