@@ -1,4 +1,4 @@
-"""pyproject's dependencies are exactly what the package imports (plus the two it uses only
+"""pyproject's dependencies are exactly what the package imports (plus the one it uses only
 through another package, named here with the reason)."""
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ tomllib = pytest.importorskip("tomllib")
 
 IMPORT_NAME = {"scikit-learn": "sklearn", "umap-learn": "umap"}
 USED_INDIRECTLY = {
-    "jsonargparse": "LightningCLI's parser, behind every `dynamo` command",
     "tensorboard": "Lightning's TensorBoardLogger, chosen by configs/logger/tensorboard.yaml",
 }
 
