@@ -101,7 +101,8 @@ def log_table(
     step: int | None = None,
     csv_dir: str | Path | None = None,
 ) -> Path | None:
-    """Log a table to W&B (``wandb.Table``) and write it as CSV next to the figures.
+    """Log a table to W&B (``wandb.Table``) and TensorBoard (Markdown text), and write it as
+    CSV next to the figures.
 
     Cells that are not plain scalars (dicts, lists) are stored as JSON strings.
 
@@ -141,7 +142,16 @@ def log_table(
 
             table = wandb.Table(columns=columns, data=cells)
             logger.experiment.log({key: table, "trainer/global_step": step})
+        elif isinstance(logger, TensorBoardLogger):  # TensorBoard has no tables: text
+            logger.experiment.add_text(key, _markdown(columns, cells), global_step=step)
     return path
+
+
+def _markdown(columns: list[str], cells: list[list[Any]]) -> str:
+    """A Markdown table (what TensorBoard's text tab renders)."""
+    def line(values: Sequence[Any]) -> str:
+        return "| " + " | ".join(str(v).replace("|", "\\|") for v in values) + " |"
+    return "\n".join([line(columns), line(["---"] * len(columns)), *map(line, cells)])
 
 
 def _output_dir(trainer: Trainer, folder: str | Path | None) -> Path:

@@ -209,6 +209,10 @@ def test_embedding_manifold_with_tensorboard(tmp_path):
     assert events
     acc = EventAccumulator(str(events[0]), size_guidance={"images": 0}).Reload()
     assert [e.step for e in acc.Images("figures/map")] == [2, 4]
+    text = [tag for tag in acc.Tags()["tensors"] if tag.startswith("tables/embeddings")]
+    assert text  # the table as Markdown text in TensorBoard's text tab
+    table = acc.Tensors(text[0])[-1].tensor_proto.string_val[0].decode()
+    assert table.startswith("| member |") and "| --- |" in table
     assert callback.state_dict() == {"last_step": 4, "num_drawn": 2}
     assert plt.get_fignums() == []
 
