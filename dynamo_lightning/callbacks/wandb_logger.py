@@ -14,7 +14,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
 __all__ = ["DynamoWandbLogger", "wandb_credentials_available"]
 
@@ -32,7 +32,8 @@ class DynamoWandbLogger(WandbLogger):
             entry that ``wandb login`` writes). No network call is made to decide.
         log_model: Upload checkpoints as W&B artifacts (``True``, ``"all"`` or ``False``).
             Ignored, with a warning, when the run was made offline for lack of credentials.
-        save_dir: Folder that holds the ``wandb/`` run directory (and the figures PNGs).
+        save_dir: Folder that holds the ``wandb/`` run directory and, per run,
+            ``<save_dir>/<run id>/`` (its config copy, figures and tables; see ``save_dir``).
         log_population: Also store the population directory the run was fitted on as a W&B
             artifact (type ``population``, named by its checksum), once per run. Works offline
             too: the artifact is uploaded with ``wandb sync``.
@@ -67,6 +68,18 @@ class DynamoWandbLogger(WandbLogger):
         super().__init__(project=project, offline=offline, log_model=log_model,
                          save_dir=save_dir, **kwargs)
 
+
+    @property
+    def save_dir(self) -> str | None:
+        """This run's own folder, ``<save_dir>/<run id>``: what Lightning takes for the run's
+        log dir (the config copy) and the callbacks for their figures and tables, so two runs
+        sharing ``save_dir`` never overwrite each other's files (W&B's own files stay in
+        ``<save_dir>/wandb/``). Asking for it starts the W&B run on rank 0."""
+        base = self._save_dir
+        if base is None or rank_zero_only.rank != 0:
+            return base
+        _ = self.experiment  # the run's id names the folder
+        return str(Path(base) / str(self.version))
 
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
         """Log hyperparameters; with ``log_population``, also the population as an artifact."""

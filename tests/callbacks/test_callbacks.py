@@ -232,9 +232,30 @@ def test_embedding_manifold_with_wandb_offline(tmp_path, monkeypatch):
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("run-*.wandb"))
     assert list(runs[0].rglob("media/images/figures/map_*.png"))
-    assert sorted(p.name for p in (tmp_path / "figures").glob("figures_map_step*.png")) == [
+    run_folder = tmp_path / str(logger.version)  # this run's own folder, by its W&B id
+    assert Path(trainer.log_dir) == run_folder
+    assert sorted(p.name for p in (run_folder / "figures").glob("figures_map_step*.png")) == [
         "figures_map_step4.png"]  # every_n_epochs=2: only after the second epoch
-    assert (Path(trainer.default_root_dir) / "map.png").is_file()
+    assert (run_folder / "map.png").is_file()
+
+
+def test_two_wandb_runs_sharing_a_save_dir_keep_their_own_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    import wandb
+
+    folders = []
+    for _ in range(2):
+        logger = DynamoWandbLogger(save_dir=tmp_path, offline=True)
+        try:
+            trainer = _fit(tmp_path, logger, EmbeddingManifold(every_n_epochs=1))
+        finally:
+            wandb.finish()
+        folders.append(Path(trainer.log_dir))
+    assert folders[0] != folders[1] and all(f.parent == tmp_path for f in folders)
+    for folder in folders:
+        assert (folder / "figures" / "tables_embeddings.csv").is_file()
 
 
 def test_final_map_is_drawn_even_when_it_is_never_time(tmp_path):
