@@ -16,7 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+import yaml
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 import dynamo_lightning.callbacks  # noqa: F401  (short class names in configs)
 from dynamo_lightning.cli.errors import OneLineErrors
@@ -43,6 +45,17 @@ CHECKPOINT_KEYWORDS = ("last", "best", "hpc", "registry")
 class OneLineParser(OneLineErrors, LightningArgumentParser):
     """The LightningCLI parser with a bad config or flag reported on one line (status 2),
     like every other user error; the usage stays behind ``--help``."""
+
+
+class LoggedConfig(SaveConfigCallback):
+    """Saves the resolved config beside the run (as LightningCLI does) and logs it to every
+    attached logger too, under ``config``: the trainer settings and the seed with the model
+    and data, so a W&B or TensorBoard run records how it was made."""
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"config": config})
 
 
 class SafeCheckpointCLI(LightningCLI):
@@ -112,7 +125,7 @@ def dynamo_main(args: Sequence[str] | dict[str, Any]) -> DynamoCLI:
     Either way the shared base ``DYNAMO_BASE`` lies below it (``subcommand_defaults``)."""
     quiet_known_warnings()
     return DynamoCLI(DynamoModule, TrajectoryDataModule, parser_class=OneLineParser,
-                     auto_configure_optimizers=False,
+                     auto_configure_optimizers=False, save_config_callback=LoggedConfig,
                      args=args if isinstance(args, dict) else list(args),
                      save_config_kwargs={"overwrite": True},
                      parser_kwargs={"prog": "dynamo",
@@ -130,7 +143,7 @@ def population_main(args: Sequence[str] | dict[str, Any]) -> PopulationCLI:
     ``{"fit": {...}}`` (how ``dynamo demo`` calls it)."""
     quiet_known_warnings()
     return PopulationCLI(PopulationModule, TaskDataModule, parser_class=OneLineParser,
-                         auto_configure_optimizers=False,
+                         auto_configure_optimizers=False, save_config_callback=LoggedConfig,
                          args=args if isinstance(args, dict) else list(args),
                          save_config_kwargs={"overwrite": True},
                          parser_kwargs={"prog": "dynamo population"})

@@ -174,3 +174,15 @@ def test_every_command_speaks_the_config_dialect(command: str, tmp_path: Path,
     printed = yaml.safe_load(capsys.readouterr().out)
     assert {k: printed[k] for k in options} == options
     assert printed[dashed[0].lstrip("-").replace("-", "_")] in (7, True, 3)
+
+
+def test_the_run_logs_its_whole_config(run: dict, tmp_path: Path) -> None:
+    """Every logger records the resolved config, trainer settings and seed included."""
+    argv = ["fit", *run["common"], f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.max_epochs=1", "--trainer.logger=CSVLogger",
+            f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    assert main(argv) == 0
+    (hparams,) = tmp_path.glob("lightning_logs/version_*/hparams.yaml")
+    config = yaml.safe_load(hparams.read_text())["config"]
+    assert config["seed_everything"] == 0 and config["trainer"]["max_epochs"] == 1
+    assert config["model"]["embedding_dim"] == 2 and config["data"]["population"]
