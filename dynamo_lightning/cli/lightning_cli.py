@@ -12,11 +12,11 @@ them by their short class name (``class_path: LastCheckpoint``).
 from __future__ import annotations
 
 import glob
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
@@ -53,7 +53,7 @@ class LoggedConfig(SaveConfigCallback):
     and data, so a W&B or TensorBoard run records how it was made."""
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        config = json.loads(self.parser.dump(self.config, skip_none=False, format="json"))
         for logger in trainer.loggers:
             logger.log_hyperparams({"config": config})
 
