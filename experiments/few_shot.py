@@ -93,7 +93,6 @@ def configs(out: Path, args: argparse.Namespace) -> tuple[dict[str, Any], dict[s
     if args.population_steps is not None:
         population["trainer"]["max_steps"] = args.population_steps
     population["trainer"].update({"default_root_dir": str(out), "enable_progress_bar": False})
-    population["trainer"]["logger"]["init_args"]["save_dir"] = str(out)
     population["population"]["path"] = str(out / "population")
     dynamo = yaml.safe_load((CONFIGS / "dynamo" / name).read_text())
     dynamo["data"]["population"] = str(out / "population")

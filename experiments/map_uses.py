@@ -80,7 +80,6 @@ def train_population(path: Path, seeds: list[int]) -> Path:
     root = path.parent
     config["model"]["seeds"] = seeds
     config["trainer"].update({"default_root_dir": str(root), "enable_progress_bar": False})
-    config["trainer"]["logger"]["init_args"]["save_dir"] = str(root)
     config["population"]["path"] = str(path)
     population_main({"fit": config})
     return path

@@ -83,7 +83,6 @@ def population_config(out: Path, max_steps: int | None = None) -> dict[str, Any]
     if max_steps is not None:
         config["trainer"]["max_steps"] = max_steps
     config["trainer"].update({"default_root_dir": str(out), "enable_progress_bar": False})
-    config["trainer"]["logger"]["init_args"]["save_dir"] = str(out)
     config["population"]["path"] = str(out / "population")
     return config
 

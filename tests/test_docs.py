@@ -89,12 +89,14 @@ TINY[("validate",)] = TINY[("test",)] = TINY[("fit",)]
 
 WRITES = {  # what a file's blocks say they write, checked once they have all run
     "README.md": ["runs/population/flipflop/population/manifest.json", "runs/pop8/manifest.json",
-                  "runs/dynamo/flipflop/checkpoints/last.ckpt",
-                  "runs/dynamo/flipflop/report/report.html", "runs/my_population/manifest.json",
+                  "runs/dynamo/flipflop/version_0/checkpoints/last.ckpt",
+                  "runs/dynamo/flipflop/version_0/report/report.html",
+                  "runs/my_population/manifest.json",
                   "runs/demo/fit/placement/placement.json", "placement.png"],
-    "docs/tutorial.md": ["runs/my_nets/manifest.json", "runs/dynamo/my_nets/checkpoints/last.ckpt",
-                         "runs/dynamo/my_nets/map.png", "my_map.png",
-                         "runs/dynamo/my_nets/placement/placement.json"],
+    "docs/tutorial.md": ["runs/my_nets/manifest.json",
+                         "runs/dynamo/my_nets/version_0/checkpoints/last.ckpt",
+                         "runs/dynamo/my_nets/version_0/map.png", "my_map.png",
+                         "runs/dynamo/my_nets/version_0/placement/placement.json"],
 }
 
 KNOWN_FAILURES: dict[tuple[str, str], str] = {

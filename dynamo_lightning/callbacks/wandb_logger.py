@@ -14,7 +14,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 __all__ = ["DynamoWandbLogger", "wandb_credentials_available"]
 
@@ -30,10 +30,14 @@ class DynamoWandbLogger(WandbLogger):
         offline: ``True``/``False`` to force a mode; ``None`` (default) runs online only when
             :func:`wandb_credentials_available` finds a key (``WANDB_API_KEY`` or the netrc
             entry that ``wandb login`` writes). No network call is made to decide.
-        log_model: Upload checkpoints as W&B artifacts (``True``, ``"all"`` or ``False``).
-            Ignored, with a warning, when the run was made offline for lack of credentials.
+        log_model: Store checkpoints as W&B artifacts of type ``model`` (``True``: the
+            checkpoints at the end of a successful fit; ``"all"``: each as it is written;
+            ``False``: none). Offline too: the artifact is part of the offline run and
+            uploaded by ``wandb sync`` (Lightning's own ``WandbLogger`` refuses this). The
+            checkpoint files stay in the run's folder either way.
         save_dir: Folder that holds the ``wandb/`` run directory and, per run,
-            ``<save_dir>/<run id>/`` (its config copy, figures and tables; see ``save_dir``).
+            ``<save_dir>/<run id>/`` (its config copy, checkpoints, figures and tables; see
+            ``save_dir``).
         log_population: Also store the population directory the run was fitted on as a W&B
             artifact (type ``population``, named by its checksum), once per run. Works offline
             too: the artifact is uploaded with ``wandb sync``.
@@ -61,12 +65,10 @@ class DynamoWandbLogger(WandbLogger):
             if offline:
                 rank_zero_info("W&B: no API key found, logging offline (upload later with "
                                "`wandb sync`)")
-                if log_model:
-                    rank_zero_warn(f"W&B is offline (no API key), so log_model={log_model!r} "
-                                   "is ignored: checkpoints stay in the run directory.")
-                    log_model = False
-        super().__init__(project=project, offline=offline, log_model=log_model,
+        # WandbLogger refuses log_model offline; W&B itself keeps offline artifacts for sync.
+        super().__init__(project=project, offline=offline, log_model=False,
                          save_dir=save_dir, **kwargs)
+        self._log_model = log_model
 
 
     @property

@@ -1,12 +1,13 @@
 """``dynamo analyze``: the analysis report of a DYNAMO checkpoint.
 
-    dynamo analyze --ckpt_path <run>/checkpoints/last.ckpt --out <run>/report
+    dynamo analyze --ckpt_path <run>/checkpoints/last.ckpt      # writes <run>/report/
 
 Loads the module and the population it was fitted on (the path recorded in the checkpoint,
 or ``--population``), runs one test pass for the per-member emulation scores with a
 ``TrajectoryDataModule`` rebuilt from the checkpoint's data hyper-parameters, then writes
-``report.json``, the PNGs and a self-contained ``report.html`` into ``--out``
-(:func:`dynamo_lightning.analysis.write_report`; schema in ``docs/report.md``).
+``report.json``, the PNGs and a self-contained ``report.html`` into ``--out`` (default:
+``report/`` in the checkpoint's run folder; :func:`dynamo_lightning.analysis.write_report`;
+schema in ``docs/report.md``).
 
 This is the Lightning side of the report (loading, the test pass); the report itself is
 computed in ``analysis/report/``, which never imports Lightning.
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 
 from dynamo_lightning.cli.options import CommandParser, command_parser
-from dynamo_lightning.cli.outputs import writable_dir
+from dynamo_lightning.cli.outputs import run_folder_of, writable_dir
 
 
 class AnalysisInputError(ValueError):
@@ -54,14 +55,15 @@ def analyze_main(argv: Sequence[str] = ()) -> int:
     return 0
 
 
-def run_analysis(ckpt: str | Path, out: str | Path, population: str | Path | None = None,
+def run_analysis(ckpt: str | Path, out: str | Path | None = None,
+                 population: str | Path | None = None,
                  scores: dict[str, list[float]] | None = None, test: bool = True,
                  device: str = "cpu", **options: Any) -> Path:
     """Load ``ckpt`` and its population, get emulation scores, write the report to ``out``.
 
     Args:
         ckpt: a ``DynamoModule`` checkpoint.
-        out: the report directory.
+        out: the report directory; None: ``report/`` in the checkpoint's run folder.
         population: the population's directory when it is no longer where the checkpoint
             says it was.
         scores: precomputed per-member test scores (``module.member_scores``): skips the
@@ -85,6 +87,7 @@ def run_analysis(ckpt: str | Path, out: str | Path, population: str | Path | Non
     from dynamo_lightning.module import load_module
 
     ckpt = Path(ckpt)
+    out = run_folder_of(ckpt) / "report" if out is None else Path(out)
     try:
         target = torch.device(device)
         if target.type == "cuda" and not torch.cuda.is_available():
@@ -189,7 +192,9 @@ def _parser() -> CommandParser:
     parser = command_parser("dynamo analyze", __doc__)
     parser.add_argument("--ckpt_path", "--ckpt", required=True,
                         help="DynamoModule checkpoint (last.ckpt)")
-    parser.add_argument("--out", required=True, help="report directory")
+    parser.add_argument("--out", default=None,
+                        help="report directory (default: <run>/report, beside the checkpoints/ "
+                             "folder of --ckpt_path)")
     parser.add_argument("--population", default=None,
                         help="population directory, if it moved since the fit")
     parser.add_argument("--trials", type=int, default=256,

@@ -19,10 +19,17 @@ from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_info
 
 import dynamo_lightning.callbacks  # noqa: F401  (short class names in configs)
 from dynamo_lightning.cli.errors import OneLineErrors
 from dynamo_lightning.cli.outputs import check_run_outputs
+from dynamo_lightning.cli.run_folders import (
+    find_last_checkpoint,
+    resume_run,
+    run_root,
+    settle_root,
+)
 from dynamo_lightning.cli.warnings import quiet_known_warnings
 from dynamo_lightning.data import TrajectoryDataModule
 from dynamo_lightning.module import DynamoModule, read_checkpoint
@@ -71,13 +78,38 @@ class SafeCheckpointCLI(LightningCLI):
         return kwargs
 
     def _parse_ckpt_path(self) -> None:
-        """LightningCLI reads the checkpoint's hyper-parameters into the config here: read it
-        as data first, so that a bad file is one clear error."""
+        """The first hook after parsing: settle the run's folders
+        (``${trainer.default_root_dir}`` in logger and callback arguments; ``--ckpt_path
+        last`` becomes the newest run's ``last.ckpt``; see ``run_folders``). LightningCLI
+        then reads the checkpoint's hyper-parameters into the config: read it as data first,
+        so that a bad file is one clear error."""
         subcommand = self.config.get("subcommand")
-        ckpt = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        settle_root(config["trainer"])
+        if str(config.get("ckpt_path")) == "last":
+            config["ckpt_path"] = self._last_checkpoint(config, subcommand)
+        ckpt = config.get("ckpt_path")
         if ckpt and str(ckpt) not in CHECKPOINT_KEYWORDS:
             read_checkpoint(ckpt)
         super()._parse_ckpt_path()
+
+    @staticmethod
+    def _last_checkpoint(config: Any, subcommand: str) -> str | None:
+        """``--ckpt_path last``: the newest run's ``last.ckpt`` below the run root; a fit
+        with none starts a new run, another subcommand has nothing to load."""
+        root = run_root(config["trainer"])
+        found = find_last_checkpoint(root)
+        if found is None:
+            if subcommand != "fit":
+                raise ValueError(f"--ckpt_path last: no run below {root} has a "
+                                 "checkpoints/last.ckpt (give the checkpoint's path)")
+            rank_zero_info(f"--ckpt_path last: no earlier run below {root}; starting a new one")
+            return None
+        resume_run(config["trainer"], found)
+        rank_zero_info(f"--ckpt_path last: {found}")
+        return str(found)
 
     def before_fit(self) -> None:
         self.before_run()

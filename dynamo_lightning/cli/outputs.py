@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["check_run_outputs", "writable_dir"]
+__all__ = ["check_run_outputs", "run_folder_of", "writable_dir"]
 
 
 def writable_dir(path: str | Path, what: str) -> Path:
@@ -50,3 +50,11 @@ def check_run_outputs(trainer: Any) -> None:
                 targets[f"{type(callback).__name__} {attribute.strip('_')}"] = folder
     for what, folder in targets.items():
         writable_dir(folder, what)
+
+
+def run_folder_of(ckpt: str | Path) -> Path:
+    """The run folder a checkpoint belongs to, where ``analyze`` and ``place`` write by
+    default: its parent's parent when it lies in a ``checkpoints/`` folder (the layout every
+    run writes: ``<run>/checkpoints/last.ckpt``), else its parent."""
+    ckpt = Path(ckpt)
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent

@@ -19,7 +19,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 
 from dynamo_lightning.cli.options import CommandParser, command_parser
-from dynamo_lightning.cli.outputs import writable_dir
+from dynamo_lightning.cli.outputs import run_folder_of, writable_dir
 
 
 class PlacementInputError(ValueError):
@@ -70,7 +70,7 @@ def run_placement(ckpt: str | Path, population: str | Path, out: str | Path | No
                            if k in settings})
     except ValueError as err:
         raise PlacementInputError(str(err)) from None
-    out = writable_dir(default_out(ckpt) if out is None else out, "--out")
+    out = writable_dir(run_folder_of(ckpt) / "placement" if out is None else out, "--out")
     placement = place(module, pop, **settings)
     record = {"checkpoint": str(ckpt), "population": str(population),
               "settings": {k: v for k, v in settings.items() if k != "progress"},
@@ -97,13 +97,6 @@ def load_module(ckpt: Path) -> Any:
 
     quiet_known_warnings()
     return load_checkpoint(ckpt)
-
-
-def default_out(ckpt: Path) -> Path:
-    """``<run>/placement``: the run is the checkpoint's parent's parent when the checkpoint
-    is in a ``checkpoints/`` folder, else its parent."""
-    run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    return run / "placement"
 
 
 def _markdown(placement: Any, ckpt: Path) -> str:

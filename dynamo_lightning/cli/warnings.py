@@ -14,3 +14,6 @@ def quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*litlogger.*")
+    # A resumed fit writes a new run folder (cli/run_folders.py): the checkpoint's old
+    # folder is expected to differ, and LastCheckpoint keeps no best-k state to lose.
+    warnings.filterwarnings("ignore", message=".*The dirpath has changed from.*")

@@ -51,6 +51,18 @@ def lookup(tree: dict, key: str) -> object:
     return tree
 
 
+def agrees(resolved: object, given: object) -> bool:
+    """``resolved`` holds everything ``given`` says (a class entry's ``init_args`` also gain
+    the class's defaults when resolved)."""
+    if isinstance(given, dict):
+        return isinstance(resolved, dict) and all(
+            key in resolved and agrees(resolved[key], value) for key, value in given.items())
+    if isinstance(given, list):
+        return (isinstance(resolved, list) and len(resolved) == len(given)
+                and all(agrees(r, g) for r, g in zip(resolved, given, strict=True)))
+    return resolved == given
+
+
 def config_runs() -> list[tuple[str, list[Path]]]:
     runs = [("population", [path]) for path in sorted((CONFIGS / "population").glob("*.yaml"))]
     for path in sorted((CONFIGS / "dynamo").glob("*.yaml")):
@@ -88,7 +100,7 @@ def test_config_resolves(command: str, paths: list[Path],
         overridden = [key for path in paths for key in leaves(load(path))]
         for key, value in leaves(load(DYNAMO_BASE)).items():
             if not any(shadows(other, key) for other in overridden):
-                assert lookup(resolved, key) == value, f"{key}: the base's value is lost"
+                assert agrees(lookup(resolved, key), value), f"{key}: the base's value is lost"
     else:
         assert resolved["data"]["tasks"] and resolved["population"]["path"]
 
@@ -96,23 +108,28 @@ def test_config_resolves(command: str, paths: list[Path],
 @pytest.mark.parametrize("path", RUN_CONFIGS, ids=lambda p: p.stem)
 def test_run_config_holds_only_what_differs_from_the_base(path: Path) -> None:
     """A run config that repeats a base value has drifted from the base (change the base, or
-    drop the copy); its paths all name its own run directory, and its callbacks (a list, so
-    each run config spells it out) are those of every other run config but for the paths."""
+    drop the copy). It names its own folder and population, and no output path of its own:
+    the logger, checkpoint and figures follow ``trainer.default_root_dir`` through the base
+    (a fixed path there would stay behind when a user moves the root)."""
     base = leaves(load(DYNAMO_BASE))
     config = load(path)
     repeated = {key: value for key, value in leaves(config).items()
                 if key in base and base[key] == value}
     assert not repeated, f"{path.name} repeats the base's {repeated}"
-    run_dir = f"runs/dynamo/{path.stem}"
-    trainer = config["trainer"]
-    assert trainer["default_root_dir"] == trainer["logger"]["init_args"]["save_dir"] == run_dir
+    assert config["trainer"] == {"default_root_dir": f"runs/dynamo/{path.stem}"}
     assert config["data"]["population"] == f"runs/population/{path.stem}/population"
-    callbacks = {c["class_path"].rsplit(".", 1)[-1]: c["init_args"] for c in trainer["callbacks"]}
-    assert callbacks["LastCheckpoint"]["dirpath"] == f"{run_dir}/checkpoints"  # resumable
-    assert callbacks["EmbeddingManifold"]["map_path"] == f"{run_dir}/map.png"
-    reference = load(FLIPFLOP)["trainer"]["callbacks"]
-    assert yaml.safe_dump(trainer["callbacks"]).replace(run_dir, "RUN") == yaml.safe_dump(
-        reference).replace(f"runs/dynamo/{FLIPFLOP.stem}", "RUN"), "callbacks drifted"
+
+
+def test_base_writes_every_output_into_the_run_folder() -> None:
+    """The base's logger and callbacks name no fixed path: the logger's folder is the
+    root placeholder, the checkpoint and the map go into the run's own folder."""
+    trainer = load(DYNAMO_BASE)["trainer"]
+    assert trainer["logger"]["init_args"]["save_dir"] == "${trainer.default_root_dir}"
+    callbacks = {c["class_path"].rsplit(".", 1)[-1]: c.get("init_args", {})
+                 for c in trainer["callbacks"]}
+    assert {"LastCheckpoint", "EmbeddingManifold", "FixedPoints", "Interpolation"} <= set(
+        callbacks)
+    assert not any(key in args for args in callbacks.values() for key in ("dirpath", "map_path"))
 
 
 def test_base_ships_with_the_package() -> None:
@@ -131,6 +148,9 @@ def test_base_ships_with_the_package() -> None:
 @pytest.mark.parametrize("path", sorted((CONFIGS / "population").glob("*.yaml")),
                          ids=lambda p: p.stem)
 def test_population_runs_keep_a_resumable_checkpoint(path: Path) -> None:
+    trainer = load(path)["trainer"]
     callbacks = {c["class_path"].rsplit(".", 1)[-1]: c.get("init_args", {})
-                 for c in load(path)["trainer"]["callbacks"]}
-    assert callbacks["LastCheckpoint"]["dirpath"] == f"runs/population/{path.stem}/checkpoints"
+                 for c in trainer["callbacks"]}
+    assert "dirpath" not in callbacks["LastCheckpoint"]  # <run folder>/checkpoints/last.ckpt
+    assert trainer["default_root_dir"] == f"runs/population/{path.stem}"
+    assert trainer["logger"]["init_args"]["save_dir"] == "${trainer.default_root_dir}"
