@@ -16,6 +16,7 @@ _LAZY = {
     "DynamoModule": ("dynamo_lightning.module", "DynamoModule"),
     "TrajectoryDataModule": ("dynamo_lightning.data", "TrajectoryDataModule"),
     "MetaRNN": ("dynamo_lightning.meta", "MetaRNN"),
+    "MetaCNN": ("dynamo_lightning.meta", "MetaCNN"),
     "analysis": ("dynamo_lightning.analysis", None),
 }
 
@@ -35,6 +36,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "DynamoModule",
     "Member",
+    "MetaCNN",
     "MetaRNN",
     "Population",
     "PopulationFormatError",

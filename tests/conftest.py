@@ -69,3 +69,37 @@ def demo_layout(tiny_fit: dict, tmp_path_factory: pytest.TempPathFactory) -> Pat
     (demo / "fit" / "checkpoints").mkdir(parents=True)
     shutil.copy(tiny_fit["ckpt"], demo / "fit" / "checkpoints" / "last.ckpt")
     return root
+
+
+def build_cnn_population() -> Population:
+    """Four untrained digits CNNs: widths 4 and 6, depths 2 and 3, two training variants
+    (``task_label`` standard / permuted), as metadata a trained population would carry."""
+    parts = []
+    permuted = [1, 0, 3, 2, 5, 4, 7, 6, 9, 8]
+    for i, (width, depth) in enumerate(((4, 2), (6, 3))):
+        stack = architectures.build("cnn", num_members=2, seeds=[i, i + 2], input_size=8,
+                                    output_size=10, hidden_size=width, n_layers=depth)
+        ids = [f"cnn-h{width}-d{depth}-{label}" for label in ("standard", "permuted")]
+        meta = [{"architecture": "cnn", "task": "digits", "seed": i, "hidden_size": width,
+                 "n_layers": depth, "task_label": label,
+                 "task_config": {} if label == "standard" else {"label_permutation": permuted}}
+                for label in ("standard", "permuted")]
+        parts.append(Population.from_stack("cnn", stack, ids, meta))
+    return Population.concat(parts)
+
+
+@pytest.fixture(scope="session")
+def tiny_cnn_fit(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A tiny CNN population (``build_cnn_population``) saved, and one tiny ``dynamo fit`` on
+    it (the meta-CNN, 8 channels, 2 epochs). Same keys as ``tiny_fit``; read-only."""
+    from dynamo_lightning.cli import main
+    from dynamo_lightning.module import DynamoModule
+
+    root = tmp_path_factory.mktemp("tiny_cnn_fit")
+    pop_dir = build_cnn_population().save(root / "population")
+    config = os.path.join(os.path.dirname(__file__), "conf", "dynamo_tiny.yaml")
+    assert main(["fit", "--config", config, f"--data.population={pop_dir}",
+                 f"--data.cache_dir={root / 'cache'}", f"--trainer.default_root_dir={root}"]) == 0
+    ckpt = root / "checkpoints" / "last.ckpt"
+    module = DynamoModule.load_from_checkpoint(ckpt, map_location="cpu").eval()
+    return {"root": root, "population": pop_dir, "ckpt": ckpt, "module": module}

@@ -141,7 +141,8 @@ def example_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 
 def test_example_plugin_declares_both_groups(example_plugin: dict) -> None:
     assert example_plugin[ARCH_GROUP] == {
-        "leaky_tanh": "dynamo_example_plugin.architecture:LeakyTanhRNN"}
+        "leaky_tanh": "dynamo_example_plugin.architecture:LeakyTanhRNN",
+        "tanh_mlp": "dynamo_example_plugin.mlp:TanhMLP"}
     assert example_plugin[TASK_GROUP] == {"copy_delay": "dynamo_example_plugin.task:CopyDelay"}
 
 

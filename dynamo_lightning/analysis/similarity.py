@@ -6,7 +6,9 @@ here is the arithmetic of the pairs, not their number.
 
 - ``cka``: 1 − linear CKA (Kornblith et al. 2019) of the members' hidden states on the same
   inputs, states flattened over batch and time and centred. Invariant to rotation and scale of
-  the state, and defined across widths.
+  the state, and defined across widths. Feed-forward members of different depths (unequal
+  numbers of stages) are compared on their whole representation of each input instead: all
+  stages concatenated, ``[B, S_n · H_n]`` (``procrustes`` too).
 - ``procrustes``: the angular orthogonal-Procrustes shape distance of Williams et al. (2021),
   ``arccos ‖XᵀY‖_*`` for centred states of unit Frobenius norm, in radians, in [0, π/2].
   Narrower members are zero-padded to the largest width; padding adds zero rows to ``XᵀY``,
@@ -117,7 +119,7 @@ def cka_distance(states: list[Tensor]) -> np.ndarray:
     Returns:
         ``[N, N]`` float64 in [0, 1].
     """
-    z, constant = _centred_stack(states, unit=False)
+    z, constant = _centred_stack(_per_input(states), unit=False)
     self_norm = torch.linalg.matrix_norm(_self_blocks(z)).cpu().numpy()  # ‖XᵢᵀXᵢ‖_F
     self_norm[constant] = 1.0
     cross = _pairwise_blocks(z, lambda c: c.square().sum((-2, -1)))     # ‖XᵢᵀXⱼ‖²_F
@@ -134,7 +136,7 @@ def procrustes_distance(states: list[Tensor]) -> np.ndarray:
     Returns:
         ``[N, N]`` float64 in [0, π/2] (radians).
     """
-    z, constant = _centred_stack(states, unit=True)
+    z, constant = _centred_stack(_per_input(states), unit=True)
     nuclear = _pairwise_blocks(z, lambda c: torch.linalg.svdvals(c).sum(-1))
     return _finish(np.arccos(np.clip(nuclear, 0.0, 1.0)), constant)
 
@@ -216,6 +218,14 @@ def _import_dsa() -> type:
 _METHODS: dict[str, Callable[..., np.ndarray]] = {
     "cka": cka_distance, "procrustes": procrustes_distance, "weights": weight_distance,
     "dsa": dsa_distance}
+
+
+def _per_input(states: list[Tensor]) -> list[Tensor]:
+    """``states`` as they are when every member has as many states per input; else each
+    member's stages concatenated per input, ``[B, 1, S_n · H_n]`` (members of other depths)."""
+    if len({tuple(s.shape[:-1]) for s in states}) <= 1 or any(s.dim() != 3 for s in states):
+        return states
+    return [s.reshape(s.shape[0], 1, -1) for s in states]
 
 
 def _centred_stack(states: list[Tensor], unit: bool) -> tuple[Tensor, np.ndarray]:

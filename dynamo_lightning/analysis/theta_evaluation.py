@@ -47,8 +47,15 @@ class Evaluation:
 def evaluate(m: FittedMap, thetas: Tensor, *, search: SearchOptions | None = None,
              fixed_points: bool = True, x_const: Tensor | None = None) -> Evaluation:
     """Task metric and (optionally) fixed points at every θ of ``thetas [S, d]``; the
-    keywords are :func:`~.interpolation.interpolate`'s."""
+    keywords are :func:`~.interpolation.interpolate`'s.
+
+    Raises:
+        ValueError: ``fixed_points`` for a feed-forward meta-model (it has no step map).
+    """
     meta = m.meta
+    if fixed_points and not getattr(meta, "recurrent", True):
+        raise ValueError(f"fixed points do not apply to a feed-forward meta-model "
+                         f"({type(meta).__name__}: no step map); pass fixed_points=False")
     search = search or SearchOptions()
     param = next(meta.parameters())
     thetas = thetas.to(param)
@@ -123,7 +130,8 @@ def _per_task(task: Task | None, outputs: Tensor, targets: Tensor | None,
 
 def _run_meta(meta: nn.Module, x: Tensor, thetas: Tensor) -> tuple[Tensor, Tensor]:
     """Every trial at every θ: ``x [B, T, I]``, ``thetas [S, d]`` → outputs
-    ``[S, B, T, O]`` and states ``[S, B, T, state]``, one call per ``ELEMENT_BUDGET``."""
+    ``[S, B, T_o, O]`` and states ``[S, B, T_h, state]`` (``T`` both for a recurrent
+    meta-model; 1 and its stages for a feed-forward one), one call per ``ELEMENT_BUDGET``."""
     b, t = x.shape[:2]
     per_theta = b * t * (meta.state_size + meta.output_size)
     chunk = max(1, ELEMENT_BUDGET // per_theta)
@@ -132,6 +140,6 @@ def _run_meta(meta: nn.Module, x: Tensor, thetas: Tensor) -> tuple[Tensor, Tenso
         part = thetas[start : start + chunk]
         n = part.shape[0]
         out, hidden = meta(x.repeat(n, 1, 1), part.repeat_interleave(b, dim=0))
-        outputs.append(out.reshape(n, b, t, -1))
-        states.append(hidden.reshape(n, b, t, -1))
+        outputs.append(out.reshape(n, b, *out.shape[1:]))
+        states.append(hidden.reshape(n, b, *hidden.shape[1:]))
     return torch.cat(outputs), torch.cat(states)

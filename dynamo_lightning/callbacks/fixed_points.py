@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from lightning.pytorch.utilities import rank_zero_info
+
 from dynamo_lightning.analysis.fixed_points import KINDS
 from dynamo_lightning.analysis.interpolation import fixed_points_at, member_index
 from dynamo_lightning.analysis.plots import fixed_point_figure
@@ -45,6 +47,9 @@ class FixedPoints(_Analysis):
     from the meta-model's own trajectories on ``trials`` test trials of the module's task
     (see :func:`dynamo_lightning.analysis.interpolation.fixed_points_at`).
 
+    A feed-forward meta-model (``MetaCNN``) has no step map: the callback then says so once
+    (rank-zero info) and does nothing, so one shared config serves RNN and CNN fits.
+
     Args:
         every_n_epochs: Analyse after validation every this many epochs.
         members: Member ids or indices; default up to 8, taken in turn from each cluster
@@ -72,9 +77,17 @@ class FixedPoints(_Analysis):
                 raise ValueError("FixedPoints: members must be a non-empty list of distinct "
                                  f"member ids or indices, got {members!r}")
         self._members = members
+        self._told = False  # said once that a feed-forward meta-model has no fixed points
         self.last_fixed_points: FixedPointSet | None = None  # of the latest analysis
 
     def _analyse(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
+        if not getattr(pl_module.meta, "recurrent", True):
+            if not self._told:
+                rank_zero_info("FixedPoints: the meta-model is feed-forward "
+                               f"({type(pl_module.meta).__name__}); fixed points do not apply, "
+                               "nothing to analyse")
+                self._told = True
+            return False
         ids = [str(i) for i in pl_module.member_ids]
         chosen = ([member_index(pl_module, k) for k in self._members] if self._members
                   else sorted(representative_members(pl_module.member_metadata, MAX_MEMBERS)))

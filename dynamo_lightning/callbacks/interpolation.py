@@ -1,4 +1,5 @@
-"""Interpolation: task metric and fixed-point counts along segments between members' θ's.
+"""Interpolation: task metric and fixed-point counts along segments between members' θ's
+(the task metric alone for a feed-forward meta-model, which has no fixed points).
 
 Only coordinates: the maths is :mod:`dynamo_lightning.analysis.interpolation`, the figure
 :mod:`dynamo_lightning.analysis.plots`, the routing :func:`log_figure` / :func:`log_table`.
@@ -51,7 +52,8 @@ class Interpolation(_Analysis):
             (metadata ``task`` × ``architecture``) and one across two, as the report picks
             them (:func:`dynamo_lightning.analysis.selection.auto_pairs`).
         steps: Points per segment (≥ 2), both members included.
-        fixed_points: Also count fixed points along the segments.
+        fixed_points: Also count fixed points along the segments (ignored for a
+            feed-forward meta-model: only the task metric is interpolated).
         search: The task trials scored at every point and the fixed-point search's
             settings there (in YAML, a mapping of the settings to change).
 
@@ -92,8 +94,9 @@ class Interpolation(_Analysis):
                 rank_zero_warn("Interpolation: fewer than two members, nothing to interpolate")
                 self._warned = True
             return False
+        recurrent = getattr(pl_module.meta, "recurrent", True)
         results = interpolate_pairs(pl_module, pairs, self._steps, search=self._search,
-                                    fixed_points=self._fixed_points)
+                                    fixed_points=self._fixed_points and recurrent)
         step, rows = trainer.global_step, []
         for result in results:
             a, b = result.endpoints or ("?", "?")

@@ -8,7 +8,7 @@ validation/test batches tile the (member, trial) grid exactly once.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -159,13 +159,17 @@ class EpochSampler(Sampler[int]):
 
 @torch.no_grad()
 def run_members(population: Population, projections: MemberProjections, members: Tensor,
-                inputs: Tensor) -> tuple[Tensor, Tensor]:
+                inputs: Tensor, project: Callable[..., Tensor] = project_states
+                ) -> tuple[Tensor, Tensor]:
     """Projected hidden states and outputs of ``members [M]`` on their own ``inputs [M,S,T,I]``.
 
     Each stacked group that holds a batch member runs once, with one batch per group member
     (``x [G, S, T, I]``; zeros for members not in the batch). So a batch costs at most
     ``N · S`` trial evaluations for the ``M · S`` it needs: a factor ``N / M`` overhead at
     worst, less when the batch's members fill whole groups.
+
+    ``project(projections, hidden, members)`` maps the states to targets (default
+    ``project_states``; stage-wise for feed-forward members).
 
     Returns:
         ``hidden [M, S, T_h, k]`` and ``outputs [M, S, T_o, O]`` on ``inputs.device``.
@@ -185,4 +189,4 @@ def run_members(population: Population, projections: MemberProjections, members:
         out, hid = stack(x)
         for j, r in pairs:
             hidden[r], outputs[r] = hid[j], out[j]
-    return project_states(projections, hidden, members).float(), torch.stack(outputs).float()
+    return project(projections, hidden, members).float(), torch.stack(outputs).float()

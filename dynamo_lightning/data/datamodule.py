@@ -11,6 +11,12 @@ PCA on the *train* trials only, and then either
 - ``mode="online"``: keeps only inputs; ``on_after_batch_transfer`` runs the population on
   the batch's device (see ``batches.run_members`` for the cost: up to ``N/M`` times the
   members a batch needs). Setup still runs the population once over the train trials.
+
+Feed-forward (CNN) populations go through the same code: depth is time, and the targets are
+stage-wise (``stages.StageLayout``): one PCA per member and stage, ``hidden [M, S, S̃, k]``
+with NaN at meta stages a shallower member has no stage for. Each feed-forward member's
+metadata gains ``stages`` (its depth), which is how ``DynamoModule`` sizes the meta-CNN.
+A population mixing recurrent and feed-forward members is refused, naming both groups.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from dynamo_lightning.data.batches import (
 from dynamo_lightning.data.cache import cache_key, read_cache, write_cache
 from dynamo_lightning.data.input_source import build_input_source
 from dynamo_lightning.data.projection import MemberProjections, ProjectionFitter, project_states
+from dynamo_lightning.data.stages import StageLayout, probe_layout
 from dynamo_lightning.population import Population
 from dynamo_lightning.seeding import derive_seed
 from dynamo_lightning.tasks.mixture import task_spec_of
@@ -108,7 +115,12 @@ class TrajectoryDataModule(pl.LightningDataModule):
         self.task_spec = task_spec_of(self.task)
         self.num_members = len(self._population)
         self.member_ids = self._population.ids
+        probe = self.task.sample(1, generator=torch.Generator().manual_seed(seed))[0].float()
+        self.layout: StageLayout | None = probe_layout(self._population, probe)
         self.member_metadata = [dict(m.metadata) for m in self._population]
+        if self.layout is not None:  # depth is what sizes the meta-CNN
+            for meta, stages in zip(self.member_metadata, self.layout.stages, strict=True):
+                meta["stages"] = stages
         self.input_size, self.output_size = self.task.input_size, self.task.output_size
         self.output_kind, self.seq_len = self.task.output_kind, self.task.seq_len
         self.population_checksum = self._population.checksum
@@ -126,7 +138,9 @@ class TrajectoryDataModule(pl.LightningDataModule):
             Path(self.population_path).parent / ".dynamo_cache")
         self.cache_key = cache_key(population=self.population_checksum, task=self.task_spec,
                                    seed=seed, trials=self.trials, num_components=num_components,
-                                   dtype="float32")
+                                   dtype="float32",
+                                   **({} if self.layout is None else
+                                      {"stages": list(self.layout.stages)}))
         self.cache_path: Path | None = None
         self.reused_cache = False
         self._written_here = False  # this process wrote the cache entry (prepare_data)
@@ -186,7 +200,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
                           disable=True if desc is None else None):  # None: on a terminal
             traj = population.trajectories(chunk.to(device))
             steps = {h.shape[1] for h in traj.hidden}
-            if len(steps) > 1 or not isinstance(traj.outputs, Tensor):
+            if (len(steps) > 1 and self.layout is None) or not isinstance(traj.outputs, Tensor):
                 raise ValueError("members' trajectories differ in length or output shape "
                                  f"(stages {sorted(steps)}); one meta-model cannot emulate "
                                  "them all — split the population")
@@ -195,8 +209,13 @@ class TrajectoryDataModule(pl.LightningDataModule):
     def _fit(self, train_inputs: np.ndarray, device: torch.device) -> MemberProjections:
         fitter: ProjectionFitter | None = None
         for hidden, _ in self._run(train_inputs, device, "trajectories: fitting projections"):
-            fitter = fitter or ProjectionFitter([h.shape[-1] for h in hidden])
-            fitter.update(hidden)
+            sizes = [h.shape[-1] for h in hidden]
+            if self.layout is None:
+                fitter = fitter or ProjectionFitter(sizes)
+                fitter.update(hidden)
+            else:
+                fitter = fitter or self.layout.fitter(sizes)
+                self.layout.update(fitter, list(hidden))
         assert fitter is not None
         return fitter.fit(self.num_components)
 
@@ -206,7 +225,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
         arrays = {f"projection_{k}": v.numpy() for k, v in projections.to_state_dict().items()}
         for split, drawn in draws.items():
             arrays.update({f"{split}_{k}": v for k, v in drawn.items()})
-            runs = [(project_states(projections, h).float().cpu(), o.float().cpu())
+            runs = [(self._targets(projections, h).float().cpu(), o.float().cpu())
                     for h, o in self._run(drawn["inputs"], device, f"trajectories: {split}")]
             arrays[f"{split}_hidden"] = torch.cat([h for h, _ in runs], dim=1).numpy()
             arrays[f"{split}_outputs"] = torch.cat([o for _, o in runs], dim=1).numpy()
@@ -217,6 +236,13 @@ class TrajectoryDataModule(pl.LightningDataModule):
         self._written_here = True
         rank_zero_info(f"trajectory cache written to {self.cache_dir / self.cache_key} "
                        f"({self.num_members} members; {self.trials} trials)")
+
+    def _targets(self, projections: MemberProjections, hidden: Tensor | list[Tensor],
+                 members: Tensor | None = None) -> Tensor:
+        """Projected states: per member, or per member and stage for feed-forward members."""
+        if self.layout is None:
+            return project_states(projections, hidden, members)
+        return self.layout.project(projections, hidden, members)
 
     def _device(self) -> torch.device:
         trainer = getattr(self, "trainer", None)
@@ -252,7 +278,8 @@ class TrajectoryDataModule(pl.LightningDataModule):
             if self.projections.mean.device != batch["inputs"].device:
                 self.projections = self.projections.to(batch["inputs"].device)
             batch["hidden"], batch["outputs"] = run_members(
-                self._population, self.projections, batch["member"], batch["inputs"])
+                self._population, self.projections, batch["member"], batch["inputs"],
+                self._targets)
         return batch
 
     # ------------------------------------------------------------------ state

@@ -2,7 +2,9 @@
 
 This is what model averaging, interpolation and fixed-point analysis consume: the network
 "at" a point of the map, with the member calling convention
-``net(x [B,T,I]) -> (outputs [B,T,O], hidden [B,T,state])`` and ``net.step(h, x)``.
+``net(x [B,T,I]) -> (outputs [B,T,O], hidden [B,T,state])`` and ``net.step(h, x)``; at a θ of
+a feed-forward meta-model (``MetaCNN``) it classifies like a CNN member
+(``outputs [B,1,O]``, ``hidden [B,S,state]``) and has no ``step``.
 
 It wraps a *reference* to the meta-model and never copies its weights: building one per
 point of a 100-point interpolation costs nothing, and it always reflects the meta-model's
@@ -17,12 +19,11 @@ parameters (:class:`~dynamo_lightning.detached.DetachedCall`), so gradients stil
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 from torch import Tensor, nn
 
 from dynamo_lightning.detached import DetachedCall
+from dynamo_lightning.meta.cnn import MetaCNN
 from dynamo_lightning.meta.rnn import MetaRNN
 
 
@@ -30,7 +31,8 @@ class EmbeddedNetwork(nn.Module):
     """The meta-model at a fixed embedding θ, with a population member's calling convention.
 
     Args:
-        meta: the meta-model (referenced, not copied; move it, not the wrapper, to a device).
+        meta: the meta-model, a ``MetaRNN`` or ``MetaCNN`` (referenced, not copied; move it,
+            not the wrapper, to a device).
         theta: the embedding ``[d]`` (stored as a buffer, detached).
 
     Raises:
@@ -43,13 +45,12 @@ class EmbeddedNetwork(nn.Module):
         h1 = net.step(net.initial_state(B), x[:, 0])
     """
 
-    recurrent: ClassVar[bool] = True
     theta: Tensor
 
-    def __init__(self, meta: MetaRNN, theta: Tensor) -> None:
+    def __init__(self, meta: MetaRNN | MetaCNN, theta: Tensor) -> None:
         super().__init__()
-        if not isinstance(meta, MetaRNN):
-            raise TypeError(f"meta must be a MetaRNN, got {type(meta).__name__}")
+        if not isinstance(meta, MetaRNN | MetaCNN):
+            raise TypeError(f"meta must be a MetaRNN or MetaCNN, got {type(meta).__name__}")
         theta = torch.as_tensor(theta)
         if tuple(theta.shape) != (meta.embedding_dim,):
             raise ValueError(f"theta must be [{meta.embedding_dim}] (the meta-model's "
@@ -59,7 +60,12 @@ class EmbeddedNetwork(nn.Module):
         self.eval()
 
     @property
-    def meta_model(self) -> MetaRNN:
+    def recurrent(self) -> bool:
+        """Whether the meta-model has a step map (``MetaRNN``) or is feed-forward."""
+        return bool(self.meta_model.recurrent)
+
+    @property
+    def meta_model(self) -> MetaRNN | MetaCNN:
         """The wrapped (shared, not copied) meta-model."""
         return self._call.module
 
@@ -86,6 +92,7 @@ class EmbeddedNetwork(nn.Module):
 
     def initial_state(self, batch_size: int) -> Tensor:
         """``H̃₀(θ)`` repeated: ``[batch_size, state]``."""
+        self._require_recurrent("initial_state")
         return self._call("initial_state", self._theta(batch_size))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -94,15 +101,21 @@ class EmbeddedNetwork(nn.Module):
 
     def step(self, h: Tensor, x: Tensor) -> Tensor:
         """``h [B, state]``, ``x [B, I]`` → ``h_next [B, state]``."""
+        self._require_recurrent("step")
         return self._call("step", h, x, self._theta(h.shape[0]))
 
     def readout(self, h: Tensor) -> Tensor:
         """Outputs ``[..., O]`` from states ``h [..., state]``."""
         return self._call("readout", h, self._theta())
 
+    def _require_recurrent(self, what: str) -> None:
+        if not self.recurrent:
+            raise TypeError(f"the meta-model is feed-forward ({type(self.meta_model).__name__}):"
+                            f" it has no {what}(); run it on whole inputs instead")
+
     def extra_repr(self) -> str:
         return f"theta={self.theta.tolist()}, meta={self.meta_model.config()}"
 
 
-def _dtype(meta: MetaRNN) -> torch.dtype:
+def _dtype(meta: nn.Module) -> torch.dtype:
     return next(meta.parameters()).dtype

@@ -11,13 +11,22 @@ __all__ = ["LossWeights", "MetaModelConfig", "Optimization", "as_config"]
 
 @dataclass
 class MetaModelConfig:
-    """The meta-model: recurrent ``cell`` (gru | lstm | vanilla) of ``hidden_size`` units and
-    how θ enters it (``conditioning``: concat | film | lowrank, with its options)."""
+    """The meta-model: ``kind`` rnn | cnn | auto (auto: ``cnn`` for feed-forward members).
 
+    For ``rnn``: a recurrent ``cell`` (gru | lstm | vanilla) of ``hidden_size`` units and how θ
+    enters it (``conditioning``: concat | film | lowrank, with its options). For ``cnn``:
+    ``hidden_size`` channels per stage, ``stages`` (default: the deepest member's),
+    ``kernel_size``, ``pool_size`` and ``conditioning`` concat | film; ``cell`` is unused.
+    """
+
+    kind: str = "auto"
     cell: str = "gru"
     hidden_size: int = 64
     conditioning: str = "concat"
     conditioning_options: dict[str, Any] = field(default_factory=dict)
+    stages: int | None = None
+    kernel_size: int = 3
+    pool_size: int = 2
 
 
 @dataclass

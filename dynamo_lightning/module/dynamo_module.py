@@ -9,6 +9,11 @@ Loss (docs/method.md), averaged over the members in the batch, their inputs and 
 one tensor and applied with one batched matmul. ℓ_out is MSE for regression members and KL
 to the member's output distribution for classifiers: the meta-model emulates members, not
 task labels.
+
+Feed-forward populations use the same module with a ``MetaCNN`` (``meta_choice``): "time" is
+depth, ``A_n`` is one ``[k, H̃]`` map per member *and stage* (``[N, S̃, k, H̃]``, one einsum),
+and targets a shallower member lacks (NaN, see ``data.stages``) are left out of the loss and
+the metrics; ``{stage}/stage_hidden_r2`` is the median over members and stages.
 """
 
 from __future__ import annotations
@@ -24,11 +29,11 @@ from torch import Tensor, nn
 
 from dynamo_lightning.checks import positive_int
 from dynamo_lightning.meta.embedded import EmbeddedNetwork
-from dynamo_lightning.meta.rnn import MetaRNN
 from dynamo_lightning.module.checkpoints import check_population
 from dynamo_lightning.module.config import LossWeights, MetaModelConfig, Optimization, as_config
 from dynamo_lightning.module.embedding_api import EmbeddingAPI
-from dynamo_lightning.module.metrics import PerMemberAgreement, PerMemberR2
+from dynamo_lightning.module.meta_choice import build_meta
+from dynamo_lightning.module.metrics import PerMemberAgreement, PerMemberR2, PerMemberStageR2
 from dynamo_lightning.module.task_scores import TaskScores
 
 
@@ -91,15 +96,15 @@ class DynamoModule(EmbeddingAPI, pl.LightningModule):
             "member_metadata": list(member_metadata or [{} for _ in ids]),
             "population_path": population_path, "population_checksum": population_checksum,
             "task_spec": task_spec})
-        self.meta = MetaRNN(input_size, output_size, embedding_dim, hidden_size=meta.hidden_size,
-                            cell=meta.cell, conditioning=meta.conditioning,
-                            **meta.conditioning_options)
+        self.meta = build_meta(meta, input_size, output_size, embedding_dim,
+                               self.hparams.member_metadata)
         self.theta = nn.Embedding(num_members, embedding_dim)
         nn.init.normal_(self.theta.weight, std=theta_init_scale)
         state = self.meta.state_size
+        stages = () if self.meta.recurrent else (self.meta.stages,)  # one map per stage
         self.align_weight = nn.Parameter(
-            torch.randn(num_members, num_components, state) / state**0.5)
-        self.align_bias = nn.Parameter(torch.zeros(num_members, num_components))
+            torch.randn(num_members, *stages, num_components, state) / state**0.5)
+        self.align_bias = nn.Parameter(torch.zeros(num_members, *stages, num_components))
         self.projections: dict[str, Tensor] = {}
         self.member_scores: dict[str, list[float]] = {}
         self._task_scores = TaskScores()
@@ -108,6 +113,8 @@ class DynamoModule(EmbeddingAPI, pl.LightningModule):
             "hidden_r2": PerMemberR2(num_members, num_components),
             "output_r2": PerMemberR2(num_members, output_size),
             "output_agreement": PerMemberAgreement(num_members, output_kind),
+            **({} if self.meta.recurrent else {"stage_hidden_r2": PerMemberStageR2(
+                num_members, self.meta.stages, num_components)}),
         }) for stage in ("val", "test")})
 
     # ------------------------------------------------------------------ model
@@ -115,25 +122,32 @@ class DynamoModule(EmbeddingAPI, pl.LightningModule):
         """Emulate members ``member [M]`` on their inputs ``[M, S, T, I]``.
 
         Returns:
-            meta outputs ``[M, S, T, O]`` and aligned hidden states ``[M, S, T, k]``.
+            meta outputs ``[M, S, T_o, O]`` and aligned hidden states ``[M, S, T_h, k]``
+            (recurrent: ``T_o = T_h = T``; feed-forward: ``T_o = 1``, ``T_h = S̃`` stages).
         """
         m, s, t = inputs.shape[:3]
         theta = self.theta(member).repeat_interleave(s, dim=0)
         outputs, hidden = self.meta(inputs.reshape(m * s, t, -1), theta)
+        outputs = outputs.reshape(m, s, *outputs.shape[1:])
+        if not self.meta.recurrent:  # one map per member and stage
+            hidden = hidden.reshape(m, s, *hidden.shape[1:])
+            aligned = torch.einsum("mbsh,mskh->mbsk", hidden, self.align_weight[member])
+            return outputs, aligned + self.align_bias[member].unsqueeze(1)
         hidden = hidden.reshape(m, s * t, -1)
         aligned = torch.baddbmm(self.align_bias[member].unsqueeze(1), hidden,
                                 self.align_weight[member].transpose(1, 2))
-        return outputs.reshape(m, s, t, -1), aligned.reshape(m, s, t, -1)
+        return outputs, aligned.reshape(m, s, t, -1)
 
     def losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """The three loss terms and their weighted sum for a member-major batch."""
         member, target_hidden, target_out = batch["member"], batch["hidden"], batch["outputs"]
-        if target_hidden.shape[2] != batch["inputs"].shape[2]:
+        if self.meta.recurrent and target_hidden.shape[2] != batch["inputs"].shape[2]:
             raise ValueError("MetaRNN emulates recurrent members: their hidden trajectories need "
                              f"one state per input step, got {target_hidden.shape[2]} states for "
                              f"{batch['inputs'].shape[2]} steps (feed-forward members?)")
         outputs, aligned = self(member, batch["inputs"])
-        hidden_loss = (aligned - target_hidden).pow(2).sum(-1).mean()
+        hidden_loss = (masked_squared_error(aligned, target_hidden) if not self.meta.recurrent
+                       else (aligned - target_hidden).pow(2).sum(-1).mean())
         output_loss = self.output_loss(outputs, target_out)
         theta_loss = self.theta(member).pow(2).sum(-1).mean()
         weights = self.hparams.loss
@@ -175,6 +189,8 @@ class DynamoModule(EmbeddingAPI, pl.LightningModule):
         metrics["hidden_r2"].update(terms["aligned"], batch["hidden"], member)
         metrics["output_r2"].update(terms["outputs"], batch["outputs"], member)
         metrics["output_agreement"].update(terms["outputs"], batch["outputs"], member)
+        if "stage_hidden_r2" in metrics:
+            metrics["stage_hidden_r2"].update(terms["aligned"], batch["hidden"], member)
         self.log(f"{stage}/loss", terms["loss"], batch_size=member.numel())
         if stage == "test" and "targets" in batch:
             self._task_scores.update(member, terms["outputs"], batch["outputs"], batch["targets"],
@@ -268,3 +284,12 @@ class DynamoModule(EmbeddingAPI, pl.LightningModule):
         if not bool(torch.isfinite(theta).all()):
             raise ValueError(f"meta_model_at: theta must be finite, got {theta.tolist()}")
         return EmbeddedNetwork(self.meta, theta)
+
+
+def masked_squared_error(pred: Tensor, target: Tensor) -> Tensor:
+    """Mean over target vectors of ``‖pred − target‖²``, leaving out all-NaN target vectors
+    (stages a shallower feed-forward member lacks); any other NaN still propagates."""
+    missing = target.isnan().all(-1, keepdim=True)
+    error = (pred - target.masked_fill(missing, 0.0)).pow(2).sum(-1)
+    valid = ~missing.squeeze(-1)
+    return (error * valid).sum() / valid.sum().clamp(min=1)

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from dynamo_lightning.checks import positive_int, positive_real
 from dynamo_lightning.data.projection import fit_projections, project_states
+from dynamo_lightning.data.stages import StageLayout
 from dynamo_lightning.meta.embedding_fit import (
     EmbeddingFit,
     fit_theta,
@@ -62,9 +63,12 @@ class EmbeddingAPI:
         Args:
             inputs: ``[B, T, I]`` inputs the evidence was recorded on.
             outputs: the new network's outputs ``[B, T, O]`` (emulate them, as in training;
-                a classification module's are logits, also ``[B, T, O]``).
+                a classification module's are logits, also ``[B, T, O]``; ``[B, 1, O]`` for a
+                feed-forward meta-model).
             hidden: the new network's states ``[B, T, H_new]``; they are projected on their own
-                top-k PCs and a new alignment map ``[k, H̃]`` is fitted jointly with θ.
+                top-k PCs and a new alignment map ``[k, H̃]`` is fitted jointly with θ. For a
+                feed-forward meta-model, ``[B, S_new, H_new]``: one PCA and one map per stage,
+                its stages aligned with the meta-model's by proportional depth.
             targets: task targets (few-shot labels), one row per trial (``[B, ...]``: the
                 task's ``[B, T, O]`` or labels ``[B]``), scored with ``task``'s own loss.
             task: the task the ``targets`` come from: a ``Task``, a ``{"name", "config"}``
@@ -107,8 +111,7 @@ class EmbeddingAPI:
             if labels_task is not None and targets is not None:
                 loss = loss + labels_task.loss(out, targets)
             if projected is not None:
-                aligned = states @ extra["align_weight"].T + extra["align_bias"]
-                loss = loss + (aligned - projected).pow(2).sum(-1).mean()
+                loss = loss + _hidden_error(states, extra, projected)
             return loss
 
         table = self.theta.weight.detach()
@@ -156,12 +159,21 @@ class EmbeddingAPI:
     def _project_hidden(self, hidden: Tensor, inputs: Tensor) -> Tensor:
         """``hidden [B, T, H_new]`` on its own top-k PCs, ``[B, T, k]`` on θ's device."""
         hidden = _tensor("hidden", hidden)
-        if hidden.dim() != 3 or hidden.shape[:2] != inputs.shape[:2] or hidden.shape[2] < 1:
-            raise ValueError(f"hidden must be [B, T, H] matching inputs {tuple(inputs.shape)},"
-                             f" got {tuple(hidden.shape)}")
+        recurrent = self.meta.recurrent
+        steps_ok = hidden.shape[1] == inputs.shape[1] if recurrent else hidden.shape[1] >= 1
+        if hidden.dim() != 3 or hidden.shape[0] != inputs.shape[0] or not steps_ok \
+                or hidden.shape[2] < 1:
+            shape = "[B, T, H] matching inputs" if recurrent else "[B, stages, H] with B of"
+            raise ValueError(f"hidden must be {shape} {tuple(inputs.shape)}, got "
+                             f"{tuple(hidden.shape)}")
         states = _require_finite("hidden", hidden).unsqueeze(0).float().cpu()
-        projection = fit_projections(states, self.hparams.num_components)
-        return project_states(projection, states)[0].to(inputs.device)
+        k = self.hparams.num_components
+        if recurrent:
+            return project_states(fit_projections(states, k), states)[0].to(inputs.device)
+        layout = StageLayout((states.shape[2],), meta_depth=self.meta.stages)
+        fitter = layout.fitter([states.shape[-1]])
+        layout.update(fitter, [states[0]])
+        return layout.project(fitter.fit(k), states)[0].to(inputs.device)
 
     def _check_inputs(self, inputs: Tensor) -> Tensor:
         size = self.hparams.input_size
@@ -175,11 +187,13 @@ class EmbeddingAPI:
         """``outputs`` as ``[B, T, O]`` floats on θ's device: B, T of ``inputs``, O the
         module's ``output_size`` (logits for a classification module: the members'
         outputs it was trained to emulate, one per input step)."""
-        expected = (*inputs.shape[:2], self.hparams.output_size)
+        steps = inputs.shape[1] if self.meta.recurrent else 1
+        expected = (inputs.shape[0], steps, self.hparams.output_size)
         outputs = _tensor("outputs", outputs)
         if tuple(outputs.shape) != expected:
-            raise ValueError(f"outputs must be [B, T, O] = {list(expected)} (B, T of inputs "
-                             f"{tuple(inputs.shape)}, O the module's output_size), got "
+            raise ValueError(f"outputs must be [B, T, O] = {list(expected)} (B of inputs "
+                             f"{tuple(inputs.shape)}; T its steps, 1 for a feed-forward "
+                             f"meta-model; O the module's output_size), got "
                              f"{tuple(outputs.shape)}")
         weight = self.theta.weight
         return _require_finite("outputs", outputs.to(weight.device, weight.dtype))
@@ -191,16 +205,47 @@ class EmbeddingAPI:
         if projected is None:
             return None
         best: tuple[float, int, Tensor, Tensor] | None = None
-        target = projected.reshape(-1, projected.shape[-1])
         for index, theta in enumerate(candidates):
             _, states = self.meta(inputs, theta.expand(inputs.shape[0], -1))
-            flat = states.reshape(-1, states.shape[-1])
-            weight, bias = least_squares_map(flat, target)
-            error = float((flat @ weight.T + bias - target).pow(2).sum(-1).mean())
+            if self.meta.recurrent:
+                weight, bias = least_squares_map(states.reshape(-1, states.shape[-1]),
+                                                 projected.reshape(-1, projected.shape[-1]))
+            else:
+                weight, bias = _stage_maps(states, projected)
+            error = float(_hidden_error(states, {"align_weight": weight, "align_bias": bias},
+                                        projected))
             if best is None or error < best[0]:
                 best = (error, index, weight, bias)
         assert best is not None
         return candidates[best[1]].unsqueeze(0), {"align_weight": best[2], "align_bias": best[3]}
+
+
+def _hidden_error(states: Tensor, extra: dict[str, Tensor], projected: Tensor) -> Tensor:
+    """Mean squared alignment error of meta states ``[B, T, H̃]`` mapped by ``extra``'s
+    ``[k, H̃]`` map (or ``[S̃, k, H̃]``, one per stage) to targets ``[B, T, k]`` (NaN rows:
+    stages the new network lacks, left out)."""
+    weight, bias = extra["align_weight"], extra["align_bias"]
+    if weight.dim() == 3:
+        aligned = torch.einsum("bsh,skh->bsk", states, weight) + bias
+    else:
+        aligned = states @ weight.T + bias
+    valid = ~projected.isnan().any(-1)
+    error = (aligned - projected.nan_to_num()).pow(2).sum(-1)
+    return (error * valid).sum() / valid.sum().clamp(min=1)
+
+
+def _stage_maps(states: Tensor, projected: Tensor) -> tuple[Tensor, Tensor]:
+    """One least-squares map per stage, ``[S̃, k, H̃]`` and ``[S̃, k]`` (zeros where the
+    targets are NaN)."""
+    maps = []
+    for s in range(states.shape[1]):
+        target = projected[:, s]
+        if bool(target.isnan().any()):
+            maps.append((states.new_zeros(target.shape[-1], states.shape[-1]),
+                         states.new_zeros(target.shape[-1])))
+        else:
+            maps.append(least_squares_map(states[:, s], target))
+    return torch.stack([w for w, _ in maps]), torch.stack([b for _, b in maps])
 
 
 def _check_targets(targets: Tensor, inputs: Tensor) -> Tensor:

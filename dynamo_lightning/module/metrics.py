@@ -17,7 +17,8 @@ class PerMemberR2(Metric):
 
     ``R²_n = 1 − Σ (pred − target)² / Σ (target − mean_n)²`` where the mean is taken per
     member and component over everything seen. ``compute()`` returns ``[N]`` (NaN for members
-    never seen).
+    never seen). All-NaN target vectors (stages a shallower feed-forward member lacks) are
+    left out.
     """
 
     full_state_update = False
@@ -36,19 +37,44 @@ class PerMemberR2(Metric):
         """``pred``/``target`` ``[M, ..., F]`` for members ``member [M]``."""
         pred = pred.detach().double().flatten(1, -2)
         target = target.detach().double().flatten(1, -2)
+        missing = target.isnan().all(-1, keepdim=True)  # a stage the member lacks
+        valid = (~missing).double()  # [M, P, 1]
+        target = target.masked_fill(missing, 0.0)
         # Out of place: after a reset under inference mode (trainer.validate) the states are
         # inference tensors, which may not be updated in place during fit's validation.
-        self.sse = self.sse.index_add(0, member, (pred - target).pow(2).sum((1, 2)))
+        error = (pred - target).pow(2) * valid
+        self.sse = self.sse.index_add(0, member, error.sum((1, 2)))
         self.total = self.total.index_add(0, member, target.sum(1))
         self.total_sq = self.total_sq.index_add(0, member, target.pow(2).sum(1))
-        entries = torch.full_like(member, target.shape[1], dtype=torch.float64)
-        self.count = self.count.index_add(0, member, entries)
+        self.count = self.count.index_add(0, member, valid.sum((1, 2)))
 
     def compute(self) -> Tensor:
         count = self.count.unsqueeze(1)
         sst = (self.total_sq - self.total.pow(2) / count.clamp(min=1)).sum(1)
         r2 = 1 - self.sse / sst.clamp(min=1e-12)
         return torch.where(self.count > 0, r2, torch.full_like(r2, float("nan"))).float()
+
+
+class PerMemberStageR2(PerMemberR2):
+    """:class:`PerMemberR2` per member *and stage* of a feed-forward population.
+
+    ``update`` takes aligned states and targets ``[M, S, S̃, k]``; ``compute()`` returns
+    ``[N, S̃]`` (NaN for a stage the member lacks, or a member never seen).
+    """
+
+    def __init__(self, num_members: int, stages: int, num_features: int) -> None:
+        super().__init__(num_members * stages, num_features)
+        self.stages = stages
+
+    def update(self, pred: Tensor, target: Tensor, member: Tensor) -> None:
+        """``pred``/``target`` ``[M, S, S̃, k]`` for members ``member [M]``."""
+        units = (member[:, None] * self.stages
+                 + torch.arange(self.stages, device=member.device)).flatten()
+        super().update(pred.transpose(1, 2).flatten(0, 1), target.transpose(1, 2).flatten(0, 1),
+                       units)
+
+    def compute(self) -> Tensor:
+        return super().compute().view(-1, self.stages)
 
 
 class PerMemberAgreement(Metric):

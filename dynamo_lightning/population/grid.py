@@ -76,9 +76,12 @@ def parse_task_specs(entries: list[dict[str, Any]]) -> list[TaskSpec]:
 def expand_grid(tasks: list[TaskSpec], architecture_names: list[str], hidden_sizes: list[int],
                 seeds: list[int], architecture_options: dict[str, dict[str, Any]] | None = None,
                 ) -> list[GroupSpec]:
-    """Every (task, architecture, hidden size) group with one member per seed.
+    """Every (task, architecture, hidden size, crossed option) group with one member per seed.
 
-    Member ids read ``<task label>-<architecture>-h<hidden>-s<seed>``.
+    An architecture option given as a list (``{"cnn": {"n_layers": [2, 3]}}``) is crossed
+    like ``hidden_sizes``: one group per value. Member ids read
+    ``<task label>-<architecture>-h<hidden>[-<option><value>...]-s<seed>``, the crossed
+    options in the order given.
 
     Raises:
         ValueError: unknown architecture, empty or duplicate axes, bad sizes, or a
@@ -106,8 +109,27 @@ def expand_grid(tasks: list[TaskSpec], architecture_names: list[str], hidden_siz
                 raise ValueError(f"architecture {name!r} is feed-forward (one output per input) "
                                  f"but task {spec.name!r} needs an output at every time step")
             for hidden in hidden_sizes:
-                config = {"input_size": task.input_size, "output_size": task.output_size,
-                          "hidden_size": hidden, **options.get(name, {})}
-                ids = tuple(f"{spec.label}-{name}-h{hidden}-s{s}" for s in seeds)
-                groups.append(GroupSpec(spec, name, config, tuple(seeds), ids))
+                for chosen in crossed_options(name, options.get(name, {})):
+                    config = {"input_size": task.input_size, "output_size": task.output_size,
+                              "hidden_size": hidden, **chosen}
+                    tag = "".join(f"-{k}{v}" for k, v in chosen.items()
+                                  if isinstance(options[name][k], list))
+                    ids = tuple(f"{spec.label}-{name}-h{hidden}{tag}-s{s}" for s in seeds)
+                    groups.append(GroupSpec(spec, name, config, tuple(seeds), ids))
     return groups
+
+
+def crossed_options(architecture: str, options: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every combination of ``options`` whose list values are crossed (scalars kept).
+
+    Raises:
+        ValueError: an empty or repeating list, naming the architecture and the option.
+    """
+    combos: list[dict[str, Any]] = [{}]
+    for key, value in options.items():
+        values = value if isinstance(value, list) else [value]
+        if not values or len({repr(v) for v in values}) != len(values):
+            raise ValueError(f"architecture_options.{architecture}.{key} must be a value or a "
+                             f"non-empty list without repeats, got {value!r}")
+        combos = [{**combo, key: v} for combo in combos for v in values]
+    return combos

@@ -98,18 +98,23 @@ class Population(Sequence[Member]):
         return cls(members)
 
     @classmethod
-    def from_torch(cls, members: Mapping[str, tuple[nn.Module, nn.Module]],
+    def from_torch(cls, members: Mapping[str, tuple[nn.Module, nn.Module] | nn.Sequential],
                    metadata: Mapping[str, Mapping[str, Any]] | None = None,
-                   device: torch.device | str = "cpu") -> Population:
+                   device: torch.device | str = "cpu", input_size: int | None = None
+                   ) -> Population:
         """Members made from users' own torch networks, computing exactly what they compute.
 
         Args:
             members: ``{id: (rnn, readout)}``: a single-layer ``batch_first`` ``nn.RNN``
                 (tanh or relu), ``nn.GRU`` or ``nn.LSTM``, and an ``nn.Linear`` of its hidden
-                state, so that ``outputs = readout(rnn(x)[0])`` for ``x [B, T, I]``.
+                state, so that ``outputs = readout(rnn(x)[0])`` for ``x [B, T, I]``; or
+                ``{id: sequential}``: an ``nn.Sequential`` of ``Conv2d``/``ReLU`` stages, then
+                ``[AdaptiveAvgPool2d(p)], Flatten, Linear``, run on ``x.unsqueeze(1)``
+                (becomes a ``cnn`` member).
             metadata: optional ``{id: dict}`` merged over the defaults (``architecture``,
                 ``hidden_size``, ``source="torch"``, ``torch_class``).
             device: as for ``Population``.
+            input_size: image width of ``Sequential`` CNNs that pool adaptively.
 
         Raises:
             ValueError: naming the member, the fault and what is accepted.
@@ -119,7 +124,7 @@ class Population(Sequence[Member]):
             pop = Population.from_torch({"net-a": (nn.GRU(3, 16, batch_first=True),
                                                    nn.Linear(16, 2))})
         """
-        return cls(members_from_torch(members, metadata), device=device)
+        return cls(members_from_torch(members, metadata, input_size), device=device)
 
     @classmethod
     def concat(cls, populations: Iterable[Population]) -> Population:

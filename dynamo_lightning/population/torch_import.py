@@ -9,7 +9,8 @@ tensors, and the member computes what the original computes, to float rounding.
 Anything our cells cannot reproduce (several layers, two directions, an LSTM projection,
 time-major inputs, a readout that is not a linear map of ``h``) is refused with one
 ``ValueError`` that names the member and the fault, rather than converted approximately.
-Weights are stored as float32 on the CPU, like every member.
+Weights are stored as float32 on the CPU, like every member. A ``torch.nn.Sequential`` CNN
+(conv/ReLU stages and a linear head) becomes a ``cnn`` member (``torch_import_cnn``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from dynamo_lightning.population.member import Member, check_member_id
+from dynamo_lightning.population.torch_import_cnn import member_from_sequential
 
 #: torch's ``RNNBase.mode`` → our registered architecture.
 ARCHITECTURE_OF_MODE = {"RNN_TANH": "vanilla", "RNN_RELU": "relu", "GRU": "gru", "LSTM": "lstm"}
@@ -31,16 +33,20 @@ ACCEPTED = ("torch.nn.RNN (nonlinearity 'tanh' or 'relu'), torch.nn.GRU or torch
 _DERIVED = ("architecture", "hidden_size")
 
 
-def members_from_torch(members: Mapping[str, tuple[nn.Module, nn.Module]],
-                       metadata: Mapping[str, Mapping[str, Any]] | None = None) -> list[Member]:
+def members_from_torch(members: Mapping[str, tuple[nn.Module, nn.Module] | nn.Sequential],
+                       metadata: Mapping[str, Mapping[str, Any]] | None = None,
+                       input_size: int | None = None) -> list[Member]:
     """Members computing exactly what the given torch networks compute.
 
     Args:
         members: ``{id: (rnn, readout)}``; ``rnn`` as in ``ACCEPTED``, ``readout`` an
-            ``nn.Linear(hidden_size, O)`` applied to ``rnn(x)[0]``. Input and output sizes are
-            read from the modules and may differ between members (they then form groups).
+            ``nn.Linear(hidden_size, O)`` applied to ``rnn(x)[0]``, or ``{id: sequential}``: a
+            ``torch.nn.Sequential`` CNN (``torch_import_cnn.ACCEPTED_SEQUENTIAL``). Input and
+            output sizes are read from the modules and may differ between members (they
+            then form groups).
         metadata: optional ``{id: dict}``, merged over the defaults ``architecture``,
             ``hidden_size``, ``source="torch"`` and ``torch_class``.
+        input_size: image width of ``Sequential`` CNNs that pool adaptively (unused else).
 
     Returns:
         One ``Member`` per id, in the mapping's order.
@@ -64,9 +70,13 @@ def members_from_torch(members: Mapping[str, tuple[nn.Module, nn.Module]],
         problem = check_member_id(member_id)
         if problem:
             raise ValueError(problem)
+        if isinstance(pair, nn.Sequential):
+            result.append(member_from_sequential(member_id, pair, input_size,
+                                                 metadata.get(member_id)))
+            continue
         if not isinstance(pair, tuple | list) or len(pair) != 2:
-            raise ValueError(f"member {member_id!r}: expected a pair (rnn, readout), got "
-                             f"{type(pair).__name__}")
+            raise ValueError(f"member {member_id!r}: expected a pair (rnn, readout) or an "
+                             f"nn.Sequential CNN, got {type(pair).__name__}")
         result.append(member_from_torch(member_id, pair[0], pair[1], metadata.get(member_id)))
     return result
 

@@ -135,7 +135,8 @@ class PopulationWriter(pl.Callback):
         suffix = "" if step is None else f"-step{step}"
         metadata = []
         for seed, score in zip(group.seeds, scores, strict=True):
-            entry = {"architecture": group.architecture, "task": group.task.name,
+            entry = {**architecture_options(group.config),
+                     "architecture": group.architecture, "task": group.task.name,
                      "task_config": task.config(), "task_label": group.task.label, "seed": seed,
                      "hidden_size": group.config["hidden_size"], "task_metric": score,
                      "metric_name": task.metric_name}
@@ -144,3 +145,11 @@ class PopulationWriter(pl.Callback):
             metadata.append(entry)
         return Population.from_stack(group.architecture, stack,
                                      [i + suffix for i in group.ids], metadata)
+
+
+def architecture_options(config: dict[str, Any]) -> dict[str, Any]:
+    """A group's scalar architecture options (``n_layers``, ...) as metadata: so a map can be
+    coloured by depth, say, as by width (``hidden_size``)."""
+    sizes = ("input_size", "output_size", "hidden_size")
+    return {k: v for k, v in config.items()
+            if k not in sizes and isinstance(v, str | int | float | bool)}

@@ -3,6 +3,13 @@
 The same 1797 images serve two populations: ``seq_digits`` for recurrent networks, which
 read one 8-pixel row per step and classify at the last step, and ``digits`` for CNNs, which
 see the whole image. Both use the population convention ``x [batch, time=8, input=8]``.
+
+Training variants change the computation a network learns on the same images, so that a
+population can hold networks that compute different things (what a map should separate):
+``label_permutation`` (class ``c`` is called ``permutation[c]``), ``classes`` (only those
+digits are drawn) and ``label_noise`` (a share of *training* labels replaced by uniformly
+random classes; validation and test labels stay clean). They are task options, so they land
+in each member's ``task_config`` metadata, and a grid gives each variant its ``task_label``.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dynamo_lightning.checks import fraction, non_negative_int
+from dynamo_lightning.checks import finite_real, fraction, non_negative_int
 from dynamo_lightning.tasks.base import Split, Task, new_generator
 from dynamo_lightning.tasks.registry import register
 
@@ -55,6 +62,11 @@ class _DigitsTask(Task):
         test_fraction: fraction of each class held out for testing, in (0, 1); the two
             fractions must leave some images for training.
         split_seed: seed of the split permutation, a non-negative integer.
+        label_permutation: the label of class ``c`` is ``label_permutation[c]`` (a
+            permutation of 0..9; None: the digits' own labels).
+        classes: draw only images of these digits (distinct, in 0..9; None: all ten).
+        label_noise: probability in [0, 1) that a training label is replaced by a uniformly
+            random class (drawn from the same generator).
 
     Raises:
         ValueError: an argument out of range; the message names it and its value.
@@ -64,7 +76,8 @@ class _DigitsTask(Task):
     metric_name = "accuracy"
 
     def __init__(self, val_fraction: float = 0.15, test_fraction: float = 0.15,
-                 split_seed: int = 0) -> None:
+                 split_seed: int = 0, label_permutation: list[int] | None = None,
+                 classes: list[int] | None = None, label_noise: float = 0.0) -> None:
         val = fraction("val_fraction", val_fraction)
         test = fraction("test_fraction", test_fraction)
         if val_fraction + test_fraction >= 1.0:
@@ -73,8 +86,12 @@ class _DigitsTask(Task):
                              f"test_fraction={test_fraction!r}")
         split_seed = non_negative_int("split_seed", split_seed)
         val_fraction, test_fraction = val, test
+        variants = _variants(label_permutation, classes, label_noise)
         super().__init__(val_fraction=val_fraction, test_fraction=test_fraction,
-                         split_seed=split_seed)
+                         split_seed=split_seed, **variants)  # only the options set
+        self.label_permutation = variants.get("label_permutation")
+        self.classes = variants.get("classes")
+        self.label_noise = float(label_noise)
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.split_seed = split_seed
@@ -102,6 +119,9 @@ class _DigitsTask(Task):
             parts["test"].append(members[n_val:n_val + n_test])
             parts["train"].append(members[n_val + n_test:])
         splits = {name: torch.cat(p).sort().values for name, p in parts.items()}
+        if self.classes is not None:
+            keep = torch.tensor(self.classes)
+            splits = {name: idx[torch.isin(labels[idx], keep)] for name, idx in splits.items()}
         for name, idx in splits.items():
             if len(idx) == 0:
                 raise ValueError(f"the {name} split is empty with val_fraction="
@@ -116,7 +136,13 @@ class _DigitsTask(Task):
         g = new_generator(generator)
         chosen = pool[torch.randint(len(pool), (batch_size,), generator=g)]
         images, labels = load_digits()
-        return images[chosen].clone(), labels[chosen].clone()
+        y = labels[chosen].clone()
+        if self.label_permutation is not None:
+            y = torch.tensor(self.label_permutation)[y]
+        if self.label_noise > 0 and split == "train":
+            noisy = torch.rand(batch_size, generator=g) < self.label_noise
+            y = torch.where(noisy, torch.randint(N_CLASSES, (batch_size,), generator=g), y)
+        return images[chosen].clone(), y
 
     def loss(self, outputs: Tensor, targets: Tensor, task_ids: Tensor | None = None) -> Tensor:
         """Cross-entropy of the last step's logits ``outputs[:, -1]`` against the labels."""
@@ -129,6 +155,29 @@ class _DigitsTask(Task):
         if len(targets) == 0:
             return math.nan
         return (logits.argmax(dim=-1) == targets).float().mean().item()
+
+
+def _variants(permutation: list[int] | None, classes: list[int] | None,
+              noise: float) -> dict[str, object]:
+    """The training-variant options that are set, checked and as plain JSON."""
+    out: dict[str, object] = {}
+    if permutation is not None:
+        values = [int(v) for v in permutation] if isinstance(permutation, list | tuple) else []
+        if sorted(values) != list(range(N_CLASSES)):
+            raise ValueError(f"label_permutation must be a permutation of 0..{N_CLASSES - 1}, "
+                             f"got {permutation!r}")
+        out["label_permutation"] = values
+    if classes is not None:
+        values = [int(v) for v in classes] if isinstance(classes, list | tuple) else []
+        if not values or len(set(values)) != len(values) or not all(
+                0 <= v < N_CLASSES for v in values):
+            raise ValueError(f"classes must be distinct digits in 0..{N_CLASSES - 1}, got "
+                             f"{classes!r}")
+        out["classes"] = sorted(values)
+    noise = finite_real("label_noise", noise, lambda v: 0 <= v < 1, "in [0, 1)")
+    if noise:
+        out["label_noise"] = noise
+    return out
 
 
 def _last_logits(outputs: Tensor, targets: Tensor) -> Tensor:

@@ -11,6 +11,10 @@ flip-flop's memories, Sussillo & Barak 2013) on both sides of the comparison: ea
 own step map (members of one architecture and shape stacked, one search per stack) and the
 meta-model at every θ_n (all N embeddings in one batched search). Both searches start from,
 and are anchored to, their own states on the same ``fixed_point_trials`` test trials.
+
+A feed-forward meta-model (``MetaCNN``, for CNN members) has no step map: the report then
+says that fixed points do not apply, interpolates the task metric only (no topology map) and
+shows the emulation per stage (``emulation.stages``).
 """
 
 from __future__ import annotations
@@ -47,7 +51,9 @@ from dynamo_lightning.analysis.report.sections import (
     member_scores,
     members_section,
     meta_section,
+    not_applicable_section,
     pairs_section,
+    stage_section,
 )
 from dynamo_lightning.analysis.report.timing import threads as _threads
 from dynamo_lightning.analysis.report.timing import timed as _timed
@@ -223,16 +229,19 @@ def compute_report(m: FittedMap, population: Population, task: Task | None = Non
                          if opts.averaging else None)
     members = members_section(ids, metadata, theta, data.xy,
                               member_scores(m, scores, len(ids)))
+    recurrent = bool(getattr(m.meta, "recurrent", True))
     settings = {k: getattr(opts, k) for k in ("fixed_point_trials", "inits_per_member",
                                                "max_iters", "tol", "init_noise", "seed")}
     report = {
         "meta": meta_section(m, population, task, checkpoint, theta, opts.as_dict(),
                              opts.threads, timings),
         "members": members,
-        "emulation": emulation_section(members),
+        "emulation": {**emulation_section(members),
+                      "stages": stage_section(m, scores, len(ids))},
         "map": map_section(metadata, theta.shape[1]),
         "fixed_points": fixed_points_section(ids, data.member_points, data.meta_points,
-                                             settings),
+                                             settings) if recurrent else
+        not_applicable_section(ids, type(m.meta).__name__),
         "interpolation": {"pairs": pairs_section(pairs, ids, metadata, data.interpolations)},
         "bifurcations": bifurcations_section(pairs, ids, data.interpolations),
         "grid": None if data.grid is None else {
@@ -251,6 +260,15 @@ def _search(m: FittedMap, population: Population, task: Task, theta: Tensor,
             opts: ReportOptions, timings: dict[str, float], data: ReportData) -> None:
     """The long stages (fixed points of members and meta-model, interpolation, the topology
     map of a 2-D map) into ``data``."""
+    recurrent = bool(getattr(m.meta, "recurrent", True))
+    if not recurrent:  # no step map: no fixed points, no topology; accuracy along segments
+        data.member_points = [None] * len(theta)
+        if pairs:
+            with _timed(timings, "interpolation"):
+                data.interpolations = interpolate_pairs(
+                    m, pairs, opts.steps, fixed_points=False,
+                    search=opts.search(opts.trials, opts.interpolation_inits))
+        return
     stages = ["member fixed points", "meta-model fixed points"]
     stages += [f"interpolation ({len(pairs)} pairs × {opts.steps})"] if pairs else []
     grid = opts.grid_resolution if theta.shape[1] == 2 else 0

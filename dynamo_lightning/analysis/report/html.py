@@ -159,19 +159,39 @@ def _members_section(report: dict[str, Any]) -> str:
 
 def _emulation_section(report: dict[str, Any], out_dir: Path) -> str:
     section = report["emulation"]
+    by_stage = _stage_table(report)
     if not section["keys"]:
         return hp.section("Emulation", READ["emulation"],
-                        "<p class='muted'>No emulation scores (no test pass was run).</p>")
+                          "<p class='muted'>No emulation scores (no test pass was run).</p>"
+                          + by_stage)
     keys = section["keys"]
     rows = [[hp.e(m["id"]), *(m["scores"][k] for k in keys)] for m in report["members"]]
     rows.append(["<b>median</b>", *(section["median"][k] for k in keys)])
     body = hp.figures([(hp.img(out_dir, section["figure"]), "per-member test scores")])
     return hp.section("Emulation", READ["emulation"], body + hp.table(["member", *keys], rows,
-                                                             raw_first=True))
+                                                             raw_first=True) + by_stage)
+
+
+def _stage_table(report: dict[str, Any]) -> str:
+    """Hidden R² per member and stage of a feed-forward fit ("" otherwise)."""
+    stages = report["emulation"].get("stages")
+    if not stages:
+        return ""
+    head = [f"stage {s + 1}" for s in range(len(stages["median_per_stage"]))]
+    rows = [[hp.e(m["id"]), *row] for m, row in zip(report["members"], stages["hidden_r2"],
+                                                    strict=True)]
+    rows.append(["<b>median</b>", *stages["median_per_stage"]])
+    median = "—" if stages["median"] is None else hp.numbers([stages["median"]])
+    return ("<p>Hidden R² per stage (depth is time for feed-forward members; blank: a stage "
+            f"the member lacks). Median over members and stages: <b>{median}</b>.</p>"
+            + hp.table(["member", *head], rows, raw_first=True))
 
 
 def _fixed_points_section(report: dict[str, Any], out_dir: Path) -> str:
     section = report["fixed_points"]
+    if section.get("applies") is False:
+        return hp.section("Fixed points", READ["fixed_points"],
+                          f"<p class='muted'>{hp.e(section.get('note', ''))}</p>")
     kinds = section["kinds"]
     rows = []
     for r in section["members"]:

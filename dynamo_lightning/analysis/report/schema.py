@@ -47,8 +47,9 @@ SCHEMA: dict[str, Any] = {
     "map": {"method": str, "projected": bool, "keys": [str], "figures": dict},
     "fixed_points": {
         "input": str, "kinds": [str], "settings": dict,
-        "members": [{"index": int, "id": str, "member": (dict, type(None)), "meta": COUNTS,
-                     "match": OPT_BOOL}],
+        # meta is null where fixed points do not apply (feed-forward members: "applies")
+        "members": [{"index": int, "id": str, "member": (dict, type(None)),
+                     "meta": (dict, type(None)), "match": OPT_BOOL}],
         "match_fraction": OPT_NUM, "figures": dict,
     },
     "interpolation": {"pairs": [{

@@ -90,8 +90,36 @@ def fixed_points_section(ids: list[str], member_points: list[FixedPointSet | Non
         rows.append({"index": i, "id": member_id, "member": own, "meta": meta,
                      "match": match})
     judged = [r["match"] for r in rows if r["match"] is not None]
-    return {"input": "zeros", "kinds": list(KINDS), "settings": settings, "members": rows,
+    return {"input": "zeros", "kinds": list(KINDS), "settings": settings, "applies": True,
+            "note": None, "members": rows,
             "match_fraction": sum(judged) / len(judged) if judged else None, "figures": {}}
+
+
+def not_applicable_section(ids: list[str], meta_name: str) -> dict[str, Any]:
+    """The fixed-point section of a feed-forward fit: fixed points do not apply."""
+    return {"input": "none", "kinds": list(KINDS), "settings": {}, "applies": False,
+            "note": f"The members and the meta-model ({meta_name}) are feed-forward: they "
+                    "have no step map, so fixed points do not apply. See the emulation per "
+                    "stage and the task metric along the interpolations instead.",
+            "members": [{"index": i, "id": member_id, "member": None, "meta": None,
+                         "match": None} for i, member_id in enumerate(ids)],
+            "match_fraction": None, "figures": {}}
+
+
+def stage_section(m: FittedMap, scores: dict[str, list[Any]] | None, n: int
+                  ) -> dict[str, Any] | None:
+    """Per-stage hidden R² of a feed-forward fit (``stage_hidden_r2``, ``[N][S̃]`` from the
+    test pass): per member and stage, the median per stage and over all; None otherwise."""
+    scores = scores if scores is not None else dict(getattr(m, "member_scores", None) or {})
+    values = scores.get("stage_hidden_r2")
+    if not values or len(values) != n:
+        return None
+    table = np.array([[np.nan if v is None else float(v) for v in row] for row in values])
+    per_stage = [float(np.median(c[np.isfinite(c)])) if np.isfinite(c).any() else None
+                 for c in table.T]
+    finite = table[np.isfinite(table)]
+    return {"hidden_r2": table.tolist(), "median_per_stage": per_stage,
+            "median": float(np.median(finite)) if finite.size else None}
 
 
 def pairs_section(pairs: list[tuple[int, int]], ids: list[str], metadata: list[dict],
