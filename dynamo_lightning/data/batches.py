@@ -163,10 +163,9 @@ def run_members(population: Population, projections: MemberProjections, members:
                 ) -> tuple[Tensor, Tensor]:
     """Projected hidden states and outputs of ``members [M]`` on their own ``inputs [M,S,T,I]``.
 
-    Each stacked group that holds a batch member runs once, with one batch per group member
-    (``x [G, S, T, I]``; zeros for members not in the batch). So a batch costs at most
-    ``N · S`` trial evaluations for the ``M · S`` it needs: a factor ``N / M`` overhead at
-    worst, less when the batch's members fill whole groups.
+    Each stacked group that holds batch members runs only those (``Architecture.members``
+    gathers their parameters): a batch costs its own ``M · S`` trial evaluations, and its
+    time and memory do not grow with the population's size N.
 
     ``project(projections, hidden, members)`` maps the states to targets (default
     ``project_states``; stage-wise for feed-forward members).
@@ -183,10 +182,8 @@ def run_members(population: Population, projections: MemberProjections, members:
         pairs = [(j, row_of[i]) for j, i in enumerate(indices) if i in row_of]
         if not pairs:
             continue
-        x = inputs.new_zeros(len(indices), *inputs.shape[1:])
         slots, rows = (torch.tensor(v, device=inputs.device) for v in zip(*pairs, strict=True))
-        x[slots] = inputs[rows]
-        out, hid = stack(x)
-        for j, r in pairs:
-            hidden[r], outputs[r] = hid[j], out[j]
+        out, hid = stack.members(slots)(inputs[rows])
+        for k, (_, r) in enumerate(pairs):
+            hidden[r], outputs[r] = hid[k], out[k]
     return project(projections, hidden, members).float(), torch.stack(outputs).float()

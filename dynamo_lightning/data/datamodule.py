@@ -8,9 +8,10 @@ PCA on the *train* trials only, and then either
   ``[N, n, S_out, O]`` per split, plus the projections, in an atomic on-disk cache keyed by
   the population checksum, task spec, seed, trial counts and k; later runs memory-map it.
   Disk: ``4 · N · n · (S·k + S_out·O)`` bytes per split.
-- ``mode="online"``: keeps only inputs; ``on_after_batch_transfer`` runs the population on
-  the batch's device (see ``batches.run_members`` for the cost: up to ``N/M`` times the
-  members a batch needs). Setup still runs the population once over the train trials.
+- ``mode="online"``: keeps only inputs; ``on_after_batch_transfer`` runs the batch's own
+  members on the batch's device (``batches.run_members``: their parameters gathered from the
+  stacks, so a batch's time and memory do not grow with N). Setup still runs the population
+  once over the train trials, in chunks sized to ``TRAJECTORY_CHUNK_BYTES``.
 
 Feed-forward (CNN) populations go through the same code: depth is time, and the targets are
 stage-wise (``stages.StageLayout``): one PCA per member and stage, ``hidden [M, S, S̃, k]``
@@ -54,6 +55,9 @@ from dynamo_lightning.tasks.mixture import task_spec_of
 SPLITS = ("train", "val", "test")
 #: Trials per stacked population call while building (bounds peak memory).
 TRAJECTORY_CHUNK = 256
+TRAJECTORY_CHUNK_BYTES = 2**30
+"""At most this many bytes of states (all members) per chunk of trials: with thousands of
+members a chunk holds fewer trials, so memory does not grow with the population."""
 
 
 class TrajectoryDataModule(pl.LightningDataModule):
@@ -195,7 +199,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
         """Trajectories of every member, chunk by chunk: yields ``(hidden, outputs)``; with
         ``desc``, a progress bar over the chunks (on a terminal)."""
         population = self._population.to(device)
-        chunks = torch.from_numpy(inputs).split(TRAJECTORY_CHUNK)
+        chunks = torch.from_numpy(inputs).split(trajectory_chunk(population, inputs.shape[1]))
         for chunk in tqdm(chunks, desc=desc, unit="chunk", leave=False,
                           disable=True if desc is None else None):  # None: on a terminal
             traj = population.trajectories(chunk.to(device))
@@ -299,3 +303,12 @@ class TrajectoryDataModule(pl.LightningDataModule):
         """Release memory maps (they reopen lazily if the module is used again)."""
         for store in self._stores.values():
             store.close()
+
+
+def trajectory_chunk(population: Population, steps: int) -> int:
+    """Trials per chunk: ``TRAJECTORY_CHUNK``, or fewer when all members' states for that
+    many trials (``N · trials · steps · state size``, float32) would exceed
+    ``TRAJECTORY_CHUNK_BYTES``."""
+    width = max(stack.state_size for _, stack in population.groups())
+    per_trial = len(population) * steps * width * 4
+    return max(1, min(TRAJECTORY_CHUNK, TRAJECTORY_CHUNK_BYTES // max(1, per_trial)))

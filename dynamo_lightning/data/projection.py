@@ -73,6 +73,10 @@ class MemberProjections:
         return cls(**{f.name: torch.as_tensor(state[f.name]) for f in fields(cls)})
 
 
+FITTER_BLOCK_BYTES = 256 * 2**20
+"""Float64 states one batched moment update holds at once (members are taken in blocks)."""
+
+
 class ProjectionFitter:
     """Streams member states chunk by chunk and fits the projections at the end.
 
@@ -92,17 +96,37 @@ class ProjectionFitter:
         self._outer = torch.zeros(n, hmax, hmax, dtype=torch.float64)
 
     def update(self, hidden: Hidden) -> None:
-        """Add states ``[N, B, S, H]`` or a list of N ``[B, S, H_n]`` (any leading dims)."""
-        for i, states in enumerate(_as_list(hidden, len(self.state_sizes))):
-            h = self.state_sizes[i]
-            x = states.detach().reshape(-1, states.shape[-1])[:, :h].cpu().double()
-            self._count[i] += x.shape[0]
-            self._sum[i, :h] += x.sum(0)
-            self._outer[i, :h, :h] += x.T @ x
+        """Add states ``[N, B, S, H]`` or a list of N ``[B, S, H_n]`` (any leading dims).
+
+        The moments are summed where the states are (on a GPU: no copy of the trajectories
+        to the host), in float64, over blocks of members with one batched matmul each.
+        """
+        states = _as_list(hidden, len(self.state_sizes))
+        device = states[0].device
+        if self._sum.device != device:
+            self._count, self._sum, self._outer = (
+                t.to(device) for t in (self._count, self._sum, self._outer))
+        hmax = self._sum.shape[1]
+        rows = states[0][..., 0].numel()  # states per member in this update
+        block = max(1, FITTER_BLOCK_BYTES // max(1, rows * hmax * 8))
+        for start in range(0, len(states), block):
+            part = states[start:start + block]
+            if any(s[..., 0].numel() != rows for s in part):
+                raise ValueError("ProjectionFitter.update: members have different numbers of "
+                                 "states in one update")
+            x = torch.stack([_pad_last(s.detach().reshape(rows, -1)[:, :h], hmax)
+                             for s, h in zip(part, self.state_sizes[start:start + block],
+                                             strict=True)]).double()
+            end = start + len(part)
+            self._count[start:end] += rows
+            self._sum[start:end] += x.sum(1)
+            self._outer[start:end] += x.transpose(1, 2) @ x
 
     def fit(self, k: int) -> MemberProjections:
         """The projections from the states seen so far (population covariance, ddof 0)."""
         positive_int("k (num_components)", k)
+        self._count, self._sum, self._outer = (
+            t.cpu() for t in (self._count, self._sum, self._outer))
         if bool((self._count == 0).any()):
             raise ValueError("ProjectionFitter.fit: some members have no states")
         count = self._count.view(-1, 1)

@@ -3,6 +3,14 @@
 Each group (task × architecture × shape) is one stacked ``Architecture``; a training step
 is one forward per group. Adam is elementwise and gradients are clipped per member, so each
 member follows exactly the trajectory it would follow if trained alone on the same batches.
+
+The step is written out (manual optimisation: zero, forward, backward, clip, step) so that on
+a GPU the part before the optimiser's step can run as one CUDA graph with the groups on
+parallel streams (:mod:`~dynamo_lightning.population.graphed_step`; ``cuda_graphs``): the
+eager step is launch-bound there. On a GPU each recurrent cell is also ``torch.compile``'d
+(``compile_cells``): its gate arithmetic and that of its backward become a few fused kernels
+instead of one per operation, which halves the step's memory traffic (measured in
+``benchmarks/population_training.py``).
 """
 
 from __future__ import annotations
@@ -11,13 +19,18 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import Tensor, nn
 
 from dynamo_lightning.population import architectures
 from dynamo_lightning.population.datamodule import Batch
 from dynamo_lightning.population.evaluation import summed_member_loss
+from dynamo_lightning.population.graphed_step import GraphedStep
 from dynamo_lightning.population.grid import GroupSpec, expand_grid, parse_task_specs
+
+GRAPHED_PRECISIONS = ("32-true", "32", 32)
+"""Trainer precisions the CUDA graph runs under (mixed precision runs the eager step)."""
 
 
 class PopulationModule(pl.LightningModule):
@@ -34,15 +47,25 @@ class PopulationModule(pl.LightningModule):
         weight_decay: Adam weight decay.
         clip_norm: per-member gradient-norm clip (None or 0 turns it off). Lightning's own
             ``gradient_clip_val`` would clip the whole stack and couple the members.
+        cuda_graphs: on one CUDA device with 32-bit precision, capture the step (forward,
+            loss, backward, clip of every group) once and replay it: the same arithmetic,
+            without launching thousands of small kernels from Python each step. A loss that
+            is not finite is then caught at the next logging step or epoch end (checking
+            every step would stall the GPU), not at once.
+        compile_cells: on a CUDA device, ``torch.compile`` each recurrent stack's cell
+            (fused gate arithmetic; the first steps take the compile time, seconds per
+            architecture). If compiling fails while the step is captured, the plain cells
+            and the eager step run instead, with a warning.
     """
 
     def __init__(self, tasks: list[dict[str, Any]], architectures: list[str] | None = None,
                  hidden_sizes: list[int] | None = None, seeds: list[int] | None = None,
                  architecture_options: dict[str, dict[str, Any]] | None = None,
                  lr: float = 1e-2, weight_decay: float = 0.0, clip_norm: float | None = 1.0,
-                 ) -> None:
+                 cuda_graphs: bool = True, compile_cells: bool = True) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.automatic_optimization = False  # the step is written out: see the module doc
         if lr <= 0:
             raise ValueError(f"PopulationModule: lr must be positive, got {lr}")
         if clip_norm is not None and clip_norm < 0:
@@ -54,6 +77,10 @@ class PopulationModule(pl.LightningModule):
         self.tasks = {spec.label: spec.build() for spec in specs}
         self.stacks = nn.ModuleList(
             _build_stack(group) for group in self.groups)
+        self._graphed: GraphedStep | None = None
+        self._graphs_usable = True  # until a capture fails
+        self._plain_cells: list[tuple[nn.Module, object]] = []  # (stack, cell) when compiled
+        self._finite: Tensor | None = None  # all losses since the last check were finite
 
     @property
     def member_ids(self) -> list[str]:
@@ -66,17 +93,90 @@ class PopulationModule(pl.LightningModule):
         return [stack(batch[group.task.label][0]) for group, stack in pairs]
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        total = torch.zeros((), device=self.device)
-        for group, stack in zip(self.groups, self.stacks, strict=True):
-            x, y = batch[group.task.label]
-            outputs, _ = stack(x)
-            loss = summed_member_loss(self.tasks[group.task.label], outputs, y)
-            total = total + loss
-        if not torch.isfinite(total):
-            raise FloatingPointError(f"population training loss is {total.item()} at step "
-                                     f"{self.global_step}; lower model.lr or set model.clip_norm")
+        optimizer = self.optimizers()
+        graphed = self._graphed_step(batch)
+        if graphed is not None:
+            total = graphed(batch).clone()  # gradients written and clipped by the replay
+        else:
+            optimizer.zero_grad()
+            total = torch.zeros((), device=self.device)
+            for index, group in enumerate(self.groups):
+                total = total + self._group_loss(index, *batch[group.task.label])
+            self.manual_backward(total)
+            for stack in self.stacks:
+                self._clip(stack)
+        self._check_finite(total, batch_idx, every_step=graphed is None)
+        optimizer.step()
         self.log("train/loss", total / len(self.member_ids), prog_bar=True)
         return total
+
+    def on_fit_start(self) -> None:
+        if self.hparams.compile_cells and self.device.type == "cuda" and not self._plain_cells:
+            for stack in self.stacks:
+                if getattr(stack, "recurrent", False) and hasattr(stack, "cell"):
+                    self._plain_cells.append((stack, stack.cell))
+                    stack.cell = torch.compile(stack.cell, fullgraph=True, dynamic=False)
+
+    def _restore_plain_cells(self) -> None:
+        for stack, cell in self._plain_cells:
+            stack.cell = cell
+        self._plain_cells = []
+
+    def _group_loss(self, index: int, x: Tensor, y: Tensor) -> Tensor:
+        group = self.groups[index]
+        outputs, _ = self.stacks[index](x)
+        return summed_member_loss(self.tasks[group.task.label], outputs, y)
+
+    def _clip(self, stack: nn.Module) -> None:
+        if self.hparams.clip_norm:
+            clip_per_member(stack, self.hparams.clip_norm)
+
+    def _graphed_step(self, batch: Batch) -> GraphedStep | None:
+        """The captured step when it applies to this batch (captured on first use)."""
+        trainer = self._trainer
+        usable = (self.hparams.cuda_graphs and self._graphs_usable
+                  and self.device.type == "cuda"
+                  and (trainer is None or (trainer.precision in GRAPHED_PRECISIONS
+                                           and trainer.world_size == 1)))  # DDP: its hooks
+        if not usable:
+            return None
+        if self._graphed is None:
+            labels = [group.task.label for group in self.groups]
+            try:
+                self._graphed = GraphedStep(self.stacks, labels, self._group_loss, self._clip,
+                                            batch)
+            except RuntimeError as err:  # e.g. a plugin task's loss syncs with the host
+                self._capture_failed(err)
+                return None
+        return self._graphed if self._graphed.accepts(batch) else None
+
+    def _capture_failed(self, err: RuntimeError) -> None:
+        """Warn once and run the eager step (the same arithmetic) from now on."""
+        reason = (str(err).strip().splitlines() or [repr(err)])[0]
+        rank_zero_warn(f"population training: the step could not be captured as a CUDA graph "
+                       f"({reason}); running it eagerly (same results, slower). A task loss "
+                       "without host syncs (.item(), bool(...), boolean indexing) can be "
+                       "captured.")
+        self._graphs_usable = False
+        self._restore_plain_cells()  # a compile error surfaces here too
+        for p in self.parameters():
+            p.grad = None
+
+    def _check_finite(self, total: Tensor, batch_idx: int, every_step: bool) -> None:
+        """Raise on a loss that is not finite: at once in the eager step; with the graph, at
+        logging steps and the epoch's last batch (a check is a host-device sync)."""
+        finite = torch.isfinite(total)
+        self._finite = finite if self._finite is None else self._finite & finite
+        trainer = self._trainer
+        due = every_step or trainer is None or (
+            (self.global_step + 1) % max(1, trainer.log_every_n_steps) == 0
+            or batch_idx + 1 >= trainer.num_training_batches)
+        if due:
+            ok, self._finite = bool(self._finite), None
+            if not ok:
+                raise FloatingPointError(
+                    f"population training loss is not finite at step {self.global_step} (last "
+                    f"loss {total.item()}); lower model.lr or set model.clip_norm")
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         worst = float("inf")
@@ -95,12 +195,6 @@ class PopulationModule(pl.LightningModule):
     def configure_optimizers(self) -> OptimizerLRScheduler:
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr,
                                 weight_decay=self.hparams.weight_decay)
-
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        clip = self.hparams.clip_norm
-        if clip:
-            for stack in self.stacks:
-                clip_per_member(stack, clip)
 
 
 def clip_per_member(stack: nn.Module, max_norm: float) -> Tensor:

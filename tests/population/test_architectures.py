@@ -359,3 +359,22 @@ def test_unknown_name_lists_known_names() -> None:
     assert "gruu" in message
     for name in BUILTINS:
         assert name in message
+
+
+@pytest.mark.parametrize("name", ["vanilla", "gru", "lstm", "cnn"])
+def test_a_subset_of_members_runs_like_the_whole_stack(name: str) -> None:
+    """``members(indices)`` gathers parameters only: the chosen members compute what they do
+    in the whole stack, on inputs of their own, and the stack is left as it was."""
+    size = 8 if name == "cnn" else 3
+    stack = dl.architectures.build(name, num_members=5, seeds=[3, 1, 4, 1, 5], input_size=size,
+                                   output_size=2, hidden_size=4)
+    x = torch.randn(5, 6, 8, size)  # one batch per member
+    full_outputs, full_hidden = stack(x)
+    chosen = torch.tensor([4, 0, 2])
+    subset = stack.members(chosen)
+    outputs, hidden = subset(x[chosen])
+    assert subset.num_members == 3 and stack.num_members == 5
+    torch.testing.assert_close(outputs, full_outputs[chosen])
+    torch.testing.assert_close(hidden, full_hidden[chosen])
+    with pytest.raises(ValueError, match="non-empty 1-D"):
+        stack.members(torch.tensor([], dtype=torch.long))

@@ -15,6 +15,7 @@ single-step map ``step(h [G, B, state], x [G or none, B, I])``; feed-forward one
 
 from __future__ import annotations
 
+import copy
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -100,6 +101,25 @@ class Architecture(nn.Module, ABC):
         """Constructor keywords (minus members and seeds) that rebuild this shape."""
         return {"input_size": self.input_size, "output_size": self.output_size,
                 "hidden_size": self.hidden_size, **self.options}
+
+    def members(self, indices: Tensor) -> Architecture:
+        """A stack of only the members at ``indices`` (a view for running them, not a copy
+        to train): each parameter gathered along the member axis, nothing re-initialised,
+        so it costs one indexing per parameter. Online trajectories run a batch's members
+        this way, whatever the stack's size.
+
+        Raises:
+            ValueError: ``indices`` is empty or not a 1-D index tensor into the stack.
+        """
+        if indices.dim() != 1 or indices.numel() == 0:
+            raise ValueError(f"{type(self).__name__}.members: indices must be a non-empty 1-D "
+                             f"tensor, got shape {tuple(indices.shape)}")
+        subset = copy.copy(self)  # shares buffers and options; parameters replaced below
+        gathered = {name: p.index_select(0, indices.to(p.device))
+                    for name, p in self._parameters.items() if p is not None}
+        object.__setattr__(subset, "_parameters", gathered)
+        object.__setattr__(subset, "num_members", int(indices.numel()))
+        return subset
 
     def member_state(self, index: int) -> dict[str, Tensor]:
         """Parameters of member ``index`` without the member axis (detached copies)."""

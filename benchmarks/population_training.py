@@ -1,0 +1,157 @@
+"""Population training: steps/s and member-steps/s of ``dynamo population fit``'s step.
+
+Cases (B = 64 trials per batch and task, T = 64 steps, hidden 32, Adam, per-member clip):
+
+- ``grid30``: 2 tasks (3-bit flip-flop, 3-channel integrator) × 5 architectures (vanilla,
+  relu, gru, lstm, ugrnn) × 3 seeds: 10 groups of 3;
+- ``grid256``: 2 tasks × 4 architectures (vanilla, gru, lstm, ugrnn) × 32 seeds: 8 groups
+  of 32;
+- ``stack4096``: one group, 4,096 GRU members on the flip-flop task.
+
+Each case trains through a Lightning ``Trainer`` (what ``dynamo population fit`` runs: the
+loop, the optimiser step, logging), once per path side by side: ``eager`` (the step as
+PyTorch ops launched from Python, the path before CUDA graphs) and, on CUDA, ``graphed``
+(``PopulationModule(cuda_graphs=True)``: forward, loss, backward and clip of every group
+replayed from one CUDA graph, each group on its own stream, cells not compiled) and
+``graphed+compiled`` (also ``compile_cells``: each cell ``torch.compile``'d, fusing its gate
+arithmetic; the default on CUDA). Timed from the end of ``--warmup`` steps (the graph is
+captured in the first) to the end of ``--steps`` more, with the device synchronised at both
+ends. Also timed per case: start-up (building the module: every member's seeded
+initialisation) and writing (scoring every member on 512 test trials and saving the
+population), which a ``dynamo population fit`` pays once.
+
+Usage::
+
+    python benchmarks/population_training.py                 # CPU: writes population_training.json
+    python benchmarks/population_training.py --device cuda   # population_training_cuda.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from common import finish, row
+
+from dynamo_lightning.population.datamodule import TaskDataModule
+from dynamo_lightning.population.training import PopulationModule
+from dynamo_lightning.population.writer import PopulationWriter
+
+TASKS = [{"name": "flipflop", "config": {"n_bits": 3}},
+         {"name": "integrator", "config": {"n_channels": 3}}]
+CASES: dict[str, dict[str, Any]] = {
+    "grid30": {"tasks": TASKS, "architectures": ["vanilla", "relu", "gru", "lstm", "ugrnn"],
+               "seeds": list(range(3))},
+    "grid256": {"tasks": TASKS, "architectures": ["vanilla", "gru", "lstm", "ugrnn"],
+                "seeds": list(range(32))},
+    "stack4096": {"tasks": TASKS[:1], "architectures": ["gru"], "seeds": list(range(4096))},
+}
+
+
+class StepClock(pl.Callback):
+    """Wall time from the end of step ``start`` to the end of the fit, device synchronised."""
+
+    def __init__(self, start: int) -> None:
+        self.start, self.t0, self.t1 = start, None, None
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.start:
+            _sync()
+            self.t0 = time.perf_counter()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        _sync()
+        self.t1 = time.perf_counter()
+
+
+def _sync() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def build(case: str, cuda_graphs: bool, compiled: bool = False) -> tuple[PopulationModule, float]:
+    spec = CASES[case]
+    started = time.perf_counter()
+    module = PopulationModule(tasks=spec["tasks"], architectures=spec["architectures"],
+                              hidden_sizes=[32], seeds=spec["seeds"], cuda_graphs=cuda_graphs,
+                              compile_cells=compiled)
+    return module, time.perf_counter() - started
+
+
+def train_rate(case: str, device: str, cuda_graphs: bool, warmup: int, steps: int,
+               compiled: bool = False) -> tuple[float, int, float]:
+    """(steps/s, members, start-up seconds) of one training run."""
+    module, startup = build(case, cuda_graphs, compiled)
+    data = TaskDataModule(tasks=CASES[case]["tasks"], batch_size=64,
+                          steps_per_epoch=warmup + steps)
+    clock = StepClock(warmup)
+    trainer = pl.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1,
+                         max_steps=warmup + steps, limit_val_batches=0, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[clock], log_every_n_steps=25)
+    trainer.fit(module, data)
+    return steps / (clock.t1 - clock.t0), len(module.member_ids), startup
+
+
+def write_seconds(case: str, device: str) -> float:
+    """Scoring every member on 512 test trials and saving the population."""
+    module, _ = build(case, cuda_graphs=False)
+    module.to(device)
+    with tempfile.TemporaryDirectory() as folder:
+        writer = PopulationWriter(str(Path(folder) / "population"), eval_trials=512)
+        trainer = SimpleNamespace(global_step=0, default_root_dir=folder)
+        started = time.perf_counter()
+        writer._write(trainer, module)
+        _sync()
+        return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=None,
+                        help="timed steps of the graphed path, and of the eager path on CPU "
+                             "(default: 200 on CUDA, 20 on CPU, 2 for stack4096 on CPU)")
+    parser.add_argument("--eager_steps", type=int, default=30,
+                        help="timed steps of the eager path on CUDA (a few steps/s)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--tf32", action="store_true", help="allow TF32 matmuls (CUDA)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows, ratios = [], {}
+    paths = ["eager", "graphed"] if args.device == "cuda" else ["eager"]
+    paths += ["graphed+compiled"] if args.device == "cuda" else []
+    if args.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+    for case in args.cases:
+        steps = args.steps or (200 if args.device == "cuda" else
+                               2 if case == "stack4096" else 20)
+        rates = {}
+        for path in paths:
+            timed = args.eager_steps if path == "eager" and args.device == "cuda" else steps
+            rate, members, startup = train_rate(case, args.device, path != "eager",
+                                                args.warmup, timed, compiled="compiled" in path)
+            rates[path] = rate
+            rows += [row(f"{case} {path}", "steps/s", rate, "1/s"),
+                     row(f"{case} {path}", "member-steps/s", rate * members, "1/s")]
+            print(f"{case:10s} {path:8s} {rate:9.2f} steps/s  {rate * members:12.0f} "
+                  f"member-steps/s  (start-up {startup:.2f} s)", flush=True)
+        rows.append(row(case, "start-up", startup, "s"))
+        rows.append(row(case, "write (score 512 trials + save)",
+                        write_seconds(case, args.device), "s"))
+        for path in paths[1:]:
+            ratios[f"{case}: {path} / eager"] = rates[path] / rates["eager"]
+    finish("population_training", args.device, rows, ratios)
+
+
+if __name__ == "__main__":
+    main()
