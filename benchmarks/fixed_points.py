@@ -21,25 +21,40 @@ of the GRU step — per row at a loop call's batch (n rows) and at the batched c
 per-row costs is what batching can gain on the step itself; the rest of the loop's cost
 is per-call overhead (optimizer, checks, Newton, Jacobians) that batching pays once.
 
+``--members``: instead, per-member searches on the demo population's vanilla and GRU members
+(``--population``, default ``runs/demo/population``): 1,024 initial states sampled from the
+member's own trajectories on 256 flip-flop trials (noise 0.1 × the states' std, as
+``SearchOptions``), zero input, the finder's defaults (``tol`` 1e-8, ``max_iters`` 5000).
+``new`` is the default search (Adam handing rows to Newton once close); ``previous`` is
+``handoff=None``, Adam alone down to ``tol`` as before. Per member and form: median time of
+``--repeats`` interleaved runs, points, stable points, Adam iterations, and the median ‖h*‖
+of the points against the median ‖h‖ of the member's states; ratio previous / new per
+member. Writes ``fixed_points_members.json``.
+
 Usage::
 
     python benchmarks/fixed_points.py                  # CPU, writes fixed_points.json
     python benchmarks/fixed_points.py --device cuda    # writes fixed_points_cuda.json
+    python benchmarks/fixed_points.py --members        # writes fixed_points_members.json
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
-from common import finish, row, time_call, time_calls
+from common import REPO_ROOT, finish, row, time_call, time_calls
 
 import dynamo_lightning as dl
 from dynamo_lightning.analysis.fixed_points import (
     FixedPointSet,
     find_fixed_points,
     frozen_parameters,
+    member_step_fn,
     meta_step_fn,
     sample_inits,
 )
@@ -58,6 +73,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads (1: the machine is shared; more oversubscribe it)")
+    parser.add_argument("--members", action="store_true",
+                        help="per-member searches on the demo population instead")
+    parser.add_argument("--population", type=Path, default=REPO_ROOT / "runs/demo/population")
+    parser.add_argument("--architectures", type=str, default="vanilla,gru")
+    parser.add_argument("--member-inits", type=int, default=1024)
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
@@ -130,10 +150,71 @@ def check_agree(problem: Problem) -> tuple[int, int, int]:
     return len(batched), batched.iterations, rows[0]
 
 
+class MemberProblem:
+    """One demo member's search: its inits [n, H] and its states (the reference)."""
+
+    def __init__(self, member: Any, count: int, device: str) -> None:
+        self.net = member.module.to(device)
+        config = member.metadata.get("task_config", {})
+        task = dl.tasks.get(member.metadata.get("task", "flipflop"), **config)
+        x, _ = task.sample(256, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            self.hidden = self.net(x.to(device))[1]
+        g = torch.Generator().manual_seed(1)
+        self.inits = sample_inits(self.hidden.cpu(), count, 0.1, g).to(device)
+        self.x = torch.zeros(task.input_size, device=device)
+
+    def search(self, form: str) -> FixedPointSet:
+        extra = {"handoff": None} if form == "previous" else {}
+        return find_fixed_points(member_step_fn(self.net), self.x, self.inits,
+                                 reference=self.hidden, **extra)
+
+
+def members(args: argparse.Namespace) -> None:
+    """Per-member searches, new against previous, on the demo's members."""
+    population = dl.Population.load(args.population)
+    kinds = args.architectures.split(",")
+    chosen = [m for m in population if m.architecture in kinds]
+    MemberProblem(chosen[0], 8, args.device).search("new")  # warm up torch.func
+    print(f"{len(chosen)} members of {args.population}, {args.member_inits} inits each, "
+          f"zero input, {torch.get_num_threads()} thread(s) on {args.device}", flush=True)
+    rows: list[dict[str, Any]] = []
+    ratios: dict[str, float] = {}
+    for member in chosen:
+        problem = MemberProblem(member, args.member_inits, args.device)
+        found = {form: problem.search(form) for form in ("new", "previous")}
+        times = time_calls({form: partial(problem.search, form) for form in found},
+                           repeats=args.repeats, warmup=0)
+        data_norm = float(problem.hidden.norm(dim=-1).median())
+        for form, fps in found.items():
+            norm = float(fps.points.norm(dim=-1).median()) if len(fps) else float("nan")
+            case = f"{member.id} {form}"
+            rows += [row(case, "time", times[form], "s"), row(case, "points", len(fps), "count"),
+                     row(case, "stable", fps.count("stable"), "count"),
+                     row(case, "adam_iterations", fps.iterations, "count"),
+                     row(case, "median_point_norm", norm, "")]
+            print(f"{member.id:26s} {form:8s} {times[form]:6.2f} s  {len(fps):3d} points "
+                  f"({fps.count('stable')} stable)  {fps.iterations:5d} it  median |h*| "
+                  f"{norm:.2f} vs data {data_norm:.2f}", flush=True)
+        rows.append(row(member.id, "median_data_norm", data_norm, ""))
+        ratios[f"{member.id}: previous / new"] = times["previous"] / times["new"]
+    for kind in kinds:
+        for form in ("new", "previous"):
+            values = [r["value"] for r in rows if r["metric"] == "time"
+                      and r["case"].endswith(f" {form}") and f"-{kind}-" in r["case"]]
+            if values:
+                rows.append(row(f"{kind} members {form}", "median_time",
+                                statistics.median(values), "s"))
+    finish("fixed_points_members", args.device, rows, ratios)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if args.members:
+        members(args)
+        return
     meta = MetaRNN(3, 3, embedding_dim=2, hidden_size=args.hidden, cell="gru").to(args.device)
     Problem(meta, 1, args).batched()  # warm up torch.func (its first call costs seconds)
     print(f"MetaRNN gru H={args.hidden}, {args.inits} inits per θ, tol={args.tol}, "

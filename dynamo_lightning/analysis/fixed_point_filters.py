@@ -69,10 +69,16 @@ def newton_length(jac: Tensor, residual: Tensor) -> Tensor:
 
 
 def unique(h: Tensor, q: Tensor, groups: Tensor, keep: Tensor, radius: Tensor,
-            slack: Tensor, num_groups: int) -> Tensor:
+           slack: Tensor, num_groups: int) -> Tensor:
     """Greedy clustering within each group: a kept row is dropped when a lower-q kept row
     of its group lies within ``radius[group]`` + both rows' ``slack`` (their Newton
-    lengths). All groups advance together, rank by rank."""
+    lengths).
+
+    Computed leader by leader: each group's lowest-q undecided row is kept and drops every
+    undecided row of its group within reach, so the loop runs once per point kept (not per
+    row), all groups at once, and needs one row's distances at a time (no pairwise matrix).
+    It keeps exactly the rows that visiting the rows in q order would.
+    """
     rows = keep.nonzero().flatten()
     unique = torch.zeros_like(keep)
     if rows.numel() == 0:
@@ -81,18 +87,19 @@ def unique(h: Tensor, q: Tensor, groups: Tensor, keep: Tensor, radius: Tensor,
     rows = rows[torch.argsort(groups[rows], stable=True)]
     counts = torch.bincount(groups[rows], minlength=num_groups)
     rank = torch.arange(rows.numel(), device=h.device) - (counts.cumsum(0) - counts)[groups[rows]]
-    n_max = int(counts.max())
-    slot = torch.full((num_groups, n_max), -1, dtype=torch.long, device=h.device)
+    slot = torch.full((num_groups, int(counts.max())), -1, dtype=torch.long, device=h.device)
     slot[groups[rows], rank] = rows
     padded, margin = h[slot.clamp_min(0)], slack[slot.clamp_min(0)]  # [G, n, H], [G, n]
-    step = max(1, _PAIR_BUDGET // (n_max * n_max))
-    for start in range(0, num_groups, step):
-        part = slice(start, start + step)
-        within = (radius[part, None, None] + margin[part, :, None] + margin[part, None, :])
-        close = torch.cdist(padded[part], padded[part], compute_mode=_EXACT) <= within
-        chosen = torch.zeros_like(slot[part], dtype=torch.bool)
-        for i in range(n_max):
-            duplicate = (close[:, i, :i] & chosen[:, :i]).any(1)
-            chosen[:, i] = (slot[part, i] >= 0) & ~duplicate
-        unique[slot[part][chosen]] = True
-    return unique
+    undecided = slot >= 0
+    every = torch.arange(num_groups, device=h.device)
+    while True:
+        live = undecided.any(1)
+        if not bool(live.any()):
+            return unique
+        g = every[live]
+        leader = undecided[g].to(torch.uint8).argmax(1)  # the first undecided: lowest q
+        unique[slot[g, leader]] = True
+        reach = radius[g, None] + margin[g, leader, None] + margin[g]
+        near = (padded[g] - padded[g, leader, None]).norm(dim=-1) <= reach
+        near[torch.arange(g.numel(), device=h.device), leader] = True
+        undecided[g] &= ~near

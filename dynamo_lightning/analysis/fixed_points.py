@@ -3,8 +3,13 @@
 A fixed point of ``h ↦ F(h, x*)`` minimises ``q(h) = ½‖F(h, x*) − h‖²`` to zero. The search:
 
 1. Adam on the *sum* of the per-row q's (so each row's gradient is its own) for all M
-   initial states of a call at once; a row freezes once ``q < tol``, and frozen rows leave
-   the batch, so converged rows stop costing.
+   initial states of a call at once, handing each row to Newton once it is close: a row
+   leaves Adam once ``q < handoff`` (or ``tol``), or once its q stops falling (a minimum
+   of q above zero); frozen rows leave the batch, so they stop costing. The rows that left
+   get damped Newton steps, and those Newton cannot finish go back to Adam with a lower
+   threshold (``fixed_point_search.minimise``). Adam alone circles a root at its fixed
+   step length instead of closing in: on the demo's flip-flop members it ran 1,300–5,000
+   iterations where the hand-off needs 170–1,400, with the same attractors.
 2. Rows closer than the de-duplication radius are merged (lowest q kept), so the O(H²)-per-
    row steps below run on one row per cluster. Converged rows also merge within
    ``_RESIDUAL_SLACK · ‖F(h) − h‖`` of each other: their distance to their fixed point if
@@ -83,6 +88,7 @@ def find_fixed_points(
     max_distance: float | None = 2.0,
     jacobian_fn: StepFn | None = None,
     cuda_graphs: bool = True,
+    handoff: float | None = 1e-4,
 ) -> FixedPointSet:
     """Find the unique fixed points of ``h ↦ step_fn(h, x_const)`` near the data.
 
@@ -113,6 +119,11 @@ def find_fixed_points(
         cuda_graphs: on CUDA, replay each Adam iteration from a CUDA graph (the same
             kernels, launched at once); a step function that cannot be captured (one that
             syncs with the host, say) runs eagerly instead. No effect on the CPU.
+        handoff: q below which a row leaves Adam for Newton steps (module docstring,
+            step 1). None, ``newton_steps=0`` or a ``slow_tol``: Adam alone (β₂ = 0.999)
+            down to ``tol``, the search as it was before the hand-off — with ``slow_tol``
+            because Newton would carry the rows that trace a slow manifold (a line
+            attractor's, say) onto its few exact fixed points.
 
     Returns:
         :class:`FixedPointSet`, sorted by group, then q.
@@ -139,7 +150,8 @@ def find_fixed_points(
     frozen = getattr(step_fn, "frozen", contextlib.nullcontext)
     with torch.enable_grad(), frozen():
         h, iterations = minimise(call.step_fn, call.x, call.inits.detach().clone(), tol,
-                                 max_iters, lr, cuda_graphs)
+                                 max_iters, lr, cuda_graphs, call.jacobian_fn,
+                                 None if newton_steps == 0 or slow_tol is not None else handoff)
         h, _, systems, residual, jac = _refine(call.step_fn, call.jacobian_fn, h, call.x,
                                                systems, tol, newton_steps)
     q = 0.5 * residual.pow(2).sum(-1)
