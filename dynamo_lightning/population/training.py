@@ -23,6 +23,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import Tensor, nn
 
+from dynamo_lightning.checks import is_int, positive_int
 from dynamo_lightning.population import architectures
 from dynamo_lightning.population.datamodule import Batch
 from dynamo_lightning.population.evaluation import summed_member_loss
@@ -40,7 +41,8 @@ class PopulationModule(pl.LightningModule):
         tasks: task variants ``[{name, config?, label?}]``; linked from ``data.tasks`` by the CLI.
         architectures: registered architecture names (``dl.architectures.names()``).
         hidden_sizes: widths to train (RNN units or CNN channels).
-        seeds: initialisation seeds; one member per seed in every group.
+        seeds: initialisation seeds, one member per seed in every group; or a count ``n``
+            for seeds ``0 … n−1`` (a grid of thousands of members).
         architecture_options: extra constructor options per architecture name,
             e.g. ``{"cnn": {"n_layers": 3}}``.
         lr: Adam learning rate.
@@ -59,7 +61,7 @@ class PopulationModule(pl.LightningModule):
     """
 
     def __init__(self, tasks: list[dict[str, Any]], architectures: list[str] | None = None,
-                 hidden_sizes: list[int] | None = None, seeds: list[int] | None = None,
+                 hidden_sizes: list[int] | None = None, seeds: list[int] | int | None = None,
                  architecture_options: dict[str, dict[str, Any]] | None = None,
                  lr: float = 1e-2, weight_decay: float = 0.0, clip_norm: float | None = 1.0,
                  cuda_graphs: bool = True, compile_cells: bool = True) -> None:
@@ -70,6 +72,8 @@ class PopulationModule(pl.LightningModule):
             raise ValueError(f"PopulationModule: lr must be positive, got {lr}")
         if clip_norm is not None and clip_norm < 0:
             raise ValueError(f"PopulationModule: clip_norm must be >= 0 or null, got {clip_norm}")
+        if is_int(seeds):
+            seeds = list(range(positive_int("seeds", seeds, "PopulationModule")))
         specs = parse_task_specs(tasks)
         self.groups: list[GroupSpec] = expand_grid(
             specs, architectures or ["gru"], hidden_sizes or [32], seeds or [0, 1, 2, 3],

@@ -68,6 +68,8 @@ def config_runs() -> list[tuple[str, list[Path]]]:
     for path in sorted((CONFIGS / "dynamo").glob("*.yaml")):
         runs.append(("fit", [FLIPFLOP, path] if path.name in OVERLAYS else [path]))
     runs += [("fit", [FLIPFLOP, path]) for path in sorted((CONFIGS / "logger").glob("*.yaml"))]
+    runs += [("population", [CONFIGS / "scale" / "population.yaml"]),
+             ("fit", [CONFIGS / "scale" / "dynamo.yaml"])]
     return runs
 
 

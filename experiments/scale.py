@@ -1,0 +1,139 @@
+"""The end-to-end scale run: 10,000 recurrent networks trained, embedded and reported.
+
+Stages, each timed:
+
+1. ``population`` — ``configs/scale/population.yaml``: 2 computations (3-bit flip-flop,
+   3-channel leaky integrator) × 5 architectures × ``--seeds`` seeds (1,000: 10,000
+   members), trained stacked (on a GPU: one CUDA graph per step, compiled cells), scored and
+   written;
+2. ``fit`` — ``configs/scale/dynamo.yaml``: DYNAMO in online mode (each batch runs only its
+   members), then one test pass for the held-out emulation scores (median hidden R²);
+3. ``report`` — the analysis report of that checkpoint (what ``dynamo analyze`` writes), with
+   settings for thousands of members: 16 initial states per member and 500 iterations for
+   the fixed points, no pairwise similarity baselines (N² pairs), no topology grid.
+
+The target (issue "scale"): all three on one H200 in at most 15 minutes, median held-out
+hidden R² ≥ 0.9. ``--seeds 2 --population-steps 20 --epochs 1`` is a quick look on a CPU.
+
+Usage::
+
+    python experiments/scale.py [--seeds 1000] [--out runs/experiments/scale]
+
+Writes ``<out>/population``, ``<out>/fit`` and ``<out>/report``, and the timings, scores,
+settings and machine to ``experiments/results/scale.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # benchmarks/ is a plain folder, not an installed package
+
+from benchmarks.common import machine_info  # noqa: E402
+
+RESULTS = REPO / "experiments" / "results" / "scale.json"
+POPULATION_CONFIG = REPO / "configs" / "scale" / "population.yaml"
+DYNAMO_CONFIG = REPO / "configs" / "scale" / "dynamo.yaml"
+REPORT = {"inits_per_member": 16, "max_iters": 500, "fixed_point_trials": 32, "trials": 128,
+          "baselines": "none", "grid_resolution": 0, "progress": False}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="runs/experiments/scale")
+    parser.add_argument("--seeds", type=int, default=1000,
+                        help="members per computation and architecture (1000: 10,000 members)")
+    parser.add_argument("--population-steps", type=int, default=None,
+                        help="override the population config's max_steps")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="override the DYNAMO config's max_epochs")
+    parser.add_argument("--accelerator", default="gpu" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--results", default=str(RESULTS))
+    return parser.parse_args(argv)
+
+
+def population_config(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    config = yaml.safe_load(POPULATION_CONFIG.read_text())
+    config["model"]["seeds"] = args.seeds
+    if args.population_steps is not None:
+        config["trainer"]["max_steps"] = args.population_steps
+        config["trainer"]["val_check_interval"] = min(config["trainer"]["val_check_interval"],
+                                                      args.population_steps)
+    config["trainer"].update({"default_root_dir": str(out / "population_run"),
+                              "accelerator": args.accelerator, "devices": 1,
+                              "enable_progress_bar": False})
+    config["population"]["path"] = str(out / "population")
+    return config
+
+
+def dynamo_config(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    config = yaml.safe_load(DYNAMO_CONFIG.read_text())
+    config["data"]["population"] = str(out / "population")
+    config["trainer"].update({"default_root_dir": str(out / "fit"),
+                              "accelerator": args.accelerator, "devices": 1,
+                              "enable_progress_bar": False})
+    if args.epochs is not None:
+        config["trainer"]["max_epochs"] = args.epochs
+    return config
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from dynamo_lightning.cli.analyze import run_analysis
+    from dynamo_lightning.cli.demo import emulation_summary
+    from dynamo_lightning.cli.lightning_cli import dynamo_main, population_main
+
+    args = parse_args(argv)
+    out = Path(args.out)
+    seconds: dict[str, float] = {}
+
+    started = time.perf_counter()
+    population_main({"fit": population_config(args, out)})
+    seconds["population"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    cli = dynamo_main({"fit": copy.deepcopy(dynamo_config(args, out))})
+    cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
+    summary = emulation_summary(cli.model)
+    ckpt = Path(cli.trainer.checkpoint_callback.dirpath) / "last.ckpt"
+    seconds["fit"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    members = summary["members"]
+    scores = {k: [m[k] for m in members] for k in members[0] if k != "id"}
+    device = "cuda" if args.accelerator == "gpu" else "cpu"
+    report = run_analysis(ckpt, out / "report", scores=scores, device=device, **REPORT)
+    seconds["report"] = time.perf_counter() - started
+
+    result = {
+        "members": len(members), "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "total_seconds": round(sum(seconds.values()), 1),
+        "median_hidden_r2": summary["median_hidden_r2"],
+        "median_output_agreement": summary["median_output_agreement"],
+        "median_task_metric_member": statistics.median(scores["task_metric_member"])
+        if scores.get("task_metric_member") else None,
+        "report": str(report / "report.html"), "checkpoint": str(ckpt),
+        "settings": {"seeds": args.seeds, "population_steps": args.population_steps,
+                     "epochs": args.epochs, "accelerator": args.accelerator,
+                     "report": REPORT},
+        "machine": machine_info(),
+    }
+    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.results).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("members", "seconds", "total_seconds",
+                                            "median_hidden_r2")}, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
