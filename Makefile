@@ -40,6 +40,8 @@ browser-test: install
 bench: install
 	$(BIN)/python benchmarks/population_forward.py
 	$(BIN)/python benchmarks/fixed_points.py
+	test ! -d runs/demo/population || $(BIN)/python benchmarks/fixed_points.py --members
+	$(BIN)/python benchmarks/population_training.py
 	test -d runs/population/flipflop/population || $(BIN)/dynamo population fit --config configs/population/flipflop.yaml
 	$(BIN)/python benchmarks/dynamo_fit.py --tag cpu
 	$(BIN)/python benchmarks/similarity.py
