@@ -44,17 +44,7 @@ def tiny_fit(tiny_population: Population, tmp_path_factory: pytest.TempPathFacto
     and ``module`` (the loaded ``DynamoModule``, eval mode, on the CPU). Read-only: tests that
     change the module must load their own copy from ``ckpt``.
     """
-    from dynamo_lightning.cli import main
-    from dynamo_lightning.module import DynamoModule
-
-    root = tmp_path_factory.mktemp("tiny_fit")
-    pop_dir = tiny_population.save(root / "population")
-    config = os.path.join(os.path.dirname(__file__), "conf", "dynamo_tiny.yaml")
-    assert main(["fit", "--config", config, f"--data.population={pop_dir}",
-                 f"--data.cache_dir={root / 'cache'}", f"--trainer.default_root_dir={root}"]) == 0
-    ckpt = root / "checkpoints" / "last.ckpt"
-    module = DynamoModule.load_from_checkpoint(ckpt, map_location="cpu").eval()
-    return {"root": root, "population": pop_dir, "ckpt": ckpt, "module": module}
+    return fit_tiny(tiny_population, tmp_path_factory.mktemp("tiny_fit"))
 
 
 @pytest.fixture(scope="session")
@@ -92,11 +82,16 @@ def build_cnn_population() -> Population:
 def tiny_cnn_fit(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A tiny CNN population (``build_cnn_population``) saved, and one tiny ``dynamo fit`` on
     it (the meta-CNN, 8 channels, 2 epochs). Same keys as ``tiny_fit``; read-only."""
+    return fit_tiny(build_cnn_population(), tmp_path_factory.mktemp("tiny_cnn_fit"))
+
+
+def fit_tiny(population: Population, root: Path) -> dict:
+    """Save ``population`` under ``root`` and run one ``dynamo fit`` of
+    ``conf/dynamo_tiny.yaml`` on it there; the dict ``tiny_fit`` describes."""
     from dynamo_lightning.cli import main
     from dynamo_lightning.module import DynamoModule
 
-    root = tmp_path_factory.mktemp("tiny_cnn_fit")
-    pop_dir = build_cnn_population().save(root / "population")
+    pop_dir = population.save(root / "population")
     config = os.path.join(os.path.dirname(__file__), "conf", "dynamo_tiny.yaml")
     assert main(["fit", "--config", config, f"--data.population={pop_dir}",
                  f"--data.cache_dir={root / 'cache'}", f"--trainer.default_root_dir={root}"]) == 0

@@ -7,6 +7,7 @@ import itertools
 
 import torch
 from torch import Tensor
+from trained import trained_member
 
 import dynamo_lightning as dl
 from dynamo_lightning.analysis.fixed_point_search import adam, polish
@@ -16,7 +17,7 @@ from dynamo_lightning.analysis.fixed_points import (
     member_step_fn,
     sample_inits,
 )
-from dynamo_lightning.population.architectures import MemberNetwork, build
+from dynamo_lightning.population.architectures import MemberNetwork
 
 H_STAR = 0.9575040240  # the positive root of tanh(2h) = h
 
@@ -79,16 +80,7 @@ def test_every_slow_attractor_is_found_as_by_adam_alone() -> None:
 def _trained_vanilla() -> MemberNetwork:
     """A 3-bit flip-flop tanh RNN of 24 units, trained with plain Adam (a few seconds)."""
     task = dl.tasks.get("flipflop", n_bits=3, seq_len=24, pulse_prob=0.1)
-    stack = build("vanilla", input_size=3, output_size=3, hidden_size=24, seeds=[0])
-    optimizer = torch.optim.Adam(stack.parameters(), lr=1e-2)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(400):
-        x, y = task.sample(32, generator=g)
-        loss = task.loss(stack(x)[0][0], y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return MemberNetwork(stack)
+    return trained_member("vanilla", task, hidden=24, steps=400, lr=1e-2, seed=0)
 
 
 def test_a_trained_vanilla_rnn_keeps_the_exhaustive_searchs_attractors() -> None:

@@ -8,6 +8,7 @@ import warnings
 import pytest
 import torch
 from torch import Tensor
+from trained import trained_member
 
 import dynamo_lightning as dl
 from dynamo_lightning.analysis.fixed_points import (
@@ -239,24 +240,9 @@ def test_meta_step_fn_runs_every_theta_in_one_batch() -> None:
         step(inits[:5], torch.zeros(5, 3))
 
 
-def _train(arch: str, task: object, hidden: int, steps: int, lr: float, seed: int) -> MemberNetwork:
-    """A member trained on ``task`` with plain Adam (a few seconds on one CPU thread)."""
-    stack = build(arch, input_size=task.input_size, output_size=task.output_size,
-                  hidden_size=hidden, seeds=[seed])
-    optimizer = torch.optim.Adam(stack.parameters(), lr=lr)
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        x, y = task.sample(32, generator=g)
-        loss = task.loss(stack(x)[0][0], y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return MemberNetwork(stack)
-
-
 def test_trained_flipflop_gru_has_eight_stable_points() -> None:
     task = dl.tasks.get("flipflop", n_bits=3, seq_len=24, pulse_prob=0.1)
-    net = _train("gru", task, hidden=16, steps=250, lr=3e-2, seed=0)
+    net = trained_member("gru", task, hidden=16, steps=250, lr=3e-2, seed=0)
     g = torch.Generator().manual_seed(1)
     x, y = task.sample(64, generator=g)
     with torch.no_grad():
@@ -273,7 +259,7 @@ def test_trained_flipflop_gru_has_eight_stable_points() -> None:
 
 def test_trained_integrator_gru_has_a_line_of_slow_points() -> None:
     task = dl.tasks.get("integrator", n_channels=1, seq_len=32)
-    net = _train("gru", task, hidden=16, steps=250, lr=1e-2, seed=0)
+    net = trained_member("gru", task, hidden=16, steps=250, lr=1e-2, seed=0)
     g = torch.Generator().manual_seed(1)
     x, y = task.sample(64, generator=g)
     with torch.no_grad():

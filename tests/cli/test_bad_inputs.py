@@ -107,9 +107,14 @@ def ctx(tiny_fit: dict, tmp_path_factory: pytest.TempPathFactory) -> dict[str, A
     (root / "bad_json" / "manifest.json").write_text("{ not json")
     cnn = architectures.build("cnn", num_members=2, seeds=[0, 1], input_size=8,
                               output_size=10, hidden_size=4)
+    gru = architectures.build("gru", num_members=1, seeds=[0], input_size=8, output_size=10,
+                              hidden_size=4)
     meta = [{"architecture": "cnn", "task": "digits", "seed": s} for s in (0, 1)]
-    paths["cnn"] = str(Population.from_stack("cnn", cnn, ["cnn-0", "cnn-1"], meta)
-                       .save(root / "cnn"))
+    mixed = Population.concat([  # one meta-model cannot emulate both families
+        Population.from_stack("cnn", cnn, ["cnn-0", "cnn-1"], meta),
+        Population.from_stack("gru", gru, ["gru-0"], [{"architecture": "gru",
+                                                       "task": "digits", "seed": 0}])])
+    paths["mixed_families"] = str(mixed.save(root / "mixed_families"))
     return {"root": str(root), "pop": str(pop), "ckpt": str(ckpt), **paths}
 
 
@@ -152,9 +157,10 @@ CLI_CASES: dict[str, tuple[Callable[[dict], list[str]], str]] = {
     "fit-link-outside": (lambda c: fit(c, "h", population=c["link_outside"]), "outside"),
     "fit-truncated-weights": (lambda c: fit(c, "i", population=c["truncated_weights"]),
                               "checksum mismatch"),
-    "fit-cnn-population": (lambda c: fit(c, "j", "--data.task",
-                                         '{"name": "digits"}', population=c["cnn"]),
-                           "feed-forward"),
+    "fit-recurrent-and-feed-forward": (lambda c: fit(c, "j", "--data.task",
+                                                     '{"name": "digits"}',
+                                                     population=c["mixed_families"]),
+                                       "either recurrent or feed-forward members"),
     # dynamo fit: settings
     "fit-unknown-cell": (lambda c: fit(c, "k", "--model.meta.cell", "grux"), "grux"),
     "fit-unknown-conditioning": (lambda c: fit(c, "l", "--model.meta.conditioning", "nope"),
@@ -210,7 +216,8 @@ CLI_CASES: dict[str, tuple[Callable[[dict], list[str]], str]] = {
                             "trials must be a positive integer"),
     "analyze-unknown-baseline": (lambda c: analyze(c, "--baselines", "svcca"), "svcca"),
     "analyze-unknown-device": (lambda c: analyze(c, "--device", "gpu9"), "--device"),
-    "analyze-no-out": (lambda c: ["analyze", "--ckpt", c["ckpt"]], "required: out"),
+    "analyze-no-ckpt": (lambda c: ["analyze", "--out", f"{c['root']}/report_x"],
+                        "required: ckpt_path"),
     # dynamo place
     "place-missing-ckpt": (lambda c: place(c, ckpt=f"{c['root']}/none.ckpt"), "not found"),
     "place-not-a-population": (lambda c: [*place(c), "--population", f"{c['root']}/empty"],
