@@ -99,17 +99,23 @@ def train_rate(case: str, device: str, cuda_graphs: bool, warmup: int, steps: in
     return steps / (clock.t1 - clock.t0), len(module.member_ids), startup
 
 
-def write_seconds(case: str, device: str) -> float:
-    """Scoring every member on 512 test trials and saving the population."""
+def write_seconds(case: str, device: str) -> tuple[float, float]:
+    """Seconds of (scoring every member on 512 test trials, the whole write: scoring and
+    saving the population)."""
     module, _ = build(case, cuda_graphs=False)
     module.to(device)
     with tempfile.TemporaryDirectory() as folder:
         writer = PopulationWriter(str(Path(folder) / "population"), eval_trials=512)
         trainer = SimpleNamespace(global_step=0, default_root_dir=folder)
         started = time.perf_counter()
+        for group, stack in zip(module.groups, module.stacks, strict=True):
+            writer._score(module, group, stack, None)
+        _sync()
+        scoring = time.perf_counter() - started
+        started = time.perf_counter()
         writer._write(trainer, module)
         _sync()
-        return time.perf_counter() - started
+        return scoring, time.perf_counter() - started
 
 
 def main() -> None:
@@ -124,12 +130,16 @@ def main() -> None:
                         help="timed steps of the eager path on CUDA (a few steps/s)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--tf32", action="store_true", help="allow TF32 matmuls (CUDA)")
+    parser.add_argument("--write_only", action="store_true",
+                        help="time only start-up and writing (no training); writes "
+                             "population_writing[_cuda].json")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     rows, ratios = [], {}
     paths = ["eager", "graphed"] if args.device == "cuda" else ["eager"]
-    paths += ["graphed+compiled"] if args.device == "cuda" else []
+    paths = [] if args.write_only else paths
+    paths += ["graphed+compiled"] if args.device == "cuda" and not args.write_only else []
     if args.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
     for case in args.cases:
@@ -145,12 +155,16 @@ def main() -> None:
                      row(f"{case} {path}", "member-steps/s", rate * members, "1/s")]
             print(f"{case:10s} {path:8s} {rate:9.2f} steps/s  {rate * members:12.0f} "
                   f"member-steps/s  (start-up {startup:.2f} s)", flush=True)
+        if not paths:
+            _, startup = build(case, cuda_graphs=False)
         rows.append(row(case, "start-up", startup, "s"))
-        rows.append(row(case, "write (score 512 trials + save)",
-                        write_seconds(case, args.device), "s"))
+        scoring, writing = write_seconds(case, args.device)
+        rows.append(row(case, "score 512 trials", scoring, "s"))
+        rows.append(row(case, "write (score 512 trials + save)", writing, "s"))
         for path in paths[1:]:
             ratios[f"{case}: {path} / eager"] = rates[path] / rates["eager"]
-    finish("population_training", args.device, rows, ratios)
+    finish("population_writing" if args.write_only else "population_training", args.device,
+           rows, ratios)
 
 
 if __name__ == "__main__":

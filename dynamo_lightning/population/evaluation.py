@@ -41,9 +41,10 @@ def evaluate_stack(stack: Architecture, task: Task, trials: int, generator: torc
             n = min(batch_size, remaining)
             x, y = task.sample(n, generator=generator, split=split)
             outputs, _ = stack(x.to(device))
-            outputs_all.append(outputs.float().cpu())
-            targets_all.append(y)
+            outputs_all.append(outputs.float())
+            targets_all.append(y.to(device))
             remaining -= n
+    # Scored where they were computed: thousands of members' outputs never cross to the host.
     outputs = torch.cat(outputs_all, dim=1)
     targets = torch.cat(targets_all, dim=0)
     return [float(task.metric(out, targets)) for out in outputs]
