@@ -137,9 +137,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     rows, ratios = [], {}
-    paths = ["eager", "graphed"] if args.device == "cuda" else ["eager"]
-    paths = [] if args.write_only else paths
-    paths += ["graphed+compiled"] if args.device == "cuda" and not args.write_only else []
+    paths = ([] if args.write_only else
+             ["eager", "graphed", "graphed+compiled"] if args.device == "cuda" else ["eager"])
     if args.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
     for case in args.cases:

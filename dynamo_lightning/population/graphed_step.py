@@ -59,7 +59,6 @@ class GraphedStep:
                               for label, (x, y) in example.items()}
         self.graph = torch.cuda.CUDAGraph()
         self.streams = [torch.cuda.Stream(self.device) for _ in self.stacks]
-        self.losses: list[Tensor] = []
         self.total: Tensor
         self._warm_up(group_loss)
         self._capture(group_loss, after_backward)
@@ -118,7 +117,6 @@ class GraphedStep:
         for p in self.params:  # the capture's backward allocates .grad in the graph's pool,
             p.grad = None      # so each replay overwrites them (no zeroing needed)
         with torch.cuda.graph(self.graph):
-            self.losses = self._run_groups(group_loss, after_backward)
-            self.total = torch.stack(self.losses).sum()
+            self.total = torch.stack(self._run_groups(group_loss, after_backward)).sum()
         torch.cuda.synchronize(self.device)
         self.grads = [p.grad for p in self.params]  # the tensors every replay writes
