@@ -96,43 +96,52 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     out = Path(args.out)
     seconds: dict[str, float] = {}
+    result: dict[str, Any] = {
+        "members": None, "seconds": seconds, "finished": False,
+        "settings": {"seeds": args.seeds, "population_steps": args.population_steps,
+                     "epochs": args.epochs, "accelerator": args.accelerator, "report": REPORT},
+        "machine": machine_info()}
 
     started = time.perf_counter()
     population_main({"fit": population_config(args, out)})
-    seconds["population"] = time.perf_counter() - started
+    seconds["population"] = round(time.perf_counter() - started, 1)
+    _write(args, result)  # each stage's time is kept even if a later stage fails
 
     started = time.perf_counter()
     cli = dynamo_main({"fit": copy.deepcopy(dynamo_config(args, out))})
     cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
     summary = emulation_summary(cli.model)
     ckpt = Path(cli.trainer.checkpoint_callback.dirpath) / "last.ckpt"
-    seconds["fit"] = time.perf_counter() - started
-
-    started = time.perf_counter()
+    seconds["fit"] = round(time.perf_counter() - started, 1)
     members = summary["members"]
     scores = {k: [m[k] for m in members] for k in members[0] if k != "id"}
-    device = "cuda" if args.accelerator == "gpu" else "cpu"
-    report = run_analysis(ckpt, out / "report", scores=scores, device=device, **REPORT)
-    seconds["report"] = time.perf_counter() - started
-
-    result = {
-        "members": len(members), "seconds": {k: round(v, 1) for k, v in seconds.items()},
-        "total_seconds": round(sum(seconds.values()), 1),
-        "median_hidden_r2": summary["median_hidden_r2"],
+    result.update({
+        "members": len(members), "median_hidden_r2": summary["median_hidden_r2"],
         "median_output_agreement": summary["median_output_agreement"],
         "median_task_metric_member": statistics.median(scores["task_metric_member"])
-        if scores.get("task_metric_member") else None,
-        "report": str(report / "report.html"), "checkpoint": str(ckpt),
-        "settings": {"seeds": args.seeds, "population_steps": args.population_steps,
-                     "epochs": args.epochs, "accelerator": args.accelerator,
-                     "report": REPORT},
-        "machine": machine_info(),
-    }
-    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.results).write_text(json.dumps(result, indent=2) + "\n")
+        if scores.get("task_metric_member") else None, "checkpoint": str(ckpt)})
+    _write(args, result)
+
+    started = time.perf_counter()
+    device = "cuda" if args.accelerator == "gpu" else "cpu"
+    report = run_analysis(ckpt, out / "report", scores=scores, device=device, **REPORT)
+    seconds["report"] = round(time.perf_counter() - started, 1)
+    report_meta = json.loads((report / "report.json").read_text()).get("meta", {})
+    result.update({"report": str(report / "report.html"),
+                   "report_timings": report_meta.get("timings", {}), "finished": True})
+    _write(args, result)
     print(json.dumps({k: result[k] for k in ("members", "seconds", "total_seconds",
                                             "median_hidden_r2")}, indent=2))
     return result
+
+
+def _write(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """Write the results so far (stage times, scores) to ``--results``."""
+    result["total_seconds"] = round(sum(result["seconds"].values()), 1)
+    path = Path(args.results)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"[scale] {json.dumps(result['seconds'])} -> {path}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,36 @@
+"""The scale run's script end to end at a toy size: every stage runs and is timed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from paths import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("scale_script",
+                                                  REPO / "experiments" / "scale.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_stage_is_timed_and_the_report_written(tmp_path: Path) -> None:
+    results = tmp_path / "scale.json"
+    load_script().main(["--seeds", "2", "--population-steps", "10", "--epochs", "1",
+                        "--accelerator", "cpu", "--out", str(tmp_path / "run"),
+                        "--results", str(results)])
+    written = json.loads(results.read_text())
+    assert written["finished"] is True
+    assert written["members"] == 20  # 2 computations × 5 architectures × 2 seeds
+    assert set(written["seconds"]) == {"population", "fit", "report"}
+    assert all(v > 0 for v in written["seconds"].values())
+    assert written["total_seconds"] == pytest.approx(sum(written["seconds"].values()), abs=0.2)
+    assert "fixed_points" in written["report_timings"]
+    assert 0 <= written["median_output_agreement"] <= 1
+    assert (tmp_path / "run" / "report" / "report.html").is_file()
