@@ -12,18 +12,24 @@ Each case trains through a Lightning ``Trainer`` (what ``dynamo population fit``
 loop, the optimiser step, logging), once per path side by side: ``eager`` (the step as
 PyTorch ops launched from Python, the path before CUDA graphs) and, on CUDA, ``graphed``
 (``PopulationModule(cuda_graphs=True)``: forward, loss, backward and clip of every group
-replayed from one CUDA graph, each group on its own stream, cells not compiled) and
+replayed from one CUDA graph, each group on its own stream, cells not compiled),
 ``graphed+compiled`` (also ``compile_cells``: each cell ``torch.compile``'d, fusing its gate
-arithmetic; the default on CUDA). Timed from the end of ``--warmup`` steps (the graph is
-captured in the first) to the end of ``--steps`` more, with the device synchronised at both
-ends. Also timed per case: start-up (building the module: every member's seeded
-initialisation) and writing (scoring every member on 512 test trials and saving the
-population), which a ``dynamo population fit`` pays once.
+arithmetic; the default on CUDA before ``fused_cells``) and ``graphed+fused`` (also
+``fused_cells``: GRU, tanh and ReLU stacks run their whole time loop as one Triton kernel,
+forward and backward; LSTM and UGRNN stacks compiled as before; the default on CUDA). The
+other paths run with ``fused_cells`` off, so they measure what they did before it. Timed
+from the end of ``--warmup`` steps (the graph is captured in the first) to the end of
+``--steps`` more, with the device synchronised at both ends. Also timed per case: start-up
+(building the module: every member's seeded initialisation) and writing (scoring every
+member on 512 test trials and saving the population), which a ``dynamo population fit``
+pays once.
 
 Usage::
 
     python benchmarks/population_training.py                 # CPU: writes population_training.json
     python benchmarks/population_training.py --device cuda   # population_training_cuda.json
+    python benchmarks/population_training.py --device cuda --cases stack4096 \
+        --paths graphed+compiled graphed+fused                # two paths, no eager baseline
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ CASES: dict[str, dict[str, Any]] = {
                 "seeds": list(range(32))},
     "stack4096": {"tasks": TASKS[:1], "architectures": ["gru"], "seeds": list(range(4096))},
 }
+CUDA_PATHS = ["eager", "graphed", "graphed+compiled", "graphed+fused"]
+COMPILED = ("graphed+compiled", "graphed+fused")  # fused: LSTM and UGRNN stacks compiled
 
 
 class StepClock(pl.Callback):
@@ -75,19 +83,20 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def build(case: str, cuda_graphs: bool, compiled: bool = False) -> tuple[PopulationModule, float]:
+def build(case: str, cuda_graphs: bool, compiled: bool = False,
+          fused: bool = False) -> tuple[PopulationModule, float]:
     spec = CASES[case]
     started = time.perf_counter()
     module = PopulationModule(tasks=spec["tasks"], architectures=spec["architectures"],
                               hidden_sizes=[32], seeds=spec["seeds"], cuda_graphs=cuda_graphs,
-                              compile_cells=compiled)
+                              compile_cells=compiled, fused_cells=fused)
     return module, time.perf_counter() - started
 
 
 def train_rate(case: str, device: str, cuda_graphs: bool, warmup: int, steps: int,
-               compiled: bool = False) -> tuple[float, int, float]:
+               compiled: bool = False, fused: bool = False) -> tuple[float, int, float]:
     """(steps/s, members, start-up seconds) of one training run."""
-    module, startup = build(case, cuda_graphs, compiled)
+    module, startup = build(case, cuda_graphs, compiled, fused)
     data = TaskDataModule(tasks=CASES[case]["tasks"], batch_size=64,
                           steps_per_epoch=warmup + steps)
     clock = StepClock(warmup)
@@ -126,6 +135,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None,
                         help="timed steps of the graphed path, and of the eager path on CPU "
                              "(default: 200 on CUDA, 20 on CPU, 2 for stack4096 on CPU)")
+    parser.add_argument("--paths", nargs="+", default=list(CUDA_PATHS), choices=CUDA_PATHS,
+                        help="paths to time on CUDA (ratios are to eager when it runs); "
+                             "a CPU runs eager only")
     parser.add_argument("--eager_steps", type=int, default=30,
                         help="timed steps of the eager path on CUDA (a few steps/s)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -138,7 +150,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     rows, ratios = [], {}
     paths = ([] if args.write_only else
-             ["eager", "graphed", "graphed+compiled"] if args.device == "cuda" else ["eager"])
+             [p for p in CUDA_PATHS if p in args.paths] if args.device == "cuda" else ["eager"])
     if args.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
     for case in args.cases:
@@ -148,11 +160,12 @@ def main() -> None:
         for path in paths:
             timed = args.eager_steps if path == "eager" and args.device == "cuda" else steps
             rate, members, startup = train_rate(case, args.device, path != "eager",
-                                                args.warmup, timed, compiled="compiled" in path)
+                                                args.warmup, timed, compiled=path in COMPILED,
+                                                fused=path == "graphed+fused")
             rates[path] = rate
             rows += [row(f"{case} {path}", "steps/s", rate, "1/s"),
                      row(f"{case} {path}", "member-steps/s", rate * members, "1/s")]
-            print(f"{case:10s} {path:8s} {rate:9.2f} steps/s  {rate * members:12.0f} "
+            print(f"{case:10s} {path:16s} {rate:9.2f} steps/s  {rate * members:12.0f} "
                   f"member-steps/s  (start-up {startup:.2f} s)", flush=True)
         if not paths:
             _, startup = build(case, cuda_graphs=False)
@@ -160,8 +173,11 @@ def main() -> None:
         scoring, writing = write_seconds(case, args.device)
         rows.append(row(case, "score 512 trials", scoring, "s"))
         rows.append(row(case, "write (score 512 trials + save)", writing, "s"))
-        for path in paths[1:]:
+        for path in paths[1:] if "eager" in rates else []:
             ratios[f"{case}: {path} / eager"] = rates[path] / rates["eager"]
+        if {"graphed+compiled", "graphed+fused"} <= rates.keys():
+            ratios[f"{case}: graphed+fused / graphed+compiled"] = (
+                rates["graphed+fused"] / rates["graphed+compiled"])
     finish("population_writing" if args.write_only else "population_training", args.device,
            rows, ratios)
 

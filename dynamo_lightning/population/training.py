@@ -10,7 +10,10 @@ parallel streams (:mod:`~dynamo_lightning.population.graphed_step`; ``cuda_graph
 eager step is launch-bound there. On a GPU each recurrent cell is also ``torch.compile``'d
 (``compile_cells``): its gate arithmetic and that of its backward become a few fused kernels
 instead of one per operation, which halves the step's memory traffic (measured in
-``benchmarks/population_training.py``).
+``benchmarks/population_training.py``). GRU, tanh and ReLU stacks go further
+(``fused_cells``): their whole time loop, forward and backward, is one Triton kernel that
+keeps each member's recurrent weights on chip
+(:mod:`~dynamo_lightning.population.architectures.fused_recurrence`).
 """
 
 from __future__ import annotations
@@ -58,13 +61,22 @@ class PopulationModule(pl.LightningModule):
             (fused gate arithmetic; the first steps take the compile time, seconds per
             architecture). If compiling fails while the step is captured, the plain cells
             and the eager step run instead, with a warning.
+        fused_cells: on a CUDA device with 32-bit precision and Triton installed, run the
+            whole time loop of each stack whose class names a ``fused_cell`` (GRU up to
+            H=32, tanh and ReLU up to H=64: where the kernel was measured faster) as one
+            Triton kernel, forward and backward, instead of compiling its cell; other stacks
+            keep ``compile_cells``. The same arithmetic with far less memory traffic; the
+            first step takes the kernels' compile time (seconds). If a kernel fails while
+            the step is captured, the plain path and the eager step run instead, with a
+            warning, as for ``compile_cells``.
     """
 
     def __init__(self, tasks: list[dict[str, Any]], architectures: list[str] | None = None,
                  hidden_sizes: list[int] | None = None, seeds: list[int] | int | None = None,
                  architecture_options: dict[str, dict[str, Any]] | None = None,
                  lr: float = 1e-2, weight_decay: float = 0.0, clip_norm: float | None = 1.0,
-                 cuda_graphs: bool = True, compile_cells: bool = True) -> None:
+                 cuda_graphs: bool = True, compile_cells: bool = True,
+                 fused_cells: bool = True) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False  # the step is written out: see the module doc
@@ -84,6 +96,7 @@ class PopulationModule(pl.LightningModule):
         self._graphed: GraphedStep | None = None
         self._graphs_usable = True  # until a capture fails
         self._plain_cells: list[tuple[nn.Module, object]] = []  # (stack, cell) when compiled
+        self._fused: list[nn.Module] = []  # stacks whose forward runs the fused kernel
         self._finite: Tensor | None = None  # all losses since the last check were finite
 
     @property
@@ -115,16 +128,42 @@ class PopulationModule(pl.LightningModule):
         return total
 
     def on_fit_start(self) -> None:
-        if self.hparams.compile_cells and self.device.type == "cuda" and not self._plain_cells:
-            for stack in self.stacks:
-                if getattr(stack, "recurrent", False) and hasattr(stack, "cell"):
-                    self._plain_cells.append((stack, stack.cell))
-                    stack.cell = torch.compile(stack.cell, fullgraph=True, dynamic=False)
+        if self.device.type != "cuda" or self._plain_cells or self._fused:
+            return  # CPU, or set up by an earlier fit
+        widths = self._fused_widths() if self.hparams.fused_cells else {}
+        for stack in self.stacks:
+            cell = getattr(stack, "fused_kernel", lambda: None)()
+            if cell is not None and stack.hidden_size <= widths.get(cell, 0):
+                stack.fused = True
+                self._fused.append(stack)
+            elif (self.hparams.compile_cells and getattr(stack, "recurrent", False)
+                  and hasattr(stack, "cell")):
+                self._plain_cells.append((stack, stack.cell))
+                stack.cell = torch.compile(stack.cell, fullgraph=True, dynamic=False)
+
+    def _fused_widths(self) -> dict[str, int]:
+        """Widest H fused per cell; none without 32-bit precision (the kernels are float32
+        only) or Triton."""
+        trainer = self._trainer
+        if trainer is not None and trainer.precision not in GRAPHED_PRECISIONS:
+            return {}
+        from dynamo_lightning.population.architectures import fused_recurrence  # loads Triton
+
+        if not fused_recurrence.available():
+            rank_zero_warn(f"population training: fused_cells is on but "
+                           f"{fused_recurrence.unavailable_reason()}; compiling the cells "
+                           "instead (compile_cells)")
+            return {}
+        return fused_recurrence.FASTER_UP_TO
 
     def _restore_plain_cells(self) -> None:
+        """Undo compiled cells and fused stacks: back to the plain path."""
         for stack, cell in self._plain_cells:
             stack.cell = cell
         self._plain_cells = []
+        for stack in self._fused:
+            stack.fused = False
+        self._fused = []
 
     def _group_loss(self, index: int, x: Tensor, y: Tensor) -> Tensor:
         group = self.groups[index]
@@ -162,7 +201,7 @@ class PopulationModule(pl.LightningModule):
                        "without host syncs (.item(), bool(...), boolean indexing) can be "
                        "captured.")
         self._graphs_usable = False
-        self._restore_plain_cells()  # a compile error surfaces here too
+        self._restore_plain_cells()  # a compile or fused-kernel error surfaces here too
         for p in self.parameters():
             p.grad = None
 

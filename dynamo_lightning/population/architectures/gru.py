@@ -14,6 +14,7 @@ class GRU(RecurrentArchitecture):
     """Gates r, z, n in torch's order; ``h' = (1 - z) * n + z * h``."""
 
     gates = 3
+    fused_cell = "gru"
 
     def cell(self, h: Tensor, u: Tensor) -> Tensor:
         hh = self.recurrent_input(h)

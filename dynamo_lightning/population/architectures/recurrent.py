@@ -9,7 +9,10 @@ stacking the states afterwards) cost as much as the recurrence: the stacked GRU 
 faster than a loop over its members. See benchmarks/population_forward.py.
 
 ``step`` and ``forward`` both go through ``cell``, so the single-step map agrees with the
-sequence forward by construction.
+sequence forward by construction. The one exception is opt-in: with ``fused`` set (the
+population trainer sets it on a GPU), ``forward`` of a class that names a ``fused_cell``
+runs the whole time loop as one Triton kernel (:mod:`.fused_recurrence`), which computes
+the same states; ``step``, and ``forward`` under ``torch.func`` transforms, stay plain.
 """
 
 from __future__ import annotations
@@ -41,6 +44,23 @@ class RecurrentArchitecture(Architecture):
 
     recurrent: ClassVar[bool] = True
     gates: ClassVar[int] = 1
+    fused_cell: ClassVar[str | None] = None
+    """The fused kernel's cell (``fused_recurrence.CELLS``) that computes this class's
+    ``cell``, or None: the plain path only."""
+    fused: bool = False
+    """Run ``forward`` through the fused kernel where it applies (set per stack by the
+    trainer; off by default, so analysis code always sees the plain path)."""
+
+    @classmethod
+    def fused_kernel(cls) -> str | None:
+        """``fused_cell``, unless a subclass changed the recurrence it stands for (its
+        ``cell``, ``recurrent_input`` or zero ``initial_state``): such a class runs plain."""
+        owner = next(k for k in cls.__mro__ if "fused_cell" in vars(k))
+        if cls.fused_cell is None or any(getattr(cls, name) is not getattr(owner, name)
+                                         for name in ("cell", "recurrent_input",
+                                                      "initial_state")):
+            return None
+        return cls.fused_cell
 
     @property
     def state_size(self) -> int:
@@ -108,6 +128,10 @@ class RecurrentArchitecture(Architecture):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         x, shared = self._input_batch(x)
         x = x.to(self.weight_ih.dtype)
+        if self.fused:
+            hidden = self._fused_hidden(x, shared)
+            if hidden is not None:
+                return self.readout(hidden), hidden
         batch, steps = x.shape[-3], x.shape[-2]
         # The byte budgets are for CPU caches. On an accelerator memory is fast and every extra
         # op is a kernel launch: project the whole sequence at once and stack at the end.
@@ -137,6 +161,21 @@ class RecurrentArchitecture(Architecture):
         if hidden is None:
             hidden = torch.stack(states, dim=2)
         return self.readout(hidden), hidden
+
+    def _fused_hidden(self, x: Tensor, shared: bool) -> Tensor | None:
+        """States from the fused kernel, or None where it does not apply (then the plain
+        loop runs): no fused cell, no Triton, not float32 on CUDA, or a transform active."""
+        cell = self.fused_kernel()
+        if cell is None:
+            return None
+        # Imported here: Triton loads only when a stack is fused.
+        from dynamo_lightning.population.architectures import fused_recurrence
+
+        if not fused_recurrence.applies(x, self.weight_ih, self.weight_hh, self.bias_hh,
+                                        hidden_size=self.hidden_size):
+            return None
+        return fused_recurrence.fused_recurrence(self._project(x, shared), self.weight_hh,
+                                                 self.bias_hh, cell)
 
     def _records(self, x: Tensor) -> bool:
         """Whether autograd records this forward."""

@@ -19,6 +19,7 @@ class ReLURNN(RecurrentArchitecture):
     """
 
     gates = 1
+    fused_cell = "relu"
 
     def cell(self, h: Tensor, u: Tensor) -> Tensor:
         return torch.relu(u + self.recurrent_input(h))

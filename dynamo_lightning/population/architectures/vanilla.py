@@ -14,6 +14,7 @@ class VanillaRNN(RecurrentArchitecture):
     """``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)``."""
 
     gates = 1
+    fused_cell = "tanh"
 
     def cell(self, h: Tensor, u: Tensor) -> Tensor:
         return torch.tanh(u + self.recurrent_input(h))

@@ -1,0 +1,305 @@
+"""The fused recurrence kernels compute what the plain cell loop computes, forward and every
+gradient, and only run where they are asked for and apply.
+
+The kernel tests need Triton. On a CPU they run under Triton's interpreter, which must be
+switched on (``TRITON_INTERPRET=1``) before the kernels are defined, so one test re-runs them
+in a subprocess with it set; with CUDA they run the compiled kernels in this process.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from torch import Tensor
+
+import dynamo_lightning as dl
+from dynamo_lightning.population.architectures import fused_recurrence
+from dynamo_lightning.population.datamodule import TaskDataModule
+from dynamo_lightning.population.graphed_step import GraphedStep
+from dynamo_lightning.population.training import PopulationModule, clip_per_member
+
+CELLS = {"gru": "gru", "vanilla": "tanh", "relu": "relu"}
+SHAPES = [  # (G, B, T, H): H < 16; B over one block and H not a power of two; H above 32
+    (2, 5, 4, 7),
+    (3, 70, 3, 20),
+    (1, 16, 2, 33),
+]
+INTERPRETED = fused_recurrence.interpreting()
+KERNEL_DEVICE = "cpu" if INTERPRETED else "cuda"
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+kernels = pytest.mark.skipif(
+    not (INTERPRETED or torch.cuda.is_available()),
+    reason="runs with CUDA, or on a CPU in test_kernels_under_the_triton_interpreter")
+TASKS = [{"name": "flipflop", "config": {"n_bits": 2, "seq_len": 12}},
+         {"name": "integrator", "config": {"n_channels": 2, "seq_len": 12}}]
+
+
+def stack_of(architecture: str, shape: tuple[int, int, int, int], device: str = "cpu"):
+    members, _, _, size = shape
+    return dl.architectures.build(architecture, num_members=members, seeds=range(members),
+                                  input_size=3, output_size=2, hidden_size=size).to(device)
+
+
+def plain_hidden(stack, u: Tensor) -> Tensor:
+    """The plain path's states: the stack's own ``cell`` stepped over ``u [G, T, B, gH]``."""
+    h = stack.initial_state(u.shape[2])
+    states = []
+    for t in range(u.shape[1]):
+        h = stack.cell(h, u[:, t])
+        states.append(h)
+    return torch.stack(states, dim=2)
+
+
+# ------------------------------------------------------------------ kernels (Triton)
+@pytest.fixture(scope="module")
+def triton_ok() -> None:
+    """Triton importable, and (interpreted) an interpreter that runs a loop over a runtime
+    bound: Triton's interpreter before the fix of triton-lang/triton#9171 cannot under
+    numpy >= 2.4."""
+    triton = pytest.importorskip("triton")
+    if not INTERPRETED:
+        return
+    import triton.language as tl
+
+    @triton.jit
+    def count(out_ptr, steps):
+        total = 0.0
+        for _ in range(steps):
+            total += 1.0
+        tl.store(out_ptr, total)
+
+    out = torch.zeros(1)
+    try:
+        count[(1,)](out, 3)
+    except Exception as err:
+        pytest.skip(f"Triton {triton.__version__}'s interpreter cannot run a loop here "
+                    f"({err}); a newer Triton can")
+
+
+@kernels
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "G{}-B{}-T{}-H{}".format(*s))
+@pytest.mark.parametrize("architecture", list(CELLS))
+def test_kernel_matches_the_plain_cell_loop(triton_ok, architecture: str,
+                                            shape: tuple[int, int, int, int]) -> None:
+    torch.manual_seed(0)
+    _, batch, steps, _ = shape
+    stack = stack_of(architecture, shape, KERNEL_DEVICE)
+    x = torch.randn(batch, steps, 3, device=KERNEL_DEVICE)
+    u = stack._project(x, shared=True).detach().requires_grad_()
+    params = (u, stack.weight_hh, stack.bias_hh)
+    expected = plain_hidden(stack, u)
+    cotangent = torch.randn_like(expected)
+    expected_grads = torch.autograd.grad(expected, params, cotangent)
+    # Non-contiguous weights and inputs: the Function makes them contiguous.
+    weight_t = stack.weight_hh.transpose(1, 2).contiguous().transpose(1, 2)
+    hidden = fused_recurrence.fused_recurrence(u.transpose(1, 2).contiguous().transpose(1, 2),
+                                               weight_t, stack.bias_hh, CELLS[architecture])
+    torch.testing.assert_close(hidden, expected, rtol=1e-5, atol=1e-6)
+    grads = torch.autograd.grad(hidden, params, cotangent)
+    for name, got, want in zip(("u", "weight_hh", "bias_hh"), grads, expected_grads,
+                               strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5,
+                                   msg=lambda m, n=name: f"{n}: {m}")
+
+
+@kernels
+@pytest.mark.parametrize("architecture", list(CELLS))
+def test_fused_forward_returns_what_the_plain_forward_returns(triton_ok,
+                                                              architecture: str) -> None:
+    torch.manual_seed(1)
+    stack = stack_of(architecture, (3, 9, 5, 12), KERNEL_DEVICE)
+    x = torch.randn(3, 9, 5, 3, device=KERNEL_DEVICE)  # one batch per member
+    results = []
+    for fused in (False, True):
+        stack.fused = fused
+        stack.zero_grad()
+        outputs, hidden = stack(x)
+        (outputs.square().sum() + hidden.sum()).backward()
+        results.append((outputs, hidden, [p.grad.clone() for p in stack.parameters()]))
+    (out0, hid0, grads0), (out1, hid1, grads1) = results
+    torch.testing.assert_close(hid1, hid0, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out1, out0, rtol=1e-5, atol=1e-6)
+    for got, want in zip(grads1, grads0, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@kernels
+def test_bad_arguments_are_named(triton_ok) -> None:
+    stack = stack_of("gru", (2, 4, 3, 5), KERNEL_DEVICE)
+    u = stack._project(torch.randn(4, 3, 3, device=KERNEL_DEVICE), shared=True)
+    w, b = stack.weight_hh, stack.bias_hh
+    with pytest.raises(ValueError, match="unknown cell 'lstm'"):
+        fused_recurrence.fused_recurrence(u, w, b, "lstm")
+    with pytest.raises(TypeError, match=r"weight_hh is torch\.float64"):
+        fused_recurrence.fused_recurrence(u, w.double(), b, "gru")
+    with pytest.raises(ValueError, match=r"tanh with G=2, H=5 needs weight_hh \[2,5,5\]"):
+        fused_recurrence.fused_recurrence(u, w, b, "tanh")
+    wide = stack_of("vanilla", (1, 4, 3, fused_recurrence.MAX_HIDDEN + 1), KERNEL_DEVICE)
+    with pytest.raises(ValueError, match="above MAX_HIDDEN"):
+        fused_recurrence.fused_recurrence(
+            wide._project(torch.randn(4, 3, 3, device=KERNEL_DEVICE), shared=True),
+            wide.weight_hh, wide.bias_hh, "tanh")
+
+
+def test_kernels_under_the_triton_interpreter() -> None:
+    """Re-runs this file's kernel tests on the CPU with ``TRITON_INTERPRET=1``."""
+    triton = pytest.importorskip("triton")
+    if INTERPRETED or torch.cuda.is_available():
+        pytest.skip("the kernel tests run in this process")
+    site = str(Path(triton.__file__).resolve().parents[1])
+    env = {**os.environ, "TRITON_INTERPRET": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [site, os.environ.get("PYTHONPATH")]))}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", __file__,
+         "-k", "kernel_matches or fused_forward_returns or bad_arguments"],
+        env=env, capture_output=True, text=True, timeout=900, check=False)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-6000:]
+    if not re.search(r"\b\d+ passed", output):
+        reasons = [line for line in output.splitlines() if line.startswith("SKIPPED")]
+        pytest.skip(f"no kernel test ran under the interpreter: {reasons[:1] or output[-600:]}")
+
+
+# ------------------------------------------------------------------ where the fused path runs
+def test_fused_kernel_follows_the_cell_a_class_runs() -> None:
+    names = {name: dl.architectures.get(name).fused_kernel()
+             for name in ("gru", "vanilla", "relu", "lstm", "ugrnn", "vanilla_rotated")}
+    # vanilla_rotated subclasses vanilla but changes its cell: it must run the plain path.
+    assert names == {"gru": "gru", "vanilla": "tanh", "relu": "relu", "lstm": None,
+                     "ugrnn": None, "vanilla_rotated": None}
+    assert stack_of("gru", (1, 2, 2, 4)).fused is False  # off unless a trainer sets it
+
+
+def test_plain_path_unless_flagged_on_cuda_and_outside_transforms(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def fake_kernel(u: Tensor, weight_hh: Tensor, bias_hh: Tensor, cell: str) -> Tensor:
+        calls.append(cell)
+        raise AssertionError("the fused kernel ran")
+
+    monkeypatch.setattr(fused_recurrence, "fused_recurrence", fake_kernel)
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    stack = stack_of("gru", (2, 3, 4, 5))
+    x = torch.randn(3, 4, 3)
+    plain = stack(x)
+    stack.fused = True
+    for got, want in zip(stack(x), plain, strict=True):  # CPU inputs: the plain path
+        torch.testing.assert_close(got, want)
+    assert calls == []
+    # Where the kernel would apply (as if on CUDA), it runs, except under torch.func.
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setattr(fused_recurrence, "available", lambda: True)
+    with pytest.raises(AssertionError, match="fused kernel ran"):
+        stack(x)
+    assert calls == ["gru"]
+    torch.func.vmap(lambda xi: stack(xi)[0])(x.unsqueeze(0).expand(2, 3, 4, 3))
+    params = dict(stack.named_parameters())
+    torch.func.jacrev(lambda w: torch.func.functional_call(
+        stack, {**params, "weight_hh": w}, (x,))[0].sum())(stack.weight_hh)
+    assert fused_recurrence.applies(x, stack.weight_hh, hidden_size=5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # half-precision projections
+        assert not fused_recurrence.applies(x, stack.weight_hh, hidden_size=5)
+    stack.fused = False
+    stack(x)
+    assert calls == ["gru"]
+
+
+def test_population_module_fuses_only_on_cuda_and_falls_back(
+        recwarn: pytest.WarningsRecorder) -> None:
+    module = PopulationModule(tasks=TASKS[:1], architectures=["gru", "lstm"], hidden_sizes=[4],
+                              seeds=[0, 1])
+    assert module.hparams.fused_cells is True
+    module.on_fit_start()  # on the CPU: neither fused nor compiled
+    assert not any(getattr(s, "fused", False) for s in module.stacks)
+    assert module._fused == [] and module._plain_cells == []
+    gru = module.stacks[0]
+    gru.fused = True  # as on_fit_start sets it on CUDA
+    module._fused = [gru]
+    module._capture_failed(RuntimeError("fused gru recurrence forward kernel failed: boom"))
+    assert gru.fused is False and module._fused == []
+    assert "could not be captured" in str(recwarn.pop(UserWarning).message)
+
+
+def test_population_module_fuses_the_cells_and_widths_it_runs_faster(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fused_recurrence, "available", lambda: True)
+    module = PopulationModule(tasks=TASKS[:1], architectures=["gru", "vanilla", "lstm"],
+                              hidden_sizes=[8, 48], seeds=[0])
+    monkeypatch.setattr(module, "_device", torch.device("cuda", 0))  # what on_fit_start reads
+    module.on_fit_start()  # cells are compiled lazily: nothing runs here
+    pairs = [((g.architecture, g.config["hidden_size"]), s)
+             for g, s in zip(module.groups, module.stacks, strict=True)]
+    fused = {key for key, s in pairs if s.fused}
+    compiled = {key for key, s in pairs if any(c is s for c, _ in module._plain_cells)}
+    assert fused == {("gru", 8), ("vanilla", 8), ("vanilla", 48)}
+    assert compiled == {("gru", 48), ("lstm", 8), ("lstm", 48)}
+    module._restore_plain_cells()
+    assert not any(s.fused for s in module.stacks)
+    assert all(s.cell.__func__ is type(s).cell for s in module.stacks)  # compiled ones undone
+
+
+# ------------------------------------------------------------------ CUDA: inside training
+def batch(seed: int) -> dict:
+    data = TaskDataModule(tasks=TASKS, batch_size=16, seed=seed)
+    x = next(iter(data.train_dataloader()))
+    return {label: (a.cuda(), b.cuda()) for label, (a, b) in x.items()}
+
+
+@cuda
+def test_graphed_fused_step_gives_the_eager_plain_gradients() -> None:
+    pytest.importorskip("triton")
+    m = PopulationModule(tasks=TASKS, architectures=["vanilla", "relu", "gru", "lstm"],
+                         hidden_sizes=[8], seeds=[0, 1], clip_norm=0.5).cuda()
+    labels = [g.task.label for g in m.groups]
+    fusable = [s for s in m.stacks if s.fused_kernel() is not None]
+    assert len(fusable) == 6
+    for stack in fusable:
+        stack.fused = True
+    graphed = GraphedStep(m.stacks, labels, m._group_loss, m._clip, batch(0))
+    for seed in (1, 2):
+        b = batch(seed)
+        total = graphed(b).clone()
+        grads = [p.grad.clone() for p in m.parameters()]
+        for stack in fusable:
+            stack.fused = False
+        for p in m.parameters():
+            p.grad = None
+        expected = sum(m._group_loss(i, *b[g.task.label]) for i, g in enumerate(m.groups))
+        expected.backward()
+        for stack in m.stacks:
+            clip_per_member(stack, 0.5)
+        torch.testing.assert_close(total, expected.detach(), rtol=1e-5, atol=1e-6)
+        for got, p in zip(grads, m.parameters(), strict=True):
+            torch.testing.assert_close(got, p.grad, rtol=1e-4, atol=1e-6)
+        for stack in fusable:
+            stack.fused = True
+
+
+@cuda
+def test_fused_training_matches_plain_eager_training() -> None:
+    pytest.importorskip("triton")
+    results = []
+    for fused in (False, True):
+        torch.manual_seed(0)
+        m = PopulationModule(tasks=TASKS, architectures=["vanilla", "gru", "lstm"],
+                             hidden_sizes=[8], seeds=[0, 1], cuda_graphs=fused,
+                             compile_cells=False, fused_cells=fused)
+        trainer = pl.Trainer(accelerator="gpu", devices=1, max_steps=6, limit_val_batches=0,
+                             logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False)
+        trainer.fit(m, TaskDataModule(tasks=TASKS, batch_size=16, steps_per_epoch=6))
+        fused_stacks = [g.architecture for g, s in zip(m.groups, m.stacks, strict=True)
+                        if s.fused]
+        assert sorted(set(fused_stacks)) == (["gru", "vanilla"] if fused else [])
+        assert (m._graphed is not None) == fused
+        results.append([p.detach().cpu() for p in m.parameters()])
+    for eager, fused in zip(*results, strict=True):
+        torch.testing.assert_close(fused, eager, rtol=1e-4, atol=1e-5)
