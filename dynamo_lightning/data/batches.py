@@ -37,22 +37,22 @@ class ArrayStore:
 
     def __init__(self, arrays: dict[str, np.ndarray], entry: Path | None = None) -> None:
         self._arrays: dict[str, np.ndarray] | None = dict(arrays)
+        self.names = frozenset(arrays)  # known without touching the disk on every batch
         self.entry = entry
 
     def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.names:
+            raise KeyError(name)
         if self._arrays is None:
             self._arrays = {}
         if name not in self._arrays:
-            if self.entry is None:
-                raise KeyError(name)
+            assert self.entry is not None  # in-memory arrays are never dropped
             self._arrays[name] = np.load(self.entry / f"{name}.npy", mmap_mode="r",
                                          allow_pickle=False)
         return self._arrays[name]
 
     def __contains__(self, name: str) -> bool:
-        if self.entry is not None:
-            return (self.entry / f"{name}.npy").exists()
-        return self._arrays is not None and name in self._arrays
+        return name in self.names
 
     def close(self) -> None:
         """Drop memory maps (reopened on next access); in-memory arrays are kept."""

@@ -98,12 +98,16 @@ def write_cache(cache_dir: str | Path, key: str, arrays: dict[str, np.ndarray],
     return final
 
 
-def read_cache(cache_dir: str | Path, key: str
+def read_cache(cache_dir: str | Path, key: str, verify: bool = True
                ) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
     """Open the entry ``<dir>/<key>`` memory-mapped (read-only).
 
     Every array file is checked against the SHA-256 stored when it was written (one read of
     the file), so an entry whose values were changed in place is never reused.
+
+    Args:
+        verify: hash the files (False only for an entry this process has just written and
+            hashed: at thousands of members a pass over the files takes seconds).
 
     Returns:
         ``(arrays, meta)`` with arrays as ``np.memmap`` (``np.load(mmap_mode="r")``), or None
@@ -132,7 +136,7 @@ def read_cache(cache_dir: str | Path, key: str
             if list(array.shape) != list(spec["shape"]) or array.dtype.str != spec["dtype"]:
                 raise ValueError(f"has shape {array.shape} and dtype {array.dtype.str}, "
                                  f"expected {tuple(spec['shape'])} and {spec['dtype']}")
-            actual = sha256_file(path)
+            actual = sha256_file(path) if verify else spec["sha256"]
             if actual != spec["sha256"]:
                 raise ValueError(f"its contents changed since the cache was written (sha256 "
                                  f"{actual[:12]}…, stored {str(spec['sha256'])[:12]}…)")

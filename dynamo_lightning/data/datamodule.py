@@ -35,7 +35,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from dynamo_lightning.checks import non_negative_int, positive_int
+from dynamo_lightning.checks import boolean, non_negative_int, positive_int
 from dynamo_lightning.data.batches import (
     ArrayStore,
     Batch,
@@ -83,7 +83,20 @@ class TrajectoryDataModule(pl.LightningDataModule):
         mode: ``"cached"`` or ``"online"`` (see the module docstring).
         cache_dir: where cached entries go; None: ``<population>/../.dynamo_cache``.
         seed: seed of the trial draws and the training batch stream.
-        num_workers: DataLoader workers.
+        num_workers: DataLoader worker processes (0: batches are gathered in the training
+            process). Batches and their order do not depend on it: batch d is a function of
+            ``(seed, d)`` and the sampler runs in the training process. With workers, they
+            are kept alive across epochs (``persistent_workers``), so each maps the cache
+            once rather than once per epoch. 0 is no slower: on an H200 at N = 4,096, four
+            workers hid the fetching (5 s of a 64 s epoch) but the epoch stayed at 64 s,
+            bound by the training steps.
+        pin_memory: copy batches into page-locked memory so the host-to-device copy runs
+            asynchronously. None: on when the Trainer's root device is CUDA *and*
+            ``num_workers > 0`` (read from ``self.trainer`` when a loader is built; off
+            without a Trainer). With no workers the pinning would run inline in the training
+            loop, and there it cost more than the faster copy saved (an H200 at N = 4,096:
+            an epoch's training batches took 89 s pinned, 64 s not; ``benchmarks/data_path.py``).
+        prefetch_factor: batches each worker loads ahead (used only with ``num_workers > 0``).
 
     Raises:
         ValueError: a bad argument (named); members whose tasks cannot share inputs.
@@ -95,7 +108,8 @@ class TrajectoryDataModule(pl.LightningDataModule):
                  samples_per_member: int = 32, train_trials: int = 1024, val_trials: int = 256,
                  test_trials: int = 256, batches_per_epoch: int | None = None,
                  mode: Literal["cached", "online"] = "cached", cache_dir: str | None = None,
-                 seed: int = 0, num_workers: int = 0) -> None:
+                 seed: int = 0, num_workers: int = 0, pin_memory: bool | None = None,
+                 prefetch_factor: int = 2) -> None:
         super().__init__()
         self.save_hyperparameters()
         counts = {"num_components": num_components, "members_per_batch": members_per_batch,
@@ -103,10 +117,13 @@ class TrajectoryDataModule(pl.LightningDataModule):
                   "val_trials": val_trials, "test_trials": test_trials}
         if batches_per_epoch is not None:
             counts["batches_per_epoch"] = batches_per_epoch
+        counts["prefetch_factor"] = prefetch_factor
         for name, value in counts.items():
             positive_int(name, value, "TrajectoryDataModule")
         for name, value in (("seed", seed), ("num_workers", num_workers)):
             non_negative_int(name, value, "TrajectoryDataModule")
+        if pin_memory is not None:
+            boolean("pin_memory", pin_memory, "TrajectoryDataModule")
         if mode not in ("cached", "online"):
             raise ValueError(f"TrajectoryDataModule: mode must be 'cached' or 'online', "
                              f"got {mode!r}")
@@ -138,6 +155,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
         self.batches_per_epoch = batches_per_epoch or math.ceil(
             self.num_members * train_trials / (members_per_batch * samples_per_member))
         self.mode, self.seed, self.num_workers = mode, seed, num_workers
+        self.pin_memory, self.prefetch_factor = pin_memory, prefetch_factor
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else (
             Path(self.population_path).parent / ".dynamo_cache")
         self.cache_key = cache_key(population=self.population_checksum, task=self.task_spec,
@@ -150,13 +168,22 @@ class TrajectoryDataModule(pl.LightningDataModule):
         self._written_here = False  # this process wrote the cache entry (prepare_data)
         self.projections: MemberProjections | None = None
         self._stores: dict[str, ArrayStore] = {}
+        self._entry: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None  # prepare_data's
         self._sampler = EpochSampler(self.batches_per_epoch)
 
     # ------------------------------------------------------------------ building
     def prepare_data(self) -> None:
-        """Cached mode: build the cache entry once per node (before ``setup`` on each rank)."""
-        if self.mode == "cached" and read_cache(self.cache_dir, self.cache_key) is None:
-            self._write_entry(torch.device("cpu"))
+        """Cached mode: build the cache entry once per node (before ``setup`` on each rank).
+
+        The population runs on the Trainer's root device (the CPU without a Trainer): at
+        thousands of members the CPU takes minutes where a GPU takes seconds. An entry found
+        here is kept for this process's ``setup``, so its files are checked (read and hashed
+        whole) once per process rather than twice; after ``setup`` this does nothing."""
+        if self.mode != "cached" or self._stores:
+            return
+        self._entry = read_cache(self.cache_dir, self.cache_key)
+        if self._entry is None:
+            self._write_entry(self._device())
 
     def setup(self, stage: str | None = None) -> None:
         """Open the cache (building it when absent) or, online, fit the projections."""
@@ -168,11 +195,15 @@ class TrajectoryDataModule(pl.LightningDataModule):
             self._stores = {s: ArrayStore({f"{s}_{k}": v for k, v in draws[s].items()})
                             for s in SPLITS}
             return
-        entry = read_cache(self.cache_dir, self.cache_key)
-        self.reused_cache = entry is not None and not self._written_here
-        if entry is None:
-            self._write_entry(self._device())
+        entry, self._entry = self._entry, None
+        if entry is None and not self._written_here:
             entry = read_cache(self.cache_dir, self.cache_key)
+        self.reused_cache = entry is not None
+        if entry is None:
+            if not self._written_here:
+                self._write_entry(self._device())
+            # Hashed as it was written, by this process: no second pass over the files.
+            entry = read_cache(self.cache_dir, self.cache_key, verify=False)
             if entry is None:
                 raise RuntimeError(f"trajectory cache {self.cache_dir / self.cache_key} "
                                    "is unreadable right after writing it")
@@ -257,7 +288,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
         dataset = TrainBatches(self._store("train"), self.num_members, self.trials["train"],
                                self.members_per_batch, self.samples_per_member, self.seed)
         return DataLoader(dataset, batch_size=None, sampler=self._sampler,
-                          num_workers=self.num_workers)
+                          **self.loader_options())
 
     def val_dataloader(self) -> DataLoader:
         return self._pass_loader("val")
@@ -268,7 +299,23 @@ class TrajectoryDataModule(pl.LightningDataModule):
     def _pass_loader(self, split: str) -> DataLoader:
         dataset = PassBatches(self._store(split), split, self.num_members, self.trials[split],
                               self.members_per_batch, self.samples_per_member)
-        return DataLoader(dataset, batch_size=None, num_workers=self.num_workers)
+        return DataLoader(dataset, batch_size=None, **self.loader_options())
+
+    def loader_options(self) -> dict[str, Any]:
+        """The DataLoader's worker and memory settings (see ``num_workers``, ``pin_memory``,
+        ``prefetch_factor``); ``pin_memory`` None is resolved against the Trainer here."""
+        options: dict[str, Any] = {"num_workers": self.num_workers,
+                                   "pin_memory": self.resolved_pin_memory()}
+        if self.num_workers > 0:  # torch refuses both without workers
+            options.update(persistent_workers=True, prefetch_factor=self.prefetch_factor)
+        return options
+
+    def resolved_pin_memory(self) -> bool:
+        """``pin_memory`` as given, or (None) whether batches go to a CUDA device from
+        worker processes: only there does pinning overlap the step instead of adding to it."""
+        if self.pin_memory is not None:
+            return self.pin_memory
+        return self.num_workers > 0 and self._device().type == "cuda"
 
     def _store(self, split: str) -> ArrayStore:
         if not self._stores:
