@@ -25,6 +25,8 @@ lint: install
 	$(BIN)/ruff check .
 
 test: install lint
+	# Triton's interpreter for the fused-kernel tests, unless a Triton (a CUDA torch's) is there.
+	$(BIN)/python -c "import triton" 2>/dev/null || $(BIN)/python -m pip install -q -c constraints.txt -e ".[kernels]"
 	$(BIN)/lint-imports
 	$(BIN)/pip check
 	$(BIN)/python -m pytest -q
@@ -44,6 +46,7 @@ bench: install
 	$(BIN)/python benchmarks/population_training.py
 	test -d runs/population/flipflop/population || $(BIN)/dynamo population fit --config configs/population/flipflop.yaml
 	$(BIN)/python benchmarks/dynamo_fit.py --tag cpu
+	$(BIN)/python benchmarks/data_path.py
 	$(BIN)/python benchmarks/similarity.py
 
 clean:
