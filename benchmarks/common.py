@@ -52,6 +52,7 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cuda_device_count": torch.cuda.device_count() if torch.cuda.is_available() else 0,
     }
     with contextlib.suppress(OSError):  # not on every platform
         info["load_average"] = [round(v, 2) for v in os.getloadavg()]

@@ -58,6 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="override the population config's max_steps")
     parser.add_argument("--epochs", type=int, default=None,
                         help="override the DYNAMO config's max_epochs")
+    parser.add_argument("--members-per-batch", type=int, default=None,
+                        help="override the DYNAMO config's data.members_per_batch (an epoch "
+                             "is N·train_trials / (M·samples_per_member) steps)")
     parser.add_argument("--accelerator", default="gpu" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--results", default=str(RESULTS))
     return parser.parse_args(argv)
@@ -85,6 +88,8 @@ def dynamo_config(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                               "enable_progress_bar": False})
     if args.epochs is not None:
         config["trainer"]["max_epochs"] = args.epochs
+    if args.members_per_batch is not None:
+        config["data"]["members_per_batch"] = args.members_per_batch
     return config
 
 
@@ -99,7 +104,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {
         "members": None, "seconds": seconds, "finished": False,
         "settings": {"seeds": args.seeds, "population_steps": args.population_steps,
-                     "epochs": args.epochs, "accelerator": args.accelerator, "report": REPORT},
+                     "epochs": args.epochs, "members_per_batch": args.members_per_batch,
+                     "accelerator": args.accelerator, "report": REPORT},
         "machine": machine_info()}
 
     started = time.perf_counter()

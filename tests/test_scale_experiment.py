@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from paths import REPO
 
 pytestmark = pytest.mark.slow
@@ -23,10 +24,11 @@ def load_script():
 def test_every_stage_is_timed_and_the_report_written(tmp_path: Path) -> None:
     results = tmp_path / "scale.json"
     load_script().main(["--seeds", "2", "--population-steps", "10", "--epochs", "1",
-                        "--accelerator", "cpu", "--out", str(tmp_path / "run"),
-                        "--results", str(results)])
+                        "--members-per-batch", "4", "--accelerator", "cpu",
+                        "--out", str(tmp_path / "run"), "--results", str(results)])
     written = json.loads(results.read_text())
     assert written["finished"] is True
+    assert written["settings"]["members_per_batch"] == 4
     assert written["members"] == 20  # 2 computations × 5 architectures × 2 seeds
     assert set(written["seconds"]) == {"population", "fit", "report"}
     assert all(v > 0 for v in written["seconds"].values())
@@ -34,3 +36,5 @@ def test_every_stage_is_timed_and_the_report_written(tmp_path: Path) -> None:
     assert "fixed_points" in written["report_timings"]
     assert 0 <= written["median_output_agreement"] <= 1
     assert (tmp_path / "run" / "report" / "report.html").is_file()
+    fitted = yaml.safe_load(next((tmp_path / "run" / "fit").glob("*/config.yaml")).read_text())
+    assert fitted["data"]["members_per_batch"] == 4  # the override reached the fit
