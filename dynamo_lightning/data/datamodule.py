@@ -13,6 +13,9 @@ PCA on the *train* trials only, and then either
   stacks, so a batch's time and memory do not grow with N). Setup still runs the population
   once over the train trials, in chunks sized to ``TRAJECTORY_CHUNK_BYTES``.
 
+Either way, on a GPU the population's GRU, tanh and ReLU stacks run their time loop as one
+Triton kernel each (``Population.use_fused_kernels``), not a few launches per time step.
+
 Feed-forward (CNN) populations go through the same code: depth is time, and the targets are
 stage-wise (``stages.StageLayout``): one PCA per member and stage, ``hidden [M, S, S̃, k]``
 with NaN at meta stages a shallower member has no stage for. Each feed-forward member's
@@ -131,7 +134,9 @@ class TrajectoryDataModule(pl.LightningDataModule):
             raise ValueError(f"TrajectoryDataModule: samples_per_member ({samples_per_member}) "
                              f"must not exceed train_trials ({train_trials})")
         self.population_path = str(Path(population).expanduser().resolve())
-        self._population = Population.load(self.population_path)
+        # Trajectories (the cache, online batches) of GRU, tanh and ReLU stacks run as one
+        # Triton kernel each on a GPU instead of a few launches per time step.
+        self._population = Population.load(self.population_path).use_fused_kernels()
         self.task = build_input_source(self._population, task)
         self.task_spec = task_spec_of(self.task)
         self.num_members = len(self._population)

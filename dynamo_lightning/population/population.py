@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, overload
@@ -48,6 +49,7 @@ class Population(Sequence[Member]):
             self._index[m.id] = i
         self.device = torch.device(device)
         self._groups: list[tuple[list[int], Architecture]] | None = None
+        self._fused = False  # see use_fused_kernels
 
     # ------------------------------------------------------------------ construction / IO
     @classmethod
@@ -208,6 +210,7 @@ class Population(Sequence[Member]):
                     [self._members[i].state for i in indices], **first.config)
                 stack.requires_grad_(False).eval().to(self.device)
                 self._groups.append((indices, stack))
+            self._apply_fused()
         return self._groups
 
     def to(self, device: torch.device | str) -> Population:
@@ -215,7 +218,36 @@ class Population(Sequence[Member]):
         self.device = torch.device(device)
         for _, stack in self._groups or []:
             stack.to(self.device)
+        self._apply_fused()
         return self
+
+    def use_fused_kernels(self, on: bool = True) -> Population:
+        """Whether GRU, tanh and ReLU stacks run their forward as one Triton kernel while the
+        population is on a CUDA device (the kernel of population training's ``fused_cells``,
+        at the same widths): the same states up to float summation order, one launch per
+        stack instead of a few per time step. Off by default, so that analysis sees the
+        plain cell loop; the DYNAMO data module turns it on for its trajectories. Returns
+        ``self``."""
+        self._fused = bool(on)
+        self._apply_fused()
+        return self
+
+    def _apply_fused(self) -> None:
+        """Set each stack's ``fused`` flag for the current device (CUDA, or Triton's
+        interpreter on the CPU) and Triton's presence."""
+        fusable = [(stack, stack.fused_kernel()) for _, stack in self._groups or []
+                   if hasattr(stack, "fused_kernel")]
+        fusable = [(stack, cell) for stack, cell in fusable if cell is not None]
+        widths: dict[str, int] = {}
+        on_device = self.device.type == "cuda" or "TRITON_INTERPRET" in os.environ
+        if self._fused and fusable and on_device:  # else Triton is not even imported
+            from dynamo_lightning.population.architectures import fused_recurrence
+
+            if fused_recurrence.available() and (self.device.type == "cuda"
+                                                 or fused_recurrence.interpreting()):
+                widths = fused_recurrence.FASTER_UP_TO
+        for stack, cell in fusable:
+            stack.fused = stack.hidden_size <= widths.get(cell, 0)
 
     @torch.no_grad()
     def trajectories(self, inputs: Tensor, batch_size: int | None = None) -> Trajectories:

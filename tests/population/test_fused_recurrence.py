@@ -148,6 +148,48 @@ def test_bad_arguments_are_named(triton_ok) -> None:
             wide.weight_hh, wide.bias_hh, "tanh")
 
 
+@kernels
+def test_a_population_runs_its_fusable_stacks_fused(triton_ok, tmp_path: Path) -> None:
+    """``use_fused_kernels``: GRU and tanh stacks at the fused widths run the kernel, an
+    LSTM and a GRU wider than the GRU's limit run plain, and the trajectories are the plain
+    population's; the DYNAMO data module turns it on for its own population."""
+    torch.manual_seed(2)
+    parts = []
+    for name, size in (("gru", 12), ("vanilla", 9), ("lstm", 6),
+                       ("gru", fused_recurrence.FASTER_UP_TO["gru"] + 1)):
+        stack = dl.architectures.build(name, num_members=2, seeds=[0, 1], input_size=2,
+                                       output_size=2, hidden_size=size)
+        metadata = [{"task": "flipflop", "task_config": {"n_bits": 2, "seq_len": 6}}] * 2
+        parts.append(dl.Population.from_stack(name, stack, [f"{name}{size}-{i}" for i in (0, 1)],
+                                              metadata))
+    path = dl.Population.concat(parts).save(tmp_path / "population")
+    x = torch.randn(5, 6, 2)
+    plain = dl.Population.load(path, device=KERNEL_DEVICE).trajectories(x)
+    fused = dl.Population.load(path, device=KERNEL_DEVICE).use_fused_kernels()
+    flags = [(type(stack).__name__, stack.hidden_size, stack.fused)
+             for _, stack in fused.groups()]
+    assert flags == [("GRU", 12, True), ("VanillaRNN", 9, True), ("LSTM", 6, False),
+                     ("GRU", fused_recurrence.FASTER_UP_TO["gru"] + 1, False)]
+    got = fused.trajectories(x)
+    for a, b in zip([*got.hidden, *got.outputs], [*plain.hidden, *plain.outputs], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    fused.use_fused_kernels(False)
+    assert not any(stack.fused for _, stack in fused.groups())
+    data = dl.TrajectoryDataModule(str(path), members_per_batch=2, samples_per_member=2,
+                                   train_trials=4, val_trials=2, test_trials=2)
+    population = data._population.to(KERNEL_DEVICE)
+    assert [stack.fused for _, stack in population.groups()] == [True, True, False, False]
+
+
+def test_a_population_on_the_cpu_runs_plain(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    stack = stack_of("gru", (2, 3, 4, 5))
+    metadata = [{"task": "flipflop", "task_config": {"n_bits": 2}}] * 2
+    population = dl.Population.from_stack("gru", stack, ["a", "b"], metadata)
+    population.use_fused_kernels()
+    assert [s.fused for _, s in population.groups()] == [False]  # no CUDA, no interpreter
+
+
 def test_kernels_under_the_triton_interpreter() -> None:
     """Re-runs this file's kernel tests on the CPU with ``TRITON_INTERPRET=1``."""
     triton = pytest.importorskip("triton")
@@ -158,7 +200,7 @@ def test_kernels_under_the_triton_interpreter() -> None:
            "PYTHONPATH": os.pathsep.join(filter(None, [site, os.environ.get("PYTHONPATH")]))}
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", __file__,
-         "-k", "kernel_matches or fused_forward_returns or bad_arguments"],
+         "-k", "kernel_matches or fused_forward_returns or bad_arguments or population_runs"],
         env=env, capture_output=True, text=True, timeout=900, check=False)
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-6000:]

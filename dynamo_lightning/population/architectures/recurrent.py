@@ -9,10 +9,11 @@ stacking the states afterwards) cost as much as the recurrence: the stacked GRU 
 faster than a loop over its members. See benchmarks/population_forward.py.
 
 ``step`` and ``forward`` both go through ``cell``, so the single-step map agrees with the
-sequence forward by construction. The one exception is opt-in: with ``fused`` set (the
-population trainer sets it on a GPU), ``forward`` of a class that names a ``fused_cell``
-runs the whole time loop as one Triton kernel (:mod:`.fused_recurrence`), which computes
-the same states; ``step``, and ``forward`` under ``torch.func`` transforms, stay plain.
+sequence forward by construction. The one exception is opt-in: with ``fused`` set (on a
+GPU, by the population trainer and by ``Population.use_fused_kernels``), ``forward`` of a
+class that names a ``fused_cell`` runs the whole time loop as one Triton kernel
+(:mod:`.fused_recurrence`), which computes the same states; ``step``, and ``forward`` under
+``torch.func`` transforms, stay plain.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ class RecurrentArchitecture(Architecture):
     ``cell``, or None: the plain path only."""
     fused: bool = False
     """Run ``forward`` through the fused kernel where it applies (set per stack by the
-    trainer; off by default, so analysis code always sees the plain path)."""
+    trainer or ``Population.use_fused_kernels``; off by default, so analysis code always sees
+    the plain path)."""
 
     @classmethod
     def fused_kernel(cls) -> str | None:
