@@ -152,7 +152,7 @@ def _row(m: FittedMap, population: Population, key: str, value: Any, group: list
     task = _group_task(m, population, group)
     x, y, task_ids = draw_trials(task, trials, torch.Generator().manual_seed(int(seed)))
     x = x.float()
-    member_metrics = [network_metric(task, population[i].module, x, y, task_ids) for i in group]
+    member_metrics = stacked_member_metrics(task, population, group, x, y, task_ids)
     theta_bar, centroid = average(m, group)
     centroid_metric = network_metric(task, centroid, x, y, task_ids)
     finite = [v for v in member_metrics if math.isfinite(v)]
@@ -168,6 +168,28 @@ def _row(m: FittedMap, population: Population, key: str, value: Any, group: list
             "centroid": plain(centroid_metric), "theta_bar": theta_bar.tolist(),
             "ratio": plain(ratio), "weight_average": averages,
             "weight_average_members": by_arch}
+
+
+@torch.no_grad()
+def stacked_member_metrics(task: Any, population: Population, ids: list[str], x: Tensor,
+                           y: Tensor, task_ids: Tensor | None = None) -> list[float]:
+    """``task``'s metric of each member in ``ids`` on ``x [B, T, I]``, in ``ids`` order: the
+    members of each stacked group run in one call on the population's device (what
+    :func:`network_metric` gives member by member, without building a network per member:
+    at thousands of members that loop took most of the averaging table)."""
+    position = {member_id: n for n, member_id in enumerate(population.ids)}
+    wanted = {position[member_id]: k for k, member_id in enumerate(ids)}
+    metrics = [math.nan] * len(ids)
+    inputs = x.float().to(population.device)
+    for indices, stack in population.groups():
+        pairs = [(slot, wanted[n]) for slot, n in enumerate(indices) if n in wanted]
+        if not pairs:
+            continue
+        slots = torch.tensor([slot for slot, _ in pairs], device=population.device)
+        outputs = stack.members(slots)(inputs)[0].float().cpu()
+        for (_, k), out in zip(pairs, outputs, strict=True):
+            metrics[k] = float(task.metric(out, y, task_ids))
+    return metrics
 
 
 def _group_task(m: FittedMap, population: Population, group: list[str]) -> Any:

@@ -8,7 +8,13 @@ import json
 import pytest
 import torch
 
-from dynamo_lightning.analysis.averaging import average, averaging_table, weight_average
+from dynamo_lightning.analysis.averaging import (
+    average,
+    averaging_table,
+    stacked_member_metrics,
+    weight_average,
+)
+from dynamo_lightning.analysis.theta_evaluation import draw_trials, network_metric
 from dynamo_lightning.data import build_input_source
 from dynamo_lightning.module import DynamoModule
 from dynamo_lightning.population import Population, architectures
@@ -115,3 +121,12 @@ def test_averaging_table_needs_the_modules_members(tiny_fit: dict,
                                                    tiny_population: Population) -> None:
     with pytest.raises(ValueError, match="not in the population"):
         averaging_table(tiny_fit["module"], tiny_population[:2])
+
+
+def test_stacked_member_metrics_equal_member_by_member(tiny_population: Population) -> None:
+    task = build_input_source(tiny_population, None)
+    x, y, ids = draw_trials(task, 16, torch.Generator().manual_seed(0))
+    order = list(reversed(tiny_population.ids))  # any order, across the stacked groups
+    want = [network_metric(task, tiny_population[i].module, x, y, ids) for i in order]
+    assert stacked_member_metrics(task, tiny_population, order, x, y, ids) == pytest.approx(
+        want, rel=1e-5, abs=1e-6)

@@ -349,3 +349,39 @@ def test_interpolation_table_cells_show_each_sub_task_of_a_mixture() -> None:
                                                          "int:r2": [-2.0, 0.95]}}
     assert _metric_cells(mixed) == ["ff:acc 1.000; int:r2 -2.000", "ff:acc 0.900; int:r2 -2.000",
                                     "ff:acc 0.900; int:r2 0.950"]
+
+
+def _scored_members(count: int, with_task: bool) -> dict:
+    """A report's ``members`` and ``emulation``/``meta`` parts, scores drawn at random."""
+    rng = np.random.default_rng(0)
+    archs = ["gru", "lstm", "vanilla"]
+    members = [{"id": f"{archs[i % 3]}-{i}", "metadata": {"architecture": archs[i % 3]},
+                "scores": {"hidden_r2": float(rng.uniform(0.8, 1.0)), "output_r2": None,
+                           "output_agreement": float(rng.uniform(0.9, 1.0)),
+                           "task_metric_meta": float(rng.uniform(0, 1)) if with_task else None,
+                           "task_metric_member": float(rng.uniform(0, 1)) if with_task else None}}
+               for i in range(count)]
+    members[7]["scores"]["hidden_r2"] = 0.5  # the lowest, named in the large figure
+    return {"members": members, "emulation": {"keys": ["hidden_r2", "output_agreement"]},
+            "meta": {"metric_name": "accuracy"}}
+
+
+@pytest.mark.parametrize("count", [12, 5000])
+def test_emulation_png_stays_readable_at_any_population_size(count: int, tmp_path: Path,
+                                                             monkeypatch) -> None:
+    """Up to LABELLED_UP_TO members each is a labelled marker; thousands become one box per
+    architecture, so the figure's width no longer grows with N (it was 0.45 inch a member:
+    90,000 pixels at 2,000 members)."""
+    from dynamo_lightning.analysis.report import figures
+
+    titles: list[str] = []
+    save = figures._save
+    monkeypatch.setattr(figures, "_save", lambda fig, path: (
+        titles.extend(ax.get_title(loc="left") for ax in fig.axes), save(fig, path)))
+    name = figures._emulation_png(_scored_members(count, with_task=True), tmp_path)
+    height, width = plt.imread(tmp_path / name).shape[:2]
+    if count <= figures.LABELLED_UP_TO:
+        assert width > 0.45 * count * figures.DPI  # a column per member
+    else:
+        assert width < 1000 and height < 1000
+        assert "lowest: lstm-7 (0.5)" in titles[0]

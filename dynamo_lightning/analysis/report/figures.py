@@ -1,7 +1,8 @@
 """The report's PNGs, written next to ``report.json``; every figure is closed after saving.
 
 - ``map_<key>.png``: the map coloured by one metadata key (``map.png`` when no key varies);
-- ``emulation.png``: per-member hidden R², output agreement and task metric (meta vs member);
+- ``emulation.png``: per-member hidden R², output agreement and task metric (meta vs member),
+  or their distributions per architecture above ``LABELLED_UP_TO`` members;
 - ``fixed_points_<id>.png``: member vs meta-model at θ_n, side by side;
 - ``interpolation_<i>_<j>.png``: task metric and fixed-point counts along θ_i → θ_j;
 - ``baselines.png``: the map beside an MDS picture of every similarity baseline.
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 DPI = 100
 ANNOTATE_UP_TO = 8
 """Maps of at most this many members write each member's id next to its point."""
+LABELLED_UP_TO = 60
+"""``emulation.png`` shows each member up to this many; above, distributions per architecture."""
 
 
 def write_figures(data: ReportData, out_dir: Path, figure_members: int = 4) -> list[str]:
@@ -89,10 +92,12 @@ def _map_pngs(data: ReportData, out_dir: Path) -> list[str]:
 
 
 def _emulation_png(report: dict[str, Any], out_dir: Path) -> str | None:
+    """Per-member markers for up to ``LABELLED_UP_TO`` members; above that (a member's tick
+    label each would make a figure tens of thousands of pixels wide, minutes to draw), the
+    scores' distribution per architecture, with the lowest member named per panel."""
     members = report["members"]
     if not report["emulation"]["keys"]:
         return None
-    ids = [m["id"] for m in members]
 
     def values(key: str) -> np.ndarray:
         return np.array([np.nan if m["scores"][key] is None else m["scores"][key]
@@ -102,6 +107,17 @@ def _emulation_png(report: dict[str, Any], out_dir: Path) -> str | None:
               ("output_agreement", "output agreement")]
     has_task = any(np.isfinite(values(k)).any() for k in SCORE_KEYS[3:])
     count = len(panels) + has_task
+    if len(members) > LABELLED_UP_TO:
+        fig = _emulation_distributions(report, values, panels, has_task)
+    else:
+        fig = _emulation_per_member(report, values, panels, has_task, count)
+    _save(fig, out_dir / "emulation.png")
+    return "emulation.png"
+
+
+def _emulation_per_member(report: dict[str, Any], values: Any, panels: list[tuple[str, str]],
+                          has_task: bool, count: int) -> Figure:
+    ids = [m["id"] for m in report["members"]]
     x = np.arange(len(ids))
     fig, axes = plt.subplots(count, 1, figsize=(max(6.0, 0.45 * len(ids) + 2), 2.4 * count),
                              sharex=True, squeeze=False, layout="constrained")
@@ -123,9 +139,63 @@ def _emulation_png(report: dict[str, Any], out_dir: Path) -> str | None:
             ax.legend(fontsize=7, loc="lower right")
         axes[-1, 0].set_xticks(x, ids, rotation=60, ha="right", fontsize=7)
         fig.suptitle("Emulation of each member (test pass)")
-    name = "emulation.png"
-    _save(fig, out_dir / name)
-    return name
+    return fig
+
+
+def _emulation_distributions(report: dict[str, Any], values: Any,
+                             panels: list[tuple[str, str]], has_task: bool) -> Figure:
+    members = report["members"]
+    groups: dict[str, list[int]] = {}
+    for i, m in enumerate(members):
+        groups.setdefault(str(m["metadata"].get("architecture", "all")), []).append(i)
+    names = list(groups)
+    labels = [f"{name}\n({len(groups[name])})" for name in names]
+    count = len(panels) + has_task
+    fig, axes = plt.subplots(count, 1, figsize=(max(6.0, 1.1 * len(names) + 2), 2.4 * count),
+                             sharex=True, squeeze=False, layout="constrained")
+    with closed_on_error(fig):
+        for ax, (key, label) in zip(axes[:, 0], panels, strict=False):
+            scores = values(key)
+            _boxes(ax, [scores[groups[n]] for n in names], np.arange(len(names)), "tab:blue")
+            _zoom(ax, scores)
+            ax.set_ylabel(label, fontsize=8)
+            ax.axhline(1.0, color="0.5", lw=0.8, ls=":")
+            if np.isfinite(scores).any():
+                low = int(np.nanargmin(scores))
+                ax.set_title(f"lowest: {members[low]['id']} ({scores[low]:.3g}); median "
+                             f"{np.nanmedian(scores):.3g}", fontsize=7, loc="left")
+        if has_task:
+            ax = axes[-1, 0]
+            own, meta = values("task_metric_member"), values("task_metric_meta")
+            at = np.arange(len(names))
+            _boxes(ax, [own[groups[n]] for n in names], at - 0.18, "tab:gray", "member")
+            _boxes(ax, [meta[groups[n]] for n in names], at + 0.18, "tab:green",
+                   "meta-model at θ_n")
+            _zoom(ax, np.concatenate([own, meta]))
+            ax.set_ylabel(report["meta"]["metric_name"] or "task metric", fontsize=8)
+            ax.legend(fontsize=7, loc="lower right")
+        axes[-1, 0].set_xticks(np.arange(len(names)), labels, fontsize=7)
+        fig.suptitle(f"Emulation of {len(members)} members by architecture (test pass)")
+    return fig
+
+
+def _boxes(ax: Any, samples: list[np.ndarray], positions: np.ndarray, color: str,
+           label: str | None = None) -> None:
+    """One box per sample (NaNs dropped; an empty sample draws nothing)."""
+    kept = [(p, v[np.isfinite(v)]) for p, v in zip(positions, samples, strict=True)]
+    kept = [(p, v) for p, v in kept if v.size]
+    if not kept:
+        return
+    parts = ax.boxplot([v for _, v in kept], positions=[p for p, _ in kept], widths=0.3,
+                       patch_artist=True, showfliers=True, manage_ticks=False,
+                       flierprops={"markersize": 2, "markerfacecolor": color,
+                                   "markeredgecolor": color},
+                       medianprops={"color": "black"})
+    for box in parts["boxes"]:
+        box.set_facecolor(color)
+        box.set_alpha(0.6)
+    if label:
+        parts["boxes"][0].set_label(label)
 
 
 def _zoom(ax: Any, values: np.ndarray) -> None:
