@@ -129,7 +129,8 @@ def averaging_table(m: FittedMap, population: Population, key: str = "task", tri
     """
     trials = positive_int("trials", trials)
     ids = [str(k) for k in m.member_ids]
-    missing = [i for i in ids if i not in population.ids]
+    known = set(population.ids)  # a property that builds its list: once, not per member
+    missing = [i for i in ids if i not in known]
     if missing:
         raise ValueError(f"members {missing[:5]} of the fitted module are not in the population")
     groups: dict[str, list[str]] = {}
