@@ -25,6 +25,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.parsing import AttributeDict
 from torch import Tensor, nn
 
 from dynamo_lightning.checks import positive_int
@@ -35,6 +36,9 @@ from dynamo_lightning.module.embedding_api import EmbeddingAPI
 from dynamo_lightning.module.meta_choice import build_meta
 from dynamo_lightning.module.metrics import PerMemberAgreement, PerMemberR2, PerMemberStageR2
 from dynamo_lightning.module.task_scores import TaskScores
+
+LOGGED_MEMBERS_UP_TO = 256
+"""Loggers record ``member_ids`` and ``member_metadata`` whole up to this many members."""
 
 
 class DynamoModule(EmbeddingAPI, pl.LightningModule):
@@ -116,6 +120,19 @@ class DynamoModule(EmbeddingAPI, pl.LightningModule):
             **({} if self.meta.recurrent else {"stage_hidden_r2": PerMemberStageR2(
                 num_members, self.meta.stages, num_components)}),
         }) for stage in ("val", "test")})
+
+    @property
+    def hparams_initial(self) -> AttributeDict:
+        """What loggers record (Lightning reads this property for nothing else): the
+        hyperparameters, with the per-member lists shortened to a count above
+        ``LOGGED_MEMBERS_UP_TO`` members. The checkpoint keeps them whole; a logger writing
+        10,000 ids and metadata dicts as YAML took 21 s of every fit."""
+        hparams = super().hparams_initial
+        for key in ("member_ids", "member_metadata"):
+            values = hparams.get(key)
+            if values is not None and len(values) > LOGGED_MEMBERS_UP_TO:
+                hparams[key] = f"{len(values)} entries (whole in the checkpoint)"
+        return hparams
 
     # ------------------------------------------------------------------ model
     def forward(self, member: Tensor, inputs: Tensor) -> tuple[Tensor, Tensor]:

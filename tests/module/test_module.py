@@ -457,3 +457,27 @@ def test_task_scores_are_a_metric_that_gathers_trials_by_concatenation() -> None
     assert meta[2] == pytest.approx(task.metric(meta_out[member_two], y[member_two]))
     assert meta[0] == pytest.approx(task.metric(meta_out[4:8], y[4:8]))
     assert own[0] == own[2] == 1.0 and math.isnan(meta[1]) and math.isnan(own[1])
+
+
+@pytest.mark.parametrize("members", [4, 300])
+def test_loggers_get_per_member_lists_only_for_small_populations(members: int,
+                                                                 tmp_path: Path) -> None:
+    """Loggers record ids and metadata up to LOGGED_MEMBERS_UP_TO members, a count above;
+    the checkpoint keeps them whole either way."""
+    from dynamo_lightning.module.dynamo_module import LOGGED_MEMBERS_UP_TO
+
+    ids = [f"m{i}" for i in range(members)]
+    metadata = [{"architecture": "gru", "seed": i} for i in range(members)]
+    module = DynamoModule(num_members=members, input_size=3, output_size=2, num_components=2,
+                          member_ids=ids, member_metadata=metadata)
+    logged = module.hparams_initial
+    if members <= LOGGED_MEMBERS_UP_TO:
+        assert logged["member_ids"] == ids and logged["member_metadata"] == metadata
+    else:
+        assert logged["member_ids"] == f"{members} entries (whole in the checkpoint)"
+        assert logged["member_metadata"] == f"{members} entries (whole in the checkpoint)"
+    assert logged["num_members"] == members and module.hparams["member_ids"] == ids
+    logger = pl.loggers.CSVLogger(tmp_path)
+    logger.log_hyperparams(logged)
+    logger.save()
+    assert len((Path(logger.log_dir) / "hparams.yaml").read_text()) < 20_000
