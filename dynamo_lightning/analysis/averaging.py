@@ -179,16 +179,11 @@ def stacked_member_metrics(task: Any, population: Population, ids: list[str], x:
     :func:`network_metric` gives member by member, without building a network per member:
     at thousands of members that loop took most of the averaging table)."""
     position = {member_id: n for n, member_id in enumerate(population.ids)}
-    wanted = {position[member_id]: k for k, member_id in enumerate(ids)}
     metrics = [math.nan] * len(ids)
     inputs = x.float().to(population.device)
-    for indices, stack in population.groups():
-        pairs = [(slot, wanted[n]) for slot, n in enumerate(indices) if n in wanted]
-        if not pairs:
-            continue
-        slots = torch.tensor([slot for slot, _ in pairs], device=population.device)
-        outputs = stack.members(slots)(inputs)[0].float().cpu()
-        for (_, k), out in zip(pairs, outputs, strict=True):
+    for rows, stack in population.groups_of([position[i] for i in ids]):
+        outputs = stack(inputs)[0].float().cpu()
+        for k, out in zip(rows, outputs, strict=True):
             metrics[k] = float(task.metric(out, y, task_ids))
     return metrics
 

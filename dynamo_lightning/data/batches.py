@@ -175,28 +175,24 @@ def run_members(population: Population, projections: MemberProjections, members:
     """
     if population.device != inputs.device:
         population.to(inputs.device)
-    row_of = {n: r for r, n in enumerate(members.tolist())}
     runs: list[tuple[Tensor, Tensor, Tensor]] = []  # (batch rows, outputs, states) per group
-    for indices, stack in population.groups():
-        pairs = [(j, row_of[i]) for j, i in enumerate(indices) if i in row_of]
-        if not pairs:
-            continue
-        slots, rows = (torch.tensor(v, device=inputs.device) for v in zip(*pairs, strict=True))
-        out, hid = stack.members(slots)(inputs[rows])
-        runs.append((rows, out, hid))
+    for rows, stack in population.groups_of(members.tolist()):
+        index = torch.tensor(rows, device=inputs.device)
+        out, hid = stack(inputs[index])
+        runs.append((index, out, hid))
     if len({tuple(hid.shape[1:-1]) for _, _, hid in runs}) == 1:
         # One layout (recurrent members): each group's states go into one zero-padded
         # tensor in a single write, not one pad per member (a kernel launch each on a GPU).
         hid0, out0 = runs[0][2], runs[0][1]
         width = max(hid.shape[-1] for _, _, hid in runs)
-        hidden = hid0.new_zeros(len(row_of), *hid0.shape[1:-1], width)
-        outputs = out0.new_empty(len(row_of), *out0.shape[1:])
+        hidden = hid0.new_zeros(len(members), *hid0.shape[1:-1], width)
+        outputs = out0.new_empty(len(members), *out0.shape[1:])
         for rows, out, hid in runs:
             hidden[rows, ..., : hid.shape[-1]] = hid
             outputs[rows] = out
         return project(projections, hidden, members).float(), outputs.float()
-    states: list[Tensor | None] = [None] * len(row_of)  # stages differ: one tensor per row
-    rows_out: list[Tensor | None] = [None] * len(row_of)
+    states: list[Tensor | None] = [None] * len(members)  # stages differ: one tensor per row
+    rows_out: list[Tensor | None] = [None] * len(members)
     for rows, out, hid in runs:
         for k, r in enumerate(rows.tolist()):
             states[r], rows_out[r] = hid[k], out[k]

@@ -213,6 +213,20 @@ class Population(Sequence[Member]):
             self._apply_fused()
         return self._groups
 
+    def groups_of(self, positions: Sequence[int]) -> list[tuple[list[int], Architecture]]:
+        """The stacks that hold the members at ``positions`` (distinct population indices),
+        each cut down to those members (``Architecture.members``: one gather per parameter):
+        ``(k's into positions, stack)`` per group, the stack's members in the order of
+        those ``k``'s. Running a subset costs that subset, whatever the population's size."""
+        wanted = {n: k for k, n in enumerate(positions)}
+        found = []
+        for indices, stack in self.groups():
+            pairs = [(slot, wanted[n]) for slot, n in enumerate(indices) if n in wanted]
+            if pairs:
+                slots = torch.tensor([slot for slot, _ in pairs], device=self.device)
+                found.append(([k for _, k in pairs], stack.members(slots)))
+        return found
+
     def to(self, device: torch.device | str) -> Population:
         """Run (and keep the stacks) on ``device`` from now on; returns ``self``."""
         self.device = torch.device(device)
