@@ -53,32 +53,15 @@ import numpy as np
 import torch
 from common import finish, row, time_call
 from lightning.pytorch.profilers import SimpleProfiler
+from online_memory import LINKED, make_population
 from torch.utils.data import DataLoader
 
 from dynamo_lightning.data import TrajectoryDataModule
 from dynamo_lightning.data.batches import ArrayStore, Batch, gather
 from dynamo_lightning.module import DynamoModule
-from dynamo_lightning.population import Population, architectures
 
-# What the CLI links from the data module into the model (DynamoCLI's DATA_TO_MODEL).
-LINKED = ("num_members", "input_size", "output_size", "num_components", "output_kind",
-          "member_ids", "member_metadata", "population_path", "population_checksum",
-          "task_spec")
 FETCH = "[_TrainingEpochLoop].train_dataloader_next"
 TRANSFER = "batch_to_device"  # "[Strategy]<name>.batch_to_device"
-
-
-def make_population(n: int, path: Path, hidden: int) -> Path:
-    """N untrained members, half GRU and half vanilla, saved under ``path``."""
-    parts = []
-    for name, count in (("gru", n // 2), ("vanilla", n - n // 2)):
-        stack = architectures.build(name, num_members=count, seeds=list(range(count)),
-                                    input_size=3, output_size=3, hidden_size=hidden)
-        ids = [f"{name}-{i}" for i in range(count)]
-        metadata = [{"architecture": name, "seed": i, "task": "flipflop",
-                     "task_config": {"n_bits": 3}} for i in range(count)]
-        parts.append(Population.from_stack(name, stack, ids, metadata))
-    return Population.concat(parts).save(path)
 
 
 def accelerator(device: torch.device) -> str:

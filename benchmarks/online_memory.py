@@ -42,11 +42,12 @@ LINKED = ("num_members", "input_size", "output_size", "num_components", "output_
           "task_spec")
 
 
-def make_population(n: int, path: Path) -> Path:
+def make_population(n: int, path: Path, hidden: int = 32) -> Path:
+    """N untrained members, half GRU and half vanilla, saved under ``path``."""
     parts = []
     for name, count in (("gru", n // 2), ("vanilla", n - n // 2)):
         stack = architectures.build(name, num_members=count, seeds=list(range(count)),
-                                    input_size=3, output_size=3, hidden_size=32)
+                                    input_size=3, output_size=3, hidden_size=hidden)
         ids = [f"{name}-{i}" for i in range(count)]
         metadata = [{"architecture": name, "seed": i, "task": "flipflop",
                      "task_config": {"n_bits": 3}} for i in range(count)]
