@@ -108,13 +108,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      "accelerator": args.accelerator, "report": REPORT},
         "machine": machine_info()}
 
+    population, dynamo = population_config(args, out), dynamo_config(args, out)
+    result["settings"].update({  # what ran, the configs' values included
+        "population_steps": population["trainer"]["max_steps"],
+        "epochs": dynamo["trainer"]["max_epochs"],
+        "members_per_batch": dynamo["data"]["members_per_batch"]})
     started = time.perf_counter()
-    population_main({"fit": population_config(args, out)})
+    population_main({"fit": population})
     seconds["population"] = round(time.perf_counter() - started, 1)
     _write(args, result)  # each stage's time is kept even if a later stage fails
 
     started = time.perf_counter()
-    cli = dynamo_main({"fit": copy.deepcopy(dynamo_config(args, out))})
+    cli = dynamo_main({"fit": copy.deepcopy(dynamo)})
     cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
     summary = emulation_summary(cli.model)
     ckpt = Path(cli.trainer.checkpoint_callback.dirpath) / "last.ckpt"

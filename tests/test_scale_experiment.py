@@ -29,6 +29,7 @@ def test_every_stage_is_timed_and_the_report_written(tmp_path: Path) -> None:
     written = json.loads(results.read_text())
     assert written["finished"] is True
     assert written["settings"]["members_per_batch"] == 4
+    assert (written["settings"]["population_steps"], written["settings"]["epochs"]) == (10, 1)
     assert written["members"] == 20  # 2 computations × 5 architectures × 2 seeds
     assert set(written["seconds"]) == {"population", "fit", "report"}
     assert all(v > 0 for v in written["seconds"].values())
