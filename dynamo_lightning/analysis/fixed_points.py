@@ -50,6 +50,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from dynamo_lightning.analysis.eigenvalues import eigenvalues
 from dynamo_lightning.analysis.fixed_point_filters import (
     distances,
     newton_length,
@@ -210,13 +211,9 @@ def _refine(step_fn: StepFn, jacobian_fn: StepFn | None, h: Tensor, x: Tensor,
 
 def _collect(h: Tensor, q: Tensor, jac: Tensor, groups: Tensor, distance: Tensor,
              tol: float, num_groups: int, iterations: int) -> FixedPointSet:
-    """Eigenvalues (by decreasing |λ|, computed in float64) and kinds of the kept points.
-
-    The eigenvalues are computed on the CPU whatever the device: CUDA's general eigensolver
-    (MAGMA's hybrid geev) syncs with the host anyway, and for a batch of small matrices it
-    took a third of a batched search's time on an H200, several times the CPU's time.
-    """
-    eig = torch.linalg.eigvals(jac.detach().double().cpu()).to(jac.device)
+    """Eigenvalues (by decreasing |λ|, computed in float64 on the CPU's cores, whatever the
+    device: :mod:`.eigenvalues` says why) and kinds of the kept points."""
+    eig = eigenvalues(jac)
     eig = torch.gather(eig, 1, eig.abs().argsort(dim=1, descending=True))
     n_unstable = (eig.abs() > 1).sum(1)
     is_stable = (eig.abs() < 1).all(1)
