@@ -41,10 +41,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # benchmarks/ is a plain folder, not an installed package
 
 from benchmarks.common import machine_info  # noqa: E402
+from dynamo_lightning.cli.lightning_cli import DYNAMO_BASE  # noqa: E402
 
 RESULTS = REPO / "experiments" / "results" / "scale.json"
 POPULATION_CONFIG = REPO / "configs" / "scale" / "population.yaml"
 DYNAMO_CONFIG = REPO / "configs" / "scale" / "dynamo.yaml"
+TIMER = {"class_path": "dynamo_lightning.callbacks.StageTimes"}  # phases of each fit
 REPORT = {"inits_per_member": 16, "max_iters": 500, "fixed_point_trials": 32, "trials": 128,
           "baselines": "none", "grid_resolution": 0, "progress": False}
 
@@ -77,6 +79,7 @@ def population_config(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                               "accelerator": args.accelerator, "devices": 1,
                               "enable_progress_bar": False})
     config["population"]["path"] = str(out / "population")
+    config["trainer"]["callbacks"] = [*config["trainer"].get("callbacks", []), TIMER]
     return config
 
 
@@ -90,6 +93,9 @@ def dynamo_config(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         config["trainer"]["max_epochs"] = args.epochs
     if args.members_per_batch is not None:
         config["data"]["members_per_batch"] = args.members_per_batch
+    # A config's callback list replaces the shared base's whole: start from the base's.
+    base = yaml.safe_load(DYNAMO_BASE.read_text())["trainer"]["callbacks"]
+    config["trainer"]["callbacks"] = [*config["trainer"].get("callbacks", base), TIMER]
     return config
 
 
@@ -113,14 +119,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "population_steps": population["trainer"]["max_steps"],
         "epochs": dynamo["trainer"]["max_epochs"],
         "members_per_batch": dynamo["data"]["members_per_batch"]})
+    phases: dict[str, dict[str, float]] = {}
+    result["phases"] = phases  # each stage's fit, phase by phase (StageTimes)
     started = time.perf_counter()
-    population_main({"fit": population})
+    timer = _timer(population_main({"fit": population}))
     seconds["population"] = round(time.perf_counter() - started, 1)
+    phases["population"] = _phases(timer, started, after="write")
     _write(args, result)  # each stage's time is kept even if a later stage fails
 
     started = time.perf_counter()
     cli = dynamo_main({"fit": copy.deepcopy(dynamo)})
+    timer = _timer(cli)
     cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
+    phases["fit"] = _phases(timer, started, after="test")
     summary = emulation_summary(cli.model)
     ckpt = Path(cli.trainer.checkpoint_callback.dirpath) / "last.ckpt"
     seconds["fit"] = round(time.perf_counter() - started, 1)
@@ -144,6 +155,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(json.dumps({k: result[k] for k in ("members", "seconds", "total_seconds",
                                             "median_hidden_r2")}, indent=2))
     return result
+
+
+def _timer(cli: Any) -> Any:
+    """The fit's StageTimes callback."""
+    from dynamo_lightning.callbacks import StageTimes
+
+    return next(c for c in cli.trainer.callbacks if isinstance(c, StageTimes))
+
+
+def _phases(timer: Any, started: float, after: str) -> dict[str, float]:
+    """A stage's phases: building the CLI before its fit, the fit's own (StageTimes), and
+    what ran after it (``after``: writing the population, the test pass)."""
+    phases = {"before_fit": timer.started_at - started, **timer.times,
+              after: time.perf_counter() - timer.ended_at}
+    return {k: round(v, 2) if isinstance(v, float) else v for k, v in phases.items()}
 
 
 def _write(args: argparse.Namespace, result: dict[str, Any]) -> None:

@@ -23,18 +23,23 @@ def load_script():
 
 def test_every_stage_is_timed_and_the_report_written(tmp_path: Path) -> None:
     results = tmp_path / "scale.json"
-    load_script().main(["--seeds", "2", "--population-steps", "10", "--epochs", "1",
+    load_script().main(["--seeds", "2", "--population-steps", "14", "--epochs", "1",
                         "--members-per-batch", "4", "--accelerator", "cpu",
                         "--out", str(tmp_path / "run"), "--results", str(results)])
     written = json.loads(results.read_text())
     assert written["finished"] is True
     assert written["settings"]["members_per_batch"] == 4
-    assert (written["settings"]["population_steps"], written["settings"]["epochs"]) == (10, 1)
+    assert (written["settings"]["population_steps"], written["settings"]["epochs"]) == (14, 1)
     assert written["members"] == 20  # 2 computations × 5 architectures × 2 seeds
     assert set(written["seconds"]) == {"population", "fit", "report"}
     assert all(v > 0 for v in written["seconds"].values())
     assert written["total_seconds"] == pytest.approx(sum(written["seconds"].values()), abs=0.2)
     assert "fixed_points" in written["report_timings"]
+    population, fit = written["phases"]["population"], written["phases"]["fit"]
+    assert (population["steps"], population["validations"]) == (4, 1)  # 14 − 10 warm-up
+    assert population["write"] > 0 and fit["test"] > 0 and fit["validations"] == 1
+    assert sum(population[k] for k in ("before_fit", "fit", "write")) <= (
+        written["seconds"]["population"] + 0.1)
     assert 0 <= written["median_output_agreement"] <= 1
     assert (tmp_path / "run" / "report" / "report.html").is_file()
     fitted = yaml.safe_load(next((tmp_path / "run" / "fit").glob("*/config.yaml")).read_text())

@@ -14,7 +14,7 @@ def test_chunked_equals_one_serial_call(threads: int, monkeypatch: pytest.Monkey
     pools: list[int] = []
     real = module.ThreadPoolExecutor
 
-    def recording(workers: int):  # noqa: ANN202
+    def recording(workers: int):
         pools.append(workers)
         return real(workers)
 
@@ -30,7 +30,8 @@ def test_small_batches_and_one_thread_skip_the_pool(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(module, "ThreadPoolExecutor", None)  # would fail if called
     rotation = torch.tensor([[[0.0, -1.0], [1.0, 0.0]]])
     assert torch.allclose(eigenvalues(rotation).abs(), torch.ones(1, 2, dtype=torch.float64))
-    assert eigenvalues(torch.randn(PARALLEL_FROM * 2, 3, 3), threads=1).shape == (PARALLEL_FROM * 2, 3)
+    many = PARALLEL_FROM * 2
+    assert eigenvalues(torch.randn(many, 3, 3), threads=1).shape == (many, 3)
     assert eigenvalues(torch.zeros(0, 4, 4)).shape == (0, 4)
 
 
