@@ -6,7 +6,9 @@ Cases (B = 64 trials per batch and task, T = 64 steps, hidden 32, Adam, per-memb
   relu, gru, lstm, ugrnn) × 3 seeds: 10 groups of 3;
 - ``grid256``: 2 tasks × 4 architectures (vanilla, gru, lstm, ugrnn) × 32 seeds: 8 groups
   of 32;
-- ``stack4096``: one group, 4,096 GRU members on the flip-flop task.
+- ``stack4096``: one group, 4,096 GRU members on the flip-flop task;
+- ``scale10k``: the scale run's population (``configs/scale/population.yaml``): 2 tasks × 5
+  architectures × 1,000 seeds, 10 groups of 1,000 (not in the default cases: 10,000 members).
 
 Each case trains through a Lightning ``Trainer`` (what ``dynamo population fit`` runs: the
 loop, the optimiser step, logging), once per path side by side: ``eager`` (the step as
@@ -16,8 +18,11 @@ replayed from one CUDA graph, each group on its own stream, cells not compiled),
 ``graphed+compiled`` (also ``compile_cells``: each cell ``torch.compile``'d, fusing its gate
 arithmetic; the default on CUDA before ``fused_cells``) and ``graphed+fused`` (also
 ``fused_cells``: GRU, tanh and ReLU stacks run their whole time loop as one Triton kernel,
-forward and backward; LSTM and UGRNN stacks compiled as before; the default on CUDA). The
-other paths run with ``fused_cells`` off, so they measure what they did before it. Timed
+forward and backward, projecting the inputs inside the kernel; LSTM and UGRNN stacks
+compiled as before; the default on CUDA); ``graphed+fused+u`` is the same kernel fed the
+input projections ``u = x W_ih + b_ih`` made beforehand (``fused_recurrence.PROJECT_INSIDE``
+off: the fused path before it projected inside). The other paths run with ``fused_cells``
+off, so they measure what they did before it. Timed
 from the end of ``--warmup`` steps (the graph is captured in the first) to the end of
 ``--steps`` more, with the device synchronised at both ends. Also timed per case: start-up
 (building the module: every member's seeded initialisation) and writing (scoring every
@@ -57,9 +62,13 @@ CASES: dict[str, dict[str, Any]] = {
     "grid256": {"tasks": TASKS, "architectures": ["vanilla", "gru", "lstm", "ugrnn"],
                 "seeds": list(range(32))},
     "stack4096": {"tasks": TASKS[:1], "architectures": ["gru"], "seeds": list(range(4096))},
+    "scale10k": {"tasks": TASKS, "architectures": ["vanilla", "relu", "gru", "lstm", "ugrnn"],
+                 "seeds": list(range(1000))},
 }
-CUDA_PATHS = ["eager", "graphed", "graphed+compiled", "graphed+fused"]
-COMPILED = ("graphed+compiled", "graphed+fused")  # fused: LSTM and UGRNN stacks compiled
+DEFAULT_CASES = ["grid30", "grid256", "stack4096"]
+CUDA_PATHS = ["eager", "graphed", "graphed+compiled", "graphed+fused", "graphed+fused+u"]
+COMPILED = ("graphed+compiled", "graphed+fused", "graphed+fused+u")  # fused: LSTM, UGRNN compiled
+FUSED = ("graphed+fused", "graphed+fused+u")
 
 
 class StepClock(pl.Callback):
@@ -94,8 +103,13 @@ def build(case: str, cuda_graphs: bool, compiled: bool = False,
 
 
 def train_rate(case: str, device: str, cuda_graphs: bool, warmup: int, steps: int,
-               compiled: bool = False, fused: bool = False) -> tuple[float, int, float]:
+               compiled: bool = False, fused: bool = False,
+               project_inside: bool = True) -> tuple[float, int, float]:
     """(steps/s, members, start-up seconds) of one training run."""
+    if fused:  # Triton is imported only where a fused path runs
+        from dynamo_lightning.population.architectures import fused_recurrence
+
+        fused_recurrence.PROJECT_INSIDE = project_inside
     module, startup = build(case, cuda_graphs, compiled, fused)
     data = TaskDataModule(tasks=CASES[case]["tasks"], batch_size=64,
                           steps_per_epoch=warmup + steps)
@@ -130,7 +144,7 @@ def write_seconds(case: str, device: str) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--cases", nargs="+", default=DEFAULT_CASES, choices=list(CASES))
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=None,
                         help="timed steps of the graphed path, and of the eager path on CPU "
@@ -142,6 +156,9 @@ def main() -> None:
                         help="timed steps of the eager path on CUDA (a few steps/s)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--tf32", action="store_true", help="allow TF32 matmuls (CUDA)")
+    parser.add_argument("--tag", default="",
+                        help="suffix of the results file (population_training_<tag>[_cuda]"
+                             ".json), so that a run of some cases keeps the full run's file")
     parser.add_argument("--write_only", action="store_true",
                         help="time only start-up and writing (no training); writes "
                              "population_writing[_cuda].json")
@@ -161,7 +178,8 @@ def main() -> None:
             timed = args.eager_steps if path == "eager" and args.device == "cuda" else steps
             rate, members, startup = train_rate(case, args.device, path != "eager",
                                                 args.warmup, timed, compiled=path in COMPILED,
-                                                fused=path == "graphed+fused")
+                                                fused=path in FUSED,
+                                                project_inside=path != "graphed+fused+u")
             rates[path] = rate
             rows += [row(f"{case} {path}", "steps/s", rate, "1/s"),
                      row(f"{case} {path}", "member-steps/s", rate * members, "1/s")]
@@ -175,11 +193,12 @@ def main() -> None:
         rows.append(row(case, "write (score 512 trials + save)", writing, "s"))
         for path in paths[1:] if "eager" in rates else []:
             ratios[f"{case}: {path} / eager"] = rates[path] / rates["eager"]
-        if {"graphed+compiled", "graphed+fused"} <= rates.keys():
-            ratios[f"{case}: graphed+fused / graphed+compiled"] = (
-                rates["graphed+fused"] / rates["graphed+compiled"])
-    finish("population_writing" if args.write_only else "population_training", args.device,
-           rows, ratios)
+        for other in ("graphed+compiled", "graphed+fused+u"):
+            if {other, "graphed+fused"} <= rates.keys():
+                ratios[f"{case}: graphed+fused / {other}"] = (
+                    rates["graphed+fused"] / rates[other])
+    name = "population_writing" if args.write_only else "population_training"
+    finish(name + (f"_{args.tag}" if args.tag else ""), args.device, rows, ratios)
 
 
 if __name__ == "__main__":

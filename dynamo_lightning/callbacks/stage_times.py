@@ -41,10 +41,10 @@ class StageTimes(Callback):
     - ``steps``, ``step_seconds``, ``steps_per_second``: the training batches after those,
       validation excluded;
     - ``validation``, ``validations``: all validation passes, and how many ran;
-    - ``fit``: ``setup`` to the end of the fit.
+    - ``fit``: ``setup`` to the end of training.
 
     ``started_at`` / ``ended_at`` are ``time.perf_counter()`` readings of the fit's start and
-    end, so a caller can time what follows the fit (writing a population, say).
+    the end of its training, so a caller can time what follows (writing a population, say).
 
     Args:
         warmup_steps: training batches counted as warm-up (default 10).
@@ -115,11 +115,10 @@ class StageTimes(Callback):
 
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._close_block(self._now())
-
-    @override
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # The end of training, not on_fit_end: other callbacks' on_fit_end (writing a
+        # population, say) may run before this one's, and are not the fit's time.
         self.ended_at = self._now()
+        self._close_block(self.ended_at)
         self.times["fit"] = self.ended_at - self.started_at
         steady = self.times["step_seconds"]
         self.times["steps"] = max(0, self._batches - self.warmup_steps)
