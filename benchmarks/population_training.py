@@ -18,11 +18,8 @@ replayed from one CUDA graph, each group on its own stream, cells not compiled),
 ``graphed+compiled`` (also ``compile_cells``: each cell ``torch.compile``'d, fusing its gate
 arithmetic; the default on CUDA before ``fused_cells``) and ``graphed+fused`` (also
 ``fused_cells``: GRU, tanh and ReLU stacks run their whole time loop as one Triton kernel,
-forward and backward, projecting the inputs inside the kernel; LSTM and UGRNN stacks
-compiled as before; the default on CUDA); ``graphed+fused+u`` is the same kernel fed the
-input projections ``u = x W_ih + b_ih`` made beforehand (``fused_recurrence.PROJECT_INSIDE``
-off: the fused path before it projected inside). The other paths run with ``fused_cells``
-off, so they measure what they did before it. Timed
+forward and backward; LSTM and UGRNN stacks compiled as before; the default on CUDA). The
+other paths run with ``fused_cells`` off, so they measure what they did before it. Timed
 from the end of ``--warmup`` steps (the graph is captured in the first) to the end of
 ``--steps`` more, with the device synchronised at both ends. Also timed per case: start-up
 (building the module: every member's seeded initialisation) and writing (scoring every
@@ -66,9 +63,8 @@ CASES: dict[str, dict[str, Any]] = {
                  "seeds": list(range(1000))},
 }
 DEFAULT_CASES = ["grid30", "grid256", "stack4096"]
-CUDA_PATHS = ["eager", "graphed", "graphed+compiled", "graphed+fused", "graphed+fused+u"]
-COMPILED = ("graphed+compiled", "graphed+fused", "graphed+fused+u")  # fused: LSTM, UGRNN compiled
-FUSED = ("graphed+fused", "graphed+fused+u")
+CUDA_PATHS = ["eager", "graphed", "graphed+compiled", "graphed+fused"]
+COMPILED = ("graphed+compiled", "graphed+fused")  # fused: LSTM and UGRNN stacks compiled
 
 
 class StepClock(pl.Callback):
@@ -103,13 +99,8 @@ def build(case: str, cuda_graphs: bool, compiled: bool = False,
 
 
 def train_rate(case: str, device: str, cuda_graphs: bool, warmup: int, steps: int,
-               compiled: bool = False, fused: bool = False,
-               project_inside: bool = True) -> tuple[float, int, float]:
+               compiled: bool = False, fused: bool = False) -> tuple[float, int, float]:
     """(steps/s, members, start-up seconds) of one training run."""
-    if fused:  # Triton is imported only where a fused path runs
-        from dynamo_lightning.population.architectures import fused_recurrence
-
-        fused_recurrence.PROJECT_INSIDE = project_inside
     module, startup = build(case, cuda_graphs, compiled, fused)
     data = TaskDataModule(tasks=CASES[case]["tasks"], batch_size=64,
                           steps_per_epoch=warmup + steps)
@@ -178,8 +169,7 @@ def main() -> None:
             timed = args.eager_steps if path == "eager" and args.device == "cuda" else steps
             rate, members, startup = train_rate(case, args.device, path != "eager",
                                                 args.warmup, timed, compiled=path in COMPILED,
-                                                fused=path in FUSED,
-                                                project_inside=path != "graphed+fused+u")
+                                                fused=path == "graphed+fused")
             rates[path] = rate
             rows += [row(f"{case} {path}", "steps/s", rate, "1/s"),
                      row(f"{case} {path}", "member-steps/s", rate * members, "1/s")]
@@ -193,10 +183,9 @@ def main() -> None:
         rows.append(row(case, "write (score 512 trials + save)", writing, "s"))
         for path in paths[1:] if "eager" in rates else []:
             ratios[f"{case}: {path} / eager"] = rates[path] / rates["eager"]
-        for other in ("graphed+compiled", "graphed+fused+u"):
-            if {other, "graphed+fused"} <= rates.keys():
-                ratios[f"{case}: graphed+fused / {other}"] = (
-                    rates["graphed+fused"] / rates[other])
+        if {"graphed+compiled", "graphed+fused"} <= rates.keys():
+            ratios[f"{case}: graphed+fused / graphed+compiled"] = (
+                rates["graphed+fused"] / rates["graphed+compiled"])
     name = "population_writing" if args.write_only else "population_training"
     finish(name + (f"_{args.tag}" if args.tag else ""), args.device, rows, ratios)
 

@@ -41,23 +41,10 @@ TASKS = [{"name": "flipflop", "config": {"n_bits": 2, "seq_len": 12}},
          {"name": "integrator", "config": {"n_channels": 2, "seq_len": 12}}]
 
 
-def stack_of(architecture: str, shape: tuple[int, int, int, int], device: str = "cpu",
-             inputs: int = 3):
+def stack_of(architecture: str, shape: tuple[int, int, int, int], device: str = "cpu"):
     members, _, _, size = shape
     return dl.architectures.build(architecture, num_members=members, seeds=range(members),
-                                  input_size=inputs, output_size=2,
-                                  hidden_size=size).to(device)
-
-
-def spy(monkeypatch: pytest.MonkeyPatch, name: str, calls: list) -> None:
-    """Record each call of ``fused_recurrence.<name>`` in ``calls``, then run it."""
-    original = getattr(fused_recurrence, name)
-
-    def recorded(*args, **kwargs):
-        calls.append(name)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(fused_recurrence, name, recorded)
+                                  input_size=3, output_size=2, hidden_size=size).to(device)
 
 
 def plain_hidden(stack, u: Tensor) -> Tensor:
@@ -122,80 +109,25 @@ def test_kernel_matches_the_plain_cell_loop(triton_ok, architecture: str,
                                    msg=lambda m, n=name: f"{n}: {m}")
 
 
-RNN_CASES = [  # (G, B, T, H, I, x shared, x needs its gradient)
-    (2, 5, 4, 7, 3, True, True),  # H < 16; a shared x's gradient sums over members
-    (2, 6, 3, 33, 1, False, True),  # H = 33, I = 1, one batch per member
-    (3, 70, 3, 20, 17, False, False),  # B over one block (ACCUMULATE), I = 17 above 16
-    (2, 70, 2, 12, 2, True, False),  # a shared x over several blocks
-]
-
-
 @kernels
-@pytest.mark.parametrize("case", RNN_CASES,
-                         ids=lambda c: "G{}-B{}-T{}-H{}-I{}-{}-{}".format(
-                             *c[:5], "shared" if c[5] else "own", "dx" if c[6] else "no_dx"))
 @pytest.mark.parametrize("architecture", list(CELLS))
-def test_projecting_kernel_matches_the_plain_loop(triton_ok, monkeypatch: pytest.MonkeyPatch,
-                                                  architecture: str, case: tuple) -> None:
-    """``fused_rnn``: the states and every gradient of the plain forward on the same x; the
-    projections' gradient is written only when x needs its own."""
-    members, batch, steps, size, inputs, shared, x_grad = case
-    torch.manual_seed(3)
-    stack = stack_of(architecture, (members, batch, steps, size), KERNEL_DEVICE, inputs)
-    x = torch.randn(*(() if shared else (members,)), steps, batch, inputs,
-                    device=KERNEL_DEVICE, requires_grad=x_grad)  # time-major
-    params = (stack.weight_ih, stack.bias_ih, stack.weight_hh, stack.bias_hh)
-    wrt = (x, *params) if x_grad else params
-    _, expected = stack(x.transpose(-3, -2))  # the plain path reads [B,T,I] / [G,B,T,I]
-    cotangent = torch.randn_like(expected)
-    expected_grads = torch.autograd.grad(expected, wrt, cotangent)
-    launches = []
-    launch = fused_recurrence._launch
-    monkeypatch.setattr(fused_recurrence, "_launch", lambda *args, **meta: (
-        launches.append((args[1], meta)), launch(*args, **meta))[-1])
-    # Non-contiguous weights: the Function makes them contiguous.
-    weight_ih = stack.weight_ih.transpose(1, 2).contiguous().transpose(1, 2)
-    hidden = fused_recurrence.fused_rnn(x, weight_ih, *params[1:], CELLS[architecture])
-    torch.testing.assert_close(hidden, expected, rtol=1e-5, atol=1e-6)
-    grads = torch.autograd.grad(hidden, wrt, cotangent)
-    names = ("x", "weight_ih", "bias_ih", "weight_hh", "bias_hh")[0 if x_grad else 1:]
-    for name, got, want in zip(names, grads, expected_grads, strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5,
-                                   msg=lambda m, n=name: f"{n}: {m}")
-    assert [(what, meta["PROJECT"], meta.get("STORE_DU"), meta.get("ACCUMULATE"))
-            for what, meta in launches] == [("forward", True, None, None),
-                                            ("backward", True, x_grad, batch > 64)]
-
-
-@kernels
-@pytest.mark.parametrize("project", [True, False], ids=["fused_rnn", "fused_recurrence"])
-@pytest.mark.parametrize("architecture", list(CELLS))
-def test_fused_forward_returns_what_the_plain_forward_returns(
-        triton_ok, monkeypatch: pytest.MonkeyPatch, architecture: str, project: bool) -> None:
-    """Either way ``PROJECT_INSIDE`` is set, on a shared batch and one per member."""
+def test_fused_forward_returns_what_the_plain_forward_returns(triton_ok,
+                                                              architecture: str) -> None:
     torch.manual_seed(1)
-    monkeypatch.setattr(fused_recurrence, "PROJECT_INSIDE", project)
-    calls: list[str] = []
-    spy(monkeypatch, "fused_rnn", calls)
-    spy(monkeypatch, "fused_recurrence", calls)
     stack = stack_of(architecture, (3, 9, 5, 12), KERNEL_DEVICE)
-    for shape in ((9, 5, 3), (3, 9, 5, 3)):  # shared, then one batch per member
-        x = torch.randn(shape, device=KERNEL_DEVICE, requires_grad=True)
-        results = []
-        for fused in (False, True):
-            stack.fused = fused
-            stack.zero_grad()
-            x.grad = None
-            outputs, hidden = stack(x)
-            (outputs.square().sum() + hidden.sum()).backward()
-            results.append((outputs, hidden,
-                            [x.grad.clone()] + [p.grad.clone() for p in stack.parameters()]))
-        (out0, hid0, grads0), (out1, hid1, grads1) = results
-        torch.testing.assert_close(hid1, hid0, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(out1, out0, rtol=1e-5, atol=1e-6)
-        for got, want in zip(grads1, grads0, strict=True):
-            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
-    assert calls == ["fused_rnn" if project else "fused_recurrence"] * 2
+    x = torch.randn(3, 9, 5, 3, device=KERNEL_DEVICE)  # one batch per member
+    results = []
+    for fused in (False, True):
+        stack.fused = fused
+        stack.zero_grad()
+        outputs, hidden = stack(x)
+        (outputs.square().sum() + hidden.sum()).backward()
+        results.append((outputs, hidden, [p.grad.clone() for p in stack.parameters()]))
+    (out0, hid0, grads0), (out1, hid1, grads1) = results
+    torch.testing.assert_close(hid1, hid0, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out1, out0, rtol=1e-5, atol=1e-6)
+    for got, want in zip(grads1, grads0, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
 @kernels
@@ -214,39 +146,6 @@ def test_bad_arguments_are_named(triton_ok) -> None:
         fused_recurrence.fused_recurrence(
             wide._project(torch.randn(4, 3, 3, device=KERNEL_DEVICE), shared=True),
             wide.weight_hh, wide.bias_hh, "tanh")
-
-
-def test_projecting_bad_arguments_are_named() -> None:
-    """``fused_rnn`` validates before any kernel runs (so this needs no GPU)."""
-    if not fused_recurrence.available():
-        pytest.skip(f"no Triton: {fused_recurrence.unavailable_reason()}")
-    stack = stack_of("gru", (2, 4, 3, 5))
-    x = torch.randn(3, 4, 3)
-    params = [stack.weight_ih, stack.bias_ih, stack.weight_hh, stack.bias_hh]
-    rnn = fused_recurrence.fused_rnn
-    with pytest.raises(ValueError, match="fused_rnn: unknown cell 'lstm'"):
-        rnn(x, *params, "lstm")
-    with pytest.raises(TypeError, match=r"fused_rnn: x is torch\.float64"):
-        rnn(x.double(), *params, "gru")
-    with pytest.raises(TypeError, match=r"bias_ih is torch\.float16"):
-        rnn(x, params[0], params[1].half(), *params[2:], "gru")
-    with pytest.raises(ValueError, match=r"expected x \[T,B,I\] \(shared\) or \[G,T,B,I\]"):
-        rnn(x[0], *params, "gru")
-    needs = r"gru with G=2, H=5, I=3 needs x \[T,B,3\] or \[2,T,B,3\]"
-    with pytest.raises(ValueError, match=needs + r".*got x \(3, 4, 2\)"):
-        rnn(x[..., :2], *params, "gru")
-    with pytest.raises(ValueError, match=needs + r".*got x \(3, 3, 4, 3\)"):
-        rnn(x.expand(3, 3, 4, 3), *params, "gru")  # per member, but 3 members for G=2
-    with pytest.raises(ValueError, match=r"weight_ih \[2,3,15\].*weight_ih \(2, 3, 14\)"):
-        rnn(x, params[0][..., :14], *params[1:], "gru")
-    with pytest.raises(ValueError, match=r"tanh with G=2, H=5, I=3 needs"):
-        rnn(x, *params, "tanh")
-    wide = stack_of("vanilla", (1, 4, 3, 5), inputs=fused_recurrence.MAX_INPUT + 1)
-    with pytest.raises(ValueError, match="input size 33 is above MAX_INPUT"):
-        rnn(torch.randn(3, 4, fused_recurrence.MAX_INPUT + 1), wide.weight_ih, wide.bias_ih,
-            wide.weight_hh, wide.bias_hh, "tanh")
-    with pytest.raises(ValueError, match=r"different devices: x on meta, weight_ih on cpu"):
-        rnn(x.to("meta"), *params, "gru")
 
 
 @kernels
@@ -324,14 +223,11 @@ def test_plain_path_unless_flagged_on_cuda_and_outside_transforms(
         monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
 
-    def fake(name: str):
-        def kernel(*args: Tensor) -> Tensor:
-            calls.append((name, args[-1]))  # args[-1]: the cell
-            raise AssertionError("the fused kernel ran")
-        return kernel
+    def fake_kernel(u: Tensor, weight_hh: Tensor, bias_hh: Tensor, cell: str) -> Tensor:
+        calls.append(cell)
+        raise AssertionError("the fused kernel ran")
 
-    for name in ("fused_rnn", "fused_recurrence"):
-        monkeypatch.setattr(fused_recurrence, name, fake(name))
+    monkeypatch.setattr(fused_recurrence, "fused_recurrence", fake_kernel)
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     stack = stack_of("gru", (2, 3, 4, 5))
     x = torch.randn(3, 4, 3)
@@ -345,16 +241,7 @@ def test_plain_path_unless_flagged_on_cuda_and_outside_transforms(
     monkeypatch.setattr(fused_recurrence, "available", lambda: True)
     with pytest.raises(AssertionError, match="fused kernel ran"):
         stack(x)
-    assert calls == [("fused_rnn", "gru")]
-    # Projections made first: PROJECT_INSIDE off, or an input wider than MAX_INPUT.
-    for setting in (("PROJECT_INSIDE", False), ("MAX_INPUT", 2)):
-        with monkeypatch.context() as patch:
-            patch.setattr(fused_recurrence, *setting)
-            with pytest.raises(AssertionError, match="fused kernel ran"):
-                stack(x)
-    del calls[:1]
-    assert calls == [("fused_recurrence", "gru")] * 2
-    calls.clear()
+    assert calls == ["gru"]
     torch.func.vmap(lambda xi: stack(xi)[0])(x.unsqueeze(0).expand(2, 3, 4, 3))
     params = dict(stack.named_parameters())
     torch.func.jacrev(lambda w: torch.func.functional_call(
@@ -364,7 +251,7 @@ def test_plain_path_unless_flagged_on_cuda_and_outside_transforms(
         assert not fused_recurrence.applies(x, stack.weight_hh, hidden_size=5)
     stack.fused = False
     stack(x)
-    assert calls == []
+    assert calls == ["gru"]
 
 
 def test_population_module_fuses_only_on_cuda_and_falls_back(

@@ -166,25 +166,16 @@ class RecurrentArchitecture(Architecture):
 
     def _fused_hidden(self, x: Tensor, shared: bool) -> Tensor | None:
         """States from the fused kernel, or None where it does not apply (then the plain
-        loop runs): no fused cell, no Triton, not float32 on CUDA, or a transform active.
-
-        The kernel projects the inputs itself (``fused_rnn``: no ``[G, T, B, gH]``
-        projections in memory) unless ``fused_recurrence.PROJECT_INSIDE`` is off or the
-        input is wider than ``MAX_INPUT``; then ``_project`` makes them first."""
+        loop runs): no fused cell, no Triton, not float32 on CUDA, or a transform active."""
         cell = self.fused_kernel()
         if cell is None:
             return None
         # Imported here: Triton loads only when a stack is fused.
         from dynamo_lightning.population.architectures import fused_recurrence
 
-        if not fused_recurrence.applies(x, self.weight_ih, self.bias_ih, self.weight_hh,
-                                        self.bias_hh, hidden_size=self.hidden_size):
+        if not fused_recurrence.applies(x, self.weight_ih, self.weight_hh, self.bias_hh,
+                                        hidden_size=self.hidden_size):
             return None
-        if fused_recurrence.PROJECT_INSIDE and self.input_size <= fused_recurrence.MAX_INPUT:
-            # Time-major, as the kernel reads it ([B,T,I] -> [T,B,I], one per member unless
-            # shared): a copy of x, small next to the projections it replaces.
-            return fused_recurrence.fused_rnn(x.transpose(-3, -2), self.weight_ih,
-                                              self.bias_ih, self.weight_hh, self.bias_hh, cell)
         return fused_recurrence.fused_recurrence(self._project(x, shared), self.weight_hh,
                                                  self.bias_hh, cell)
 
