@@ -128,10 +128,12 @@ class PopulationModule(pl.LightningModule):
         return total
 
     def on_fit_start(self) -> None:
-        if self.device.type != "cuda" or self._plain_cells or self._fused:
-            return  # CPU, or set up by an earlier fit
+        if self.device.type != "cuda" or self._plain_cells:
+            return  # CPU, or compiled by a fit that did not end
         widths = self._fused_widths() if self.hparams.fused_cells else {}
         for stack in self.stacks:
+            if any(stack is fused for fused in self._fused):
+                continue  # fused by an earlier fit
             cell = getattr(stack, "fused_kernel", lambda: None)()
             if cell is not None and stack.hidden_size <= widths.get(cell, 0):
                 stack.fused = True
@@ -156,11 +158,22 @@ class PopulationModule(pl.LightningModule):
             return {}
         return fused_recurrence.FASTER_UP_TO
 
-    def _restore_plain_cells(self) -> None:
-        """Undo compiled cells and fused stacks: back to the plain path."""
+    def on_train_end(self) -> None:
+        """Undo the compiled cells once training ends. They were compiled for the training
+        step's shapes: scoring and writing the members afterwards (another batch size,
+        frozen parameters) would compile each stack's cell again. At 10,000 members on an
+        H200 the write after training took 72 s against 13 s for the same members never
+        compiled. Fused stacks stay fused: their kernels take any batch."""
+        self._restore_compiled_cells()
+
+    def _restore_compiled_cells(self) -> None:
         for stack, cell in self._plain_cells:
             stack.cell = cell
         self._plain_cells = []
+
+    def _restore_plain_cells(self) -> None:
+        """Undo compiled cells and fused stacks: back to the plain path."""
+        self._restore_compiled_cells()
         for stack in self._fused:
             stack.fused = False
         self._fused = []

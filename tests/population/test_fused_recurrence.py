@@ -283,6 +283,12 @@ def test_population_module_fuses_the_cells_and_widths_it_runs_faster(
     compiled = {key for key, s in pairs if any(c is s for c, _ in module._plain_cells)}
     assert fused == {("gru", 8), ("vanilla", 8), ("vanilla", 48)}
     assert compiled == {("gru", 48), ("lstm", 8), ("lstm", 48)}
+    module.on_train_end()  # scoring and writing the members runs the plain cells
+    assert all(s.cell.__func__ is type(s).cell for s in module.stacks)  # compiled ones undone
+    assert {key for key, s in pairs if s.fused} == fused  # the kernels take any batch
+    module.on_fit_start()  # a second fit compiles again and keeps the fused stacks
+    assert {key for key, s in pairs if any(c is s for c, _ in module._plain_cells)} == compiled
+    assert len(module._fused) == len(fused)
     module._restore_plain_cells()
     assert not any(s.fused for s in module.stacks)
     assert all(s.cell.__func__ is type(s).cell for s in module.stacks)  # compiled ones undone
