@@ -42,6 +42,7 @@ browser-test: install
 bench: install
 	$(BIN)/python benchmarks/population_forward.py
 	$(BIN)/python benchmarks/fixed_points.py
+	$(BIN)/python benchmarks/eigenvalues.py
 	test ! -d runs/demo/population || $(BIN)/python benchmarks/fixed_points.py --members
 	$(BIN)/python benchmarks/population_training.py
 	test -d runs/population/flipflop/population || $(BIN)/dynamo population fit --config configs/population/flipflop.yaml
