@@ -18,8 +18,10 @@ replayed from one CUDA graph, each group on its own stream, cells not compiled),
 ``graphed+compiled`` (also ``compile_cells``: each cell ``torch.compile``'d, fusing its gate
 arithmetic; the default on CUDA before ``fused_cells``) and ``graphed+fused`` (also
 ``fused_cells``: GRU, tanh and ReLU stacks run their whole time loop as one Triton kernel,
-forward and backward; LSTM and UGRNN stacks compiled as before; the default on CUDA). The
-other paths run with ``fused_cells`` off, so they measure what they did before it. Timed
+forward and backward; LSTM and UGRNN stacks compiled as before; the default on CUDA);
+``graphed+fused+tf32`` is that with ``torch.set_float32_matmul_precision("high")`` for its
+run: every float32 matmul, the kernels' dots included, in TF32. The other paths run with
+``fused_cells`` off, so they measure what they did before it. Timed
 from the end of ``--warmup`` steps (the graph is captured in the first) to the end of
 ``--steps`` more, with the device synchronised at both ends. Also timed per case: start-up
 (building the module: every member's seeded initialisation) and writing (scoring every
@@ -63,8 +65,9 @@ CASES: dict[str, dict[str, Any]] = {
                  "seeds": list(range(1000))},
 }
 DEFAULT_CASES = ["grid30", "grid256", "stack4096"]
-CUDA_PATHS = ["eager", "graphed", "graphed+compiled", "graphed+fused"]
-COMPILED = ("graphed+compiled", "graphed+fused")  # fused: LSTM and UGRNN stacks compiled
+CUDA_PATHS = ["eager", "graphed", "graphed+compiled", "graphed+fused", "graphed+fused+tf32"]
+FUSED = ("graphed+fused", "graphed+fused+tf32")
+COMPILED = ("graphed+compiled", *FUSED)  # fused: LSTM and UGRNN stacks compiled
 
 
 class StepClock(pl.Callback):
@@ -99,8 +102,11 @@ def build(case: str, cuda_graphs: bool, compiled: bool = False,
 
 
 def train_rate(case: str, device: str, cuda_graphs: bool, warmup: int, steps: int,
-               compiled: bool = False, fused: bool = False) -> tuple[float, int, float]:
-    """(steps/s, members, start-up seconds) of one training run."""
+               compiled: bool = False, fused: bool = False
+               ) -> tuple[float, int, float, float]:
+    """(steps/s, members, start-up seconds, last logged loss per member) of one training
+    run; every path starts from the same members and draws the same batches, so the losses
+    show whether a path (TF32, say) trains as well."""
     module, startup = build(case, cuda_graphs, compiled, fused)
     data = TaskDataModule(tasks=CASES[case]["tasks"], batch_size=64,
                           steps_per_epoch=warmup + steps)
@@ -110,7 +116,8 @@ def train_rate(case: str, device: str, cuda_graphs: bool, warmup: int, steps: in
                          enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, callbacks=[clock], log_every_n_steps=25)
     trainer.fit(module, data)
-    return steps / (clock.t1 - clock.t0), len(module.member_ids), startup
+    loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
+    return steps / (clock.t1 - clock.t0), len(module.member_ids), startup, loss
 
 
 def write_seconds(case: str, device: str) -> tuple[float, float]:
@@ -167,14 +174,21 @@ def main() -> None:
         rates = {}
         for path in paths:
             timed = args.eager_steps if path == "eager" and args.device == "cuda" else steps
-            rate, members, startup = train_rate(case, args.device, path != "eager",
-                                                args.warmup, timed, compiled=path in COMPILED,
-                                                fused=path == "graphed+fused")
+            precision = torch.get_float32_matmul_precision()
+            if path.endswith("+tf32"):
+                torch.set_float32_matmul_precision("high")
+            try:
+                rate, members, startup, loss = train_rate(
+                    case, args.device, path != "eager", args.warmup, timed,
+                    compiled=path in COMPILED, fused=path in FUSED)
+            finally:
+                torch.set_float32_matmul_precision(precision)
             rates[path] = rate
             rows += [row(f"{case} {path}", "steps/s", rate, "1/s"),
-                     row(f"{case} {path}", "member-steps/s", rate * members, "1/s")]
+                     row(f"{case} {path}", "member-steps/s", rate * members, "1/s"),
+                     row(f"{case} {path}", "last train loss per member", loss, "")]
             print(f"{case:10s} {path:16s} {rate:9.2f} steps/s  {rate * members:12.0f} "
-                  f"member-steps/s  (start-up {startup:.2f} s)", flush=True)
+                  f"member-steps/s  (start-up {startup:.2f} s, last loss {loss:.4g})", flush=True)
         if not paths:
             _, startup = build(case, cuda_graphs=False)
         rows.append(row(case, "start-up", startup, "s"))
@@ -183,9 +197,10 @@ def main() -> None:
         rows.append(row(case, "write (score 512 trials + save)", writing, "s"))
         for path in paths[1:] if "eager" in rates else []:
             ratios[f"{case}: {path} / eager"] = rates[path] / rates["eager"]
-        if {"graphed+compiled", "graphed+fused"} <= rates.keys():
-            ratios[f"{case}: graphed+fused / graphed+compiled"] = (
-                rates["graphed+fused"] / rates["graphed+compiled"])
+        for slower, faster in (("graphed+compiled", "graphed+fused"),
+                               ("graphed+fused", "graphed+fused+tf32")):
+            if {slower, faster} <= rates.keys():
+                ratios[f"{case}: {faster} / {slower}"] = rates[faster] / rates[slower]
     name = "population_writing" if args.write_only else "population_training"
     finish(name + (f"_{args.tag}" if args.tag else ""), args.device, rows, ratios)
 

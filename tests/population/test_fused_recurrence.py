@@ -110,6 +110,40 @@ def test_kernel_matches_the_plain_cell_loop(triton_ok, architecture: str,
 
 
 @kernels
+@pytest.mark.parametrize("architecture", ["gru", "vanilla"])
+def test_kernel_in_tf32_stays_close_to_the_plain_loop(triton_ok, architecture: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """TF32 dots (what ``torch.set_float32_matmul_precision("high")`` asks for on CUDA): the
+    same states and gradients to TF32's 10-bit mantissa."""
+    monkeypatch.setattr(fused_recurrence, "uses_tf32", lambda device: True)
+    torch.manual_seed(2)
+    stack = stack_of(architecture, (2, 20, 6, 24), KERNEL_DEVICE)
+    u = stack._project(torch.randn(20, 6, 3, device=KERNEL_DEVICE), shared=True)
+    u = u.detach().requires_grad_()
+    params = (u, stack.weight_hh, stack.bias_hh)
+    expected = plain_hidden(stack, u)
+    cotangent = torch.randn_like(expected)
+    hidden = fused_recurrence.fused_recurrence(u, stack.weight_hh, stack.bias_hh,
+                                               CELLS[architecture])
+    torch.testing.assert_close(hidden, expected, rtol=1e-2, atol=1e-2)
+    for got, want in zip(torch.autograd.grad(hidden, params, cotangent),
+                         torch.autograd.grad(expected, params, cotangent), strict=True):
+        torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2)
+
+
+def test_tf32_follows_torchs_float32_matmul_precision() -> None:
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        assert not fused_recurrence.uses_tf32(torch.device("cuda", 0))
+        torch.set_float32_matmul_precision("high")
+        assert fused_recurrence.uses_tf32(torch.device("cuda", 0))
+        assert not fused_recurrence.uses_tf32(torch.device("cpu"))  # the interpreter: IEEE
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+@kernels
 @pytest.mark.parametrize("architecture", list(CELLS))
 def test_fused_forward_returns_what_the_plain_forward_returns(triton_ok,
                                                               architecture: str) -> None:
@@ -200,7 +234,8 @@ def test_kernels_under_the_triton_interpreter() -> None:
            "PYTHONPATH": os.pathsep.join(filter(None, [site, os.environ.get("PYTHONPATH")]))}
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", __file__,
-         "-k", "kernel_matches or fused_forward_returns or bad_arguments or population_runs"],
+         "-k", "kernel_matches or kernel_in_tf32 or fused_forward_returns or bad_arguments "
+         "or population_runs"],
         env=env, capture_output=True, text=True, timeout=900, check=False)
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-6000:]

@@ -10,7 +10,8 @@ recomputes the gates from the stored states instead of saving them.
 Layouts are the stacked architecture's: ``u [G, T, B, gH]`` (``x W_ih + b_ih``),
 ``weight_hh [G, H, gH]`` (input-major, ``h @ W``), ``bias_hh [G, gH]``, and the states
 ``hidden [G, B, T, H]``, from a zero initial state. Cells: ``gru`` (gates r, z, n in torch's
-order), ``tanh`` and ``relu``. float32 only, with IEEE-precision dots (no TF32).
+order), ``tanh`` and ``relu``. float32 only, with IEEE-precision dots unless PyTorch's float32
+matmul precision allows TF32 (:func:`uses_tf32`).
 
 Without CUDA the kernels run only under Triton's interpreter (``TRITON_INTERPRET=1`` set
 before this module is imported), which is how the tests check them on a CPU.
@@ -84,6 +85,14 @@ def applies(x: Tensor, *params: Tensor, hidden_size: int) -> bool:
             and (x.device.type == "cuda" or interpreting())
             and not torch.is_autocast_enabled(x.device.type)
             and not _transformed() and not torch.compiler.is_compiling())
+
+
+def uses_tf32(device: torch.device) -> bool:
+    """Whether the kernels' dots run in TF32 on ``device``: on CUDA, when PyTorch's float32
+    matmul precision is not ``"highest"`` (``torch.set_float32_matmul_precision("high")``,
+    or ``torch.backends.cuda.matmul.allow_tf32 = True``), as torch's own matmuls then do.
+    TF32 keeps 10 bits of each operand's mantissa; the sums stay float32."""
+    return device.type == "cuda" and torch.get_float32_matmul_precision() != "highest"
 
 
 def fused_recurrence(u: Tensor, weight_hh: Tensor, bias_hh: Tensor, cell: str) -> Tensor:
@@ -161,10 +170,11 @@ class _FusedRecurrence(torch.autograd.Function):
         hidden = u.new_empty(members, batch, steps, size)
         config = _launch_config(batch, size)
         grid = (members, triton.cdiv(batch, config["BLOCK_B"]))
+        tf32 = uses_tf32(u.device)
         _launch(cell, "forward", _forward_kernel, grid, u, weight_hh, bias_hh, hidden,
-                steps, batch, size, CELL=CELLS[cell], GATES=GATES[cell], **config)
+                steps, batch, size, CELL=CELLS[cell], GATES=GATES[cell], TF32=tf32, **config)
         ctx.save_for_backward(u, weight_hh, bias_hh, hidden)
-        ctx.cell = cell
+        ctx.cell, ctx.tf32 = cell, tf32  # the backward recomputes the gates as they were
         return hidden
 
     @staticmethod
@@ -183,7 +193,8 @@ class _FusedRecurrence(torch.autograd.Function):
         dbias = make(bias_hh.shape, dtype=torch.float32, device=u.device)
         _launch(cell, "backward", _backward_kernel, (members, blocks), u, weight_hh, bias_hh,
                 hidden, dhidden.contiguous(), du, dweight, dbias, steps, batch, size,
-                CELL=CELLS[cell], GATES=GATES[cell], ACCUMULATE=blocks > 1, **config)
+                CELL=CELLS[cell], GATES=GATES[cell], TF32=ctx.tf32, ACCUMULATE=blocks > 1,
+                **config)
         return du, dweight, dbias, None
 
 
@@ -207,12 +218,14 @@ def _launch(cell: str, what: str, kernel: Any, grid: tuple[int, int], *args: Any
 if triton is not None:
     if "input_precision" in inspect.signature(tl.dot).parameters:
         @triton.jit
-        def _mm(a, b):
+        def _mm(a, b, TF32: tl.constexpr):
+            if TF32:
+                return tl.dot(a, b, input_precision="tf32")
             return tl.dot(a, b, input_precision="ieee")
     else:  # older Triton
         @triton.jit
-        def _mm(a, b):
-            return tl.dot(a, b, allow_tf32=False)
+        def _mm(a, b, TF32: tl.constexpr):
+            return tl.dot(a, b, allow_tf32=TF32)
 
     @triton.jit
     def _sigmoid(x):
@@ -226,7 +239,8 @@ if triton is not None:
 
     @triton.jit
     def _forward_kernel(u_ptr, w_ptr, b_ptr, hid_ptr, T, B, H, CELL: tl.constexpr,
-                        GATES: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+                        GATES: tl.constexpr, TF32: tl.constexpr, BLOCK_B: tl.constexpr,
+                        BLOCK_H: tl.constexpr):
         member = tl.program_id(0).to(tl.int64)
         rows = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
         cols = tl.arange(0, BLOCK_H)
@@ -252,10 +266,10 @@ if triton is not None:
         h = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
         for t in range(T):
             step_u = u_ptr + t * B * gh + u_offs
-            a0 = tl.load(step_u, mask=io_mask, other=0.0) + _mm(h, w0) + b0
+            a0 = tl.load(step_u, mask=io_mask, other=0.0) + _mm(h, w0, TF32) + b0
             if CELL == 0:  # GRU: r, z, n
-                a1 = tl.load(step_u + H, mask=io_mask, other=0.0) + _mm(h, w1) + b1
-                hn = _mm(h, w2) + b2
+                a1 = tl.load(step_u + H, mask=io_mask, other=0.0) + _mm(h, w1, TF32) + b1
+                hn = _mm(h, w2, TF32) + b2
                 r = _sigmoid(a0)
                 z = _sigmoid(a1)
                 n = _tanh(tl.load(step_u + 2 * H, mask=io_mask, other=0.0) + r * hn)
@@ -269,7 +283,7 @@ if triton is not None:
     @triton.jit
     def _backward_kernel(u_ptr, w_ptr, b_ptr, hid_ptr, dhid_ptr, du_ptr, dw_ptr, db_ptr,
                          T, B, H, CELL: tl.constexpr, GATES: tl.constexpr,
-                         ACCUMULATE: tl.constexpr, BLOCK_B: tl.constexpr,
+                         TF32: tl.constexpr, ACCUMULATE: tl.constexpr, BLOCK_B: tl.constexpr,
                          BLOCK_H: tl.constexpr):
         member = tl.program_id(0).to(tl.int64)
         rows = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -319,9 +333,10 @@ if triton is not None:
             step_du = du_ptr + t * B * gh + u_offs
             if CELL == 0:
                 step_u = u_ptr + t * B * gh + u_offs
-                a0 = tl.load(step_u, mask=io_mask, other=0.0) + _mm(h_prev, w0) + b0
-                a1 = tl.load(step_u + H, mask=io_mask, other=0.0) + _mm(h_prev, w1) + b1
-                hn = _mm(h_prev, w2) + b2
+                a0 = tl.load(step_u, mask=io_mask, other=0.0) + _mm(h_prev, w0, TF32) + b0
+                a1 = (tl.load(step_u + H, mask=io_mask, other=0.0) + _mm(h_prev, w1, TF32)
+                      + b1)
+                hn = _mm(h_prev, w2, TF32) + b2
                 r = _sigmoid(a0)
                 z = _sigmoid(a1)
                 n = _tanh(tl.load(step_u + 2 * H, mask=io_mask, other=0.0) + r * hn)
@@ -332,13 +347,13 @@ if triton is not None:
                 tl.store(step_du, dr, mask=io_mask)
                 tl.store(step_du + H, dz, mask=io_mask)
                 tl.store(step_du + 2 * H, dn, mask=io_mask)
-                dw0 += _mm(h_prev_t, dr)
-                dw1 += _mm(h_prev_t, dz)
-                dw2 += _mm(h_prev_t, dhn)
+                dw0 += _mm(h_prev_t, dr, TF32)
+                dw1 += _mm(h_prev_t, dz, TF32)
+                dw2 += _mm(h_prev_t, dhn, TF32)
                 db0 += tl.sum(dr, axis=0)
                 db1 += tl.sum(dz, axis=0)
                 db2 += tl.sum(dhn, axis=0)
-                dh = dh * z + _mm(dr, wt0) + _mm(dz, wt1) + _mm(dhn, wt2)
+                dh = dh * z + _mm(dr, wt0, TF32) + _mm(dz, wt1, TF32) + _mm(dhn, wt2, TF32)
             else:  # tanh, relu: the derivative from the stored output h_t
                 h_t = tl.load(hid_ptr + step_hid, mask=io_mask, other=0.0)
                 if CELL == 1:  # noqa: SIM108 (a static branch, kept as in the forward)
@@ -346,9 +361,9 @@ if triton is not None:
                 else:
                     da = tl.where(h_t > 0.0, dh, 0.0)
                 tl.store(step_du, da, mask=io_mask)
-                dw0 += _mm(h_prev_t, da)
+                dw0 += _mm(h_prev_t, da, TF32)
                 db0 += tl.sum(da, axis=0)
-                dh = _mm(da, wt0)
+                dh = _mm(da, wt0, TF32)
         if ACCUMULATE:
             tl.atomic_add(dw_ptr + w_offs, dw0, mask=w_mask)
             tl.atomic_add(db_ptr + cols, db0, mask=col_ok)
