@@ -19,8 +19,12 @@ replayed from one CUDA graph, each group on its own stream, cells not compiled),
 arithmetic; the default on CUDA before ``fused_cells``) and ``graphed+fused`` (also
 ``fused_cells``: GRU, tanh and ReLU stacks run their whole time loop as one Triton kernel,
 forward and backward; LSTM and UGRNN stacks compiled as before; the default on CUDA);
-``graphed+fused+tf32`` is that with ``torch.set_float32_matmul_precision("high")`` for its
-run: every float32 matmul, the kernels' dots included, in TF32. The other paths run with
+``graphed+fused+dwin`` is that with the backward kernel accumulating ``dW_hh`` itself, as
+before ``graphed+fused`` moved it to batched matmuls after the kernel
+(``fused_recurrence.DW_OUTSIDE = False``; both read the same batch-major projections);
+``graphed+fused+tf32`` is ``graphed+fused`` with
+``torch.set_float32_matmul_precision("high")`` for its run: every float32 matmul, the
+kernels' dots included, in TF32. The other paths run with
 ``fused_cells`` off, so they measure what they did before it. Timed
 from the end of ``--warmup`` steps (the graph is captured in the first) to the end of
 ``--steps`` more, with the device synchronised at both ends. Also timed per case: start-up
@@ -49,6 +53,7 @@ import lightning.pytorch as pl
 import torch
 from common import finish, row
 
+from dynamo_lightning.population.architectures import fused_recurrence
 from dynamo_lightning.population.datamodule import TaskDataModule
 from dynamo_lightning.population.training import PopulationModule
 from dynamo_lightning.population.writer import PopulationWriter
@@ -65,8 +70,9 @@ CASES: dict[str, dict[str, Any]] = {
                  "seeds": list(range(1000))},
 }
 DEFAULT_CASES = ["grid30", "grid256", "stack4096"]
-CUDA_PATHS = ["eager", "graphed", "graphed+compiled", "graphed+fused", "graphed+fused+tf32"]
-FUSED = ("graphed+fused", "graphed+fused+tf32")
+CUDA_PATHS = ["eager", "graphed", "graphed+compiled", "graphed+fused", "graphed+fused+dwin",
+              "graphed+fused+tf32"]
+FUSED = ("graphed+fused", "graphed+fused+dwin", "graphed+fused+tf32")
 COMPILED = ("graphed+compiled", *FUSED)  # fused: LSTM and UGRNN stacks compiled
 
 
@@ -175,19 +181,23 @@ def main() -> None:
         for path in paths:
             timed = args.eager_steps if path == "eager" and args.device == "cuda" else steps
             precision = torch.get_float32_matmul_precision()
+            dw_outside = fused_recurrence.DW_OUTSIDE
             if path.endswith("+tf32"):
                 torch.set_float32_matmul_precision("high")
+            if path.endswith("+dwin"):
+                fused_recurrence.DW_OUTSIDE = False
             try:
                 rate, members, startup, loss = train_rate(
                     case, args.device, path != "eager", args.warmup, timed,
                     compiled=path in COMPILED, fused=path in FUSED)
             finally:
                 torch.set_float32_matmul_precision(precision)
+                fused_recurrence.DW_OUTSIDE = dw_outside
             rates[path] = rate
             rows += [row(f"{case} {path}", "steps/s", rate, "1/s"),
                      row(f"{case} {path}", "member-steps/s", rate * members, "1/s"),
                      row(f"{case} {path}", "last train loss per member", loss, "")]
-            print(f"{case:10s} {path:16s} {rate:9.2f} steps/s  {rate * members:12.0f} "
+            print(f"{case:10s} {path:18s} {rate:9.2f} steps/s  {rate * members:12.0f} "
                   f"member-steps/s  (start-up {startup:.2f} s, last loss {loss:.4g})", flush=True)
         if not paths:
             _, startup = build(case, cuda_graphs=False)
@@ -198,6 +208,7 @@ def main() -> None:
         for path in paths[1:] if "eager" in rates else []:
             ratios[f"{case}: {path} / eager"] = rates[path] / rates["eager"]
         for slower, faster in (("graphed+compiled", "graphed+fused"),
+                               ("graphed+fused+dwin", "graphed+fused"),
                                ("graphed+fused", "graphed+fused+tf32")):
             if {slower, faster} <= rates.keys():
                 ratios[f"{case}: {faster} / {slower}"] = rates[faster] / rates[slower]

@@ -26,10 +26,13 @@ from dynamo_lightning.population.graphed_step import GraphedStep
 from dynamo_lightning.population.training import PopulationModule, clip_per_member
 
 CELLS = {"gru": "gru", "vanilla": "tanh", "relu": "relu"}
-SHAPES = [  # (G, B, T, H): H < 16; B over one block and H not a power of two; H above 32
+SHAPES = [  # (G, B, T, H): H < 16; B over one block (several programs a member, which add
+    # their gradients) with H not a power of two, and with H above 32; one batch row; one step
     (2, 5, 4, 7),
     (3, 70, 3, 20),
-    (1, 16, 2, 33),
+    (1, 40, 2, 33),
+    (2, 1, 3, 5),
+    (2, 6, 1, 9),
 ]
 INTERPRETED = fused_recurrence.interpreting()
 KERNEL_DEVICE = "cpu" if INTERPRETED else "cuda"
@@ -48,13 +51,27 @@ def stack_of(architecture: str, shape: tuple[int, int, int, int], device: str = 
 
 
 def plain_hidden(stack, u: Tensor) -> Tensor:
-    """The plain path's states: the stack's own ``cell`` stepped over ``u [G, T, B, gH]``."""
-    h = stack.initial_state(u.shape[2])
+    """The plain path's states: the stack's own ``cell`` stepped over ``u [G, B, T, gH]``."""
+    h = stack.initial_state(u.shape[1])
     states = []
-    for t in range(u.shape[1]):
-        h = stack.cell(h, u[:, t])
+    for t in range(u.shape[2]):
+        h = stack.cell(h, u[:, :, t])
         states.append(h)
     return torch.stack(states, dim=2)
+
+
+def projected(stack, x: Tensor, shared: bool = True) -> Tensor:
+    """The fused path's ``u [G, B, T, gH]``, checked against the plain path's projections."""
+    u = stack._project_rows(x, shared)
+    torch.testing.assert_close(u, stack._project(x, shared).transpose(1, 2))
+    return u
+
+
+@pytest.fixture(params=[True, False], ids=["dw_outside", "dw_inside"])
+def dw_outside(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Both ways of computing dW_hh: matmuls after the backward kernel, or inside it."""
+    monkeypatch.setattr(fused_recurrence, "DW_OUTSIDE", request.param)
+    return request.param
 
 
 # ------------------------------------------------------------------ kernels (Triton)
@@ -86,13 +103,13 @@ def triton_ok() -> None:
 @kernels
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "G{}-B{}-T{}-H{}".format(*s))
 @pytest.mark.parametrize("architecture", list(CELLS))
-def test_kernel_matches_the_plain_cell_loop(triton_ok, architecture: str,
+def test_kernel_matches_the_plain_cell_loop(triton_ok, dw_outside: bool, architecture: str,
                                             shape: tuple[int, int, int, int]) -> None:
     torch.manual_seed(0)
     _, batch, steps, _ = shape
     stack = stack_of(architecture, shape, KERNEL_DEVICE)
     x = torch.randn(batch, steps, 3, device=KERNEL_DEVICE)
-    u = stack._project(x, shared=True).detach().requires_grad_()
+    u = projected(stack, x).detach().requires_grad_()
     params = (u, stack.weight_hh, stack.bias_hh)
     expected = plain_hidden(stack, u)
     cotangent = torch.randn_like(expected)
@@ -118,7 +135,7 @@ def test_kernel_in_tf32_stays_close_to_the_plain_loop(triton_ok, architecture: s
     monkeypatch.setattr(fused_recurrence, "uses_tf32", lambda device: True)
     torch.manual_seed(2)
     stack = stack_of(architecture, (2, 20, 6, 24), KERNEL_DEVICE)
-    u = stack._project(torch.randn(20, 6, 3, device=KERNEL_DEVICE), shared=True)
+    u = projected(stack, torch.randn(20, 6, 3, device=KERNEL_DEVICE))
     u = u.detach().requires_grad_()
     params = (u, stack.weight_hh, stack.bias_hh)
     expected = plain_hidden(stack, u)
@@ -129,6 +146,22 @@ def test_kernel_in_tf32_stays_close_to_the_plain_loop(triton_ok, architecture: s
     for got, want in zip(torch.autograd.grad(hidden, params, cotangent),
                          torch.autograd.grad(expected, params, cotangent), strict=True):
         torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 4, 3), (2, 1, 4, 3), (2, 5, 1, 3), (1, 1, 1, 2)],
+                         ids=lambda s: "G{}-B{}-T{}-H{}".format(*s))
+def test_state_products_pair_each_state_with_the_next_steps_gradient(
+        shape: tuple[int, int, int, int]) -> None:
+    """dW_hh after the backward kernel: Σ_{b,t} h_{t-1}ᵀ g_t from h_{-1} = 0, also for a
+    column slice of a wider gradient (the GRU's r and z columns of du)."""
+    torch.manual_seed(3)
+    members, batch, steps, size = shape
+    hidden = torch.randn(members, batch, steps, size, dtype=torch.float64)
+    grad = torch.randn(members, batch, steps, 3 * size, dtype=torch.float64)[..., : 2 * size]
+    previous = torch.cat([torch.zeros_like(hidden[:, :, :1]), hidden[:, :, :-1]], dim=2)
+    expected = torch.einsum("gbti,gbtj->gij", previous, grad)
+    got = fused_recurrence._state_products(hidden, grad)
+    torch.testing.assert_close(got, expected)
 
 
 def test_tf32_follows_torchs_float32_matmul_precision() -> None:
@@ -144,12 +177,14 @@ def test_tf32_follows_torchs_float32_matmul_precision() -> None:
 
 
 @kernels
+@pytest.mark.parametrize("shared", [True, False], ids=["shared_x", "x_per_member"])
 @pytest.mark.parametrize("architecture", list(CELLS))
-def test_fused_forward_returns_what_the_plain_forward_returns(triton_ok,
-                                                              architecture: str) -> None:
+def test_fused_forward_returns_what_the_plain_forward_returns(triton_ok, dw_outside: bool,
+                                                              architecture: str,
+                                                              shared: bool) -> None:
     torch.manual_seed(1)
     stack = stack_of(architecture, (3, 9, 5, 12), KERNEL_DEVICE)
-    x = torch.randn(3, 9, 5, 3, device=KERNEL_DEVICE)  # one batch per member
+    x = torch.randn(*[3] * (not shared), 9, 5, 3, device=KERNEL_DEVICE)
     results = []
     for fused in (False, True):
         stack.fused = fused
@@ -167,7 +202,7 @@ def test_fused_forward_returns_what_the_plain_forward_returns(triton_ok,
 @kernels
 def test_bad_arguments_are_named(triton_ok) -> None:
     stack = stack_of("gru", (2, 4, 3, 5), KERNEL_DEVICE)
-    u = stack._project(torch.randn(4, 3, 3, device=KERNEL_DEVICE), shared=True)
+    u = stack._project_rows(torch.randn(4, 3, 3, device=KERNEL_DEVICE), shared=True)
     w, b = stack.weight_hh, stack.bias_hh
     with pytest.raises(ValueError, match="unknown cell 'lstm'"):
         fused_recurrence.fused_recurrence(u, w, b, "lstm")
@@ -178,7 +213,7 @@ def test_bad_arguments_are_named(triton_ok) -> None:
     wide = stack_of("vanilla", (1, 4, 3, fused_recurrence.MAX_HIDDEN + 1), KERNEL_DEVICE)
     with pytest.raises(ValueError, match="above MAX_HIDDEN"):
         fused_recurrence.fused_recurrence(
-            wide._project(torch.randn(4, 3, 3, device=KERNEL_DEVICE), shared=True),
+            wide._project_rows(torch.randn(4, 3, 3, device=KERNEL_DEVICE), shared=True),
             wide.weight_hh, wide.bias_hh, "tanh")
 
 
@@ -235,7 +270,7 @@ def test_kernels_under_the_triton_interpreter() -> None:
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", __file__,
          "-k", "kernel_matches or kernel_in_tf32 or fused_forward_returns or bad_arguments "
-         "or population_runs"],
+         "or population_runs or state_products"],
         env=env, capture_output=True, text=True, timeout=900, check=False)
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-6000:]

@@ -7,11 +7,16 @@ program holds one member's ``W_hh`` and a block of its batch's state on chip for
 the forward reads the projected inputs ``u`` once and writes the states once; the backward
 recomputes the gates from the stored states instead of saving them.
 
-Layouts are the stacked architecture's: ``u [G, T, B, gH]`` (``x W_ih + b_ih``),
-``weight_hh [G, H, gH]`` (input-major, ``h @ W``), ``bias_hh [G, gH]``, and the states
-``hidden [G, B, T, H]``, from a zero initial state. Cells: ``gru`` (gates r, z, n in torch's
-order), ``tanh`` and ``relu``. float32 only, with IEEE-precision dots unless PyTorch's float32
-matmul precision allows TF32 (:func:`uses_tf32`).
+Layouts: ``u [G, B, T, gH]`` (``x W_ih + b_ih``, batch-major: the rows of ``x [B, T, I]``
+in their own order), ``weight_hh [G, H, gH]`` (input-major, ``h @ W``), ``bias_hh [G, gH]``,
+and the states ``hidden [G, B, T, H]``, from a zero initial state: ``u`` and ``hidden`` share
+their row order (b, t). Cells: ``gru`` (gates r, z, n in torch's order), ``tanh`` and
+``relu``. float32 only, with IEEE-precision dots unless PyTorch's float32 matmul precision
+allows TF32 (:func:`uses_tf32`).
+
+The backward kernel carries dL/dh back through time and writes the gates' gradients; the
+gradient of ``weight_hh``, a sum over every (b, t) row, is then one batched matmul per gate
+group over all B·T rows (:data:`DW_OUTSIDE`), which keeps it out of the kernel's registers.
 
 Without CUDA the kernels run only under Triton's interpreter (``TRITON_INTERPRET=1`` set
 before this module is imported), which is how the tests check them on a CPU.
@@ -47,8 +52,12 @@ FASTER_UP_TO = {"gru": 32, "tanh": 64, "relu": 64}
 T=64) the fused GRU trained at 21.2 steps/s against 24.8 with its cell compiled (its
 backward spills registers), the fused tanh RNN at 72.9 against 65.4."""
 MAX_BLOCK_B = 64
-"""Most batch rows per program; a larger batch is split over programs whose weight
-gradients are summed with atomic adds."""
+"""Most batch rows per program; a larger batch is split over programs whose bias (and, with
+``DW_OUTSIDE`` off, weight) gradients are summed with atomic adds."""
+DW_OUTSIDE = True
+"""Compute ``dW_hh`` with batched matmuls after the backward kernel, freeing its registers
+(the GRU's kept three ``[H, H]`` accumulators, a transposed state and three more dots a
+step); False keeps the in-kernel accumulation, so that a benchmark can time both."""
 TILE = 2048
 """Most state values (rows × padded H) one program holds."""
 
@@ -96,7 +105,8 @@ def uses_tf32(device: torch.device) -> bool:
 
 
 def fused_recurrence(u: Tensor, weight_hh: Tensor, bias_hh: Tensor, cell: str) -> Tensor:
-    """States ``hidden [G, B, T, H]`` of ``cell`` run over ``u [G, T, B, gH]`` from zero.
+    """States ``hidden [G, B, T, H]`` of ``cell`` run over ``u [G, B, T, gH]`` from zero
+    (``u[:, b, t]`` is step t's projected input of batch row b).
 
     Differentiable in ``u``, ``weight_hh`` and ``bias_hh`` (once: no double backward).
 
@@ -126,7 +136,7 @@ def _check(u: Tensor, weight_hh: Tensor, bias_hh: Tensor, cell: str) -> None:
         if t.dtype != torch.float32:
             raise TypeError(f"fused_recurrence: {name} is {t.dtype}, only float32 is fused")
     if u.dim() != 4 or weight_hh.dim() != 3 or bias_hh.dim() != 2:
-        raise ValueError(f"fused_recurrence: expected u [G,T,B,gH], weight_hh [G,H,gH], "
+        raise ValueError(f"fused_recurrence: expected u [G,B,T,gH], weight_hh [G,H,gH], "
                          f"bias_hh [G,gH], got {tuple(u.shape)}, {tuple(weight_hh.shape)}, "
                          f"{tuple(bias_hh.shape)}")
     members, size = weight_hh.shape[0], weight_hh.shape[1]
@@ -135,7 +145,7 @@ def _check(u: Tensor, weight_hh: Tensor, bias_hh: Tensor, cell: str) -> None:
             or u.shape[0] != members or u.shape[3] != gh):
         raise ValueError(f"fused_recurrence: {cell} with G={members}, H={size} needs "
                          f"weight_hh [{members},{size},{gh}], bias_hh [{members},{gh}] and "
-                         f"u [{members},T,B,{gh}], got {tuple(weight_hh.shape)}, "
+                         f"u [{members},B,T,{gh}], got {tuple(weight_hh.shape)}, "
                          f"{tuple(bias_hh.shape)}, {tuple(u.shape)}")
     if size > MAX_HIDDEN:
         raise ValueError(f"fused_recurrence: hidden size {size} is above MAX_HIDDEN "
@@ -165,7 +175,7 @@ class _FusedRecurrence(torch.autograd.Function):
     @staticmethod
     def forward(ctx: FunctionCtx, u: Tensor, weight_hh: Tensor, bias_hh: Tensor,
                 cell: str) -> Tensor:
-        members, steps, batch, _ = u.shape
+        members, batch, steps, _ = u.shape
         size = weight_hh.shape[1]
         hidden = u.new_empty(members, batch, steps, size)
         config = _launch_config(batch, size)
@@ -182,20 +192,54 @@ class _FusedRecurrence(torch.autograd.Function):
     def backward(ctx: Any, dhidden: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:
         u, weight_hh, bias_hh, hidden = ctx.saved_tensors
         cell = ctx.cell
-        members, steps, batch, _ = u.shape
+        members, batch, steps, _ = u.shape
         size = weight_hh.shape[1]
         config = _launch_config(batch, size)
         blocks = triton.cdiv(batch, config["BLOCK_B"])
+        outside = DW_OUTSIDE
         # One program per member stores its gradients; several add theirs into zeros.
         make = torch.zeros if blocks > 1 else torch.empty
         du = torch.empty_like(u)
-        dweight = make(weight_hh.shape, dtype=torch.float32, device=u.device)
         dbias = make(bias_hh.shape, dtype=torch.float32, device=u.device)
+        # dW_hh outside: the kernel also writes the GRU's n-gate hidden-side gradient dn·r
+        # (du holds dn, u's); r's and z's are du's own. Unused pointers get du.
+        dweight = None if outside else make(weight_hh.shape, dtype=torch.float32,
+                                            device=u.device)
+        dhn = u.new_empty(hidden.shape) if outside and cell == "gru" else du
         _launch(cell, "backward", _backward_kernel, (members, blocks), u, weight_hh, bias_hh,
-                hidden, dhidden.contiguous(), du, dweight, dbias, steps, batch, size,
-                CELL=CELLS[cell], GATES=GATES[cell], TF32=ctx.tf32, ACCUMULATE=blocks > 1,
-                **config)
+                hidden, dhidden.contiguous(), du, dhn, du if dweight is None else dweight,
+                dbias, steps, batch, size, CELL=CELLS[cell], GATES=GATES[cell], TF32=ctx.tf32,
+                ACCUMULATE=blocks > 1, DW_OUTSIDE=outside, **config)
+        if dweight is None:
+            dweight = (torch.cat([_state_products(hidden, du[..., : 2 * size]),
+                                  _state_products(hidden, dhn)], dim=2)
+                       if cell == "gru" else _state_products(hidden, du))
         return du, dweight, dbias, None
+
+
+def _state_products(hidden: Tensor, grad: Tensor) -> Tensor:
+    """``Σ_{b,t} h_{t-1}[b]ᵀ grad_t[b]`` per member (``[G, H, n]``) for ``hidden [G, B, T, H]``
+    and a gradient ``grad [G, B, T, n]`` in the same (b, t) row order, from ``h_{-1} = 0``.
+
+    Flattened to ``[G, B·T, ·]`` rows, row r+1 is step t+1 of row r's batch row: one batched
+    matmul of ``hidden``'s rows 0..BT-2 with ``grad``'s rows 1..BT-1 (strided views, no copy)
+    pairs every ``h_{t-1}`` with its ``grad_t``, plus B-1 spurious pairs (b, T-1)·(b+1, 0)
+    across batch rows, which a second, [G, H, B-1]-sized one subtracts. ``grad`` may be a
+    column slice (``du[..., :2H]``) so long as (b, t) flatten to one stride.
+
+    Bytes at G=4,096, B=64, T=64, H=32 (each ``[G, B, T, H]`` float32 buffer is 2.1 GB): the
+    GRU's kernel writes ``dn·r`` (2.1 GB, 8 KB a step per program) and the matmuls read
+    ``hidden`` twice, ``du``'s r and z and ``dn·r`` (10.7 GB); the tanh and ReLU cells read
+    ``hidden`` and ``du`` once (4.3 GB) and write nothing extra.
+    """
+    members, batch, steps, size = hidden.shape
+    if steps == 1:  # every pair would be spurious: h_{-1} = 0
+        return hidden.new_zeros(members, size, grad.shape[-1])
+    rows, grads = hidden.flatten(1, 2), grad.flatten(1, 2)
+    out = torch.bmm(rows[:, :-1].transpose(1, 2), grads[:, 1:])
+    if batch > 1:
+        out.baddbmm_(hidden[:, :-1, -1].transpose(1, 2), grad[:, 1:, 0], alpha=-1.0)
+    return out
 
 
 def _launch(cell: str, what: str, kernel: Any, grid: tuple[int, int], *args: Any,
@@ -238,6 +282,13 @@ if triton is not None:
         return tl.where(x < 0, -t, t)
 
     @triton.jit
+    def _state_before(hid_ptr, hid_offs, t, H, mask):
+        """h_{t-1} of a block of rows: zero at t = 0 (and in padded rows and columns, so
+        that they add nothing to the gradients)."""
+        prev = tl.load(hid_ptr + hid_offs + tl.maximum(t - 1, 0) * H, mask=mask, other=0.0)
+        return tl.where(t > 0, prev, 0.0)
+
+    @triton.jit
     def _forward_kernel(u_ptr, w_ptr, b_ptr, hid_ptr, T, B, H, CELL: tl.constexpr,
                         GATES: tl.constexpr, TF32: tl.constexpr, BLOCK_B: tl.constexpr,
                         BLOCK_H: tl.constexpr):
@@ -250,10 +301,10 @@ if triton is not None:
         w_mask = col_ok[:, None] & col_ok[None, :]
         w_ptr += member * H * gh
         b_ptr += member * gh
-        u_ptr += member * T * B * gh
+        u_ptr += member * B * T * gh
         hid_ptr += member * B * T * H
         w_offs = cols[:, None] * gh + cols[None, :]  # W[i, k*H + j] at w_offs + k*H
-        u_offs = rows[:, None] * gh + cols[None, :]
+        u_offs = rows[:, None] * (T * gh) + cols[None, :]  # u[b, t] at u_offs + t*gh
         hid_offs = rows[:, None] * (T * H) + cols[None, :]
         # Padded rows and columns of W and b are zero, so padded state columns stay zero.
         w0 = tl.load(w_ptr + w_offs, mask=w_mask, other=0.0)
@@ -265,7 +316,7 @@ if triton is not None:
             b2 = tl.load(b_ptr + 2 * H + cols, mask=col_ok, other=0.0)[None, :]
         h = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
         for t in range(T):
-            step_u = u_ptr + t * B * gh + u_offs
+            step_u = u_ptr + t * gh + u_offs
             a0 = tl.load(step_u, mask=io_mask, other=0.0) + _mm(h, w0, TF32) + b0
             if CELL == 0:  # GRU: r, z, n
                 a1 = tl.load(step_u + H, mask=io_mask, other=0.0) + _mm(h, w1, TF32) + b1
@@ -281,10 +332,15 @@ if triton is not None:
             tl.store(hid_ptr + hid_offs + t * H, h, mask=io_mask)
 
     @triton.jit
-    def _backward_kernel(u_ptr, w_ptr, b_ptr, hid_ptr, dhid_ptr, du_ptr, dw_ptr, db_ptr,
-                         T, B, H, CELL: tl.constexpr, GATES: tl.constexpr,
-                         TF32: tl.constexpr, ACCUMULATE: tl.constexpr, BLOCK_B: tl.constexpr,
+    def _backward_kernel(u_ptr, w_ptr, b_ptr, hid_ptr, dhid_ptr, du_ptr, dhn_ptr, dw_ptr,
+                         db_ptr, T, B, H, CELL: tl.constexpr, GATES: tl.constexpr,
+                         TF32: tl.constexpr, ACCUMULATE: tl.constexpr,
+                         DW_OUTSIDE: tl.constexpr, BLOCK_B: tl.constexpr,
                          BLOCK_H: tl.constexpr):
+        # DW_OUTSIDE: no dW accumulators; the GRU writes dn·r to dhn_ptr ([G, B, T, H]) for
+        # the matmuls after the kernel, and the tanh and ReLU cells never need h_{t-1}.
+        # db_hh stays here: [BLOCK_H] vectors and a row sum a step, where a sum after the
+        # kernel would read du and dn·r again (6.4 GB for the GRU at G=4,096, B=T=64, H=32).
         member = tl.program_id(0).to(tl.int64)
         rows = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
         cols = tl.arange(0, BLOCK_H)
@@ -296,17 +352,19 @@ if triton is not None:
         dw_ptr += member * H * gh
         b_ptr += member * gh
         db_ptr += member * gh
-        u_ptr += member * T * B * gh
-        du_ptr += member * T * B * gh
+        u_ptr += member * B * T * gh
+        du_ptr += member * B * T * gh
         hid_ptr += member * B * T * H
         dhid_ptr += member * B * T * H
+        dhn_ptr += member * B * T * H
         w_offs = cols[:, None] * gh + cols[None, :]
         wt_offs = cols[None, :] * gh + cols[:, None]  # W_k transposed: [j_out, i_in]
-        u_offs = rows[:, None] * gh + cols[None, :]
+        u_offs = rows[:, None] * (T * gh) + cols[None, :]
         hid_offs = rows[:, None] * (T * H) + cols[None, :]
         wt0 = tl.load(w_ptr + wt_offs, mask=w_mask, other=0.0)
-        dw0 = tl.zeros((BLOCK_H, BLOCK_H), dtype=tl.float32)
         db0 = tl.zeros((BLOCK_H,), dtype=tl.float32)
+        if not DW_OUTSIDE:
+            dw0 = tl.zeros((BLOCK_H, BLOCK_H), dtype=tl.float32)
         if GATES == 3:  # the gates are recomputed, so the GRU needs W and b too
             w0 = tl.load(w_ptr + w_offs, mask=w_mask, other=0.0)
             w1 = tl.load(w_ptr + H + w_offs, mask=w_mask, other=0.0)
@@ -316,23 +374,20 @@ if triton is not None:
             b0 = tl.load(b_ptr + cols, mask=col_ok, other=0.0)[None, :]
             b1 = tl.load(b_ptr + H + cols, mask=col_ok, other=0.0)[None, :]
             b2 = tl.load(b_ptr + 2 * H + cols, mask=col_ok, other=0.0)[None, :]
-            dw1 = tl.zeros((BLOCK_H, BLOCK_H), dtype=tl.float32)
-            dw2 = tl.zeros((BLOCK_H, BLOCK_H), dtype=tl.float32)
             db1 = tl.zeros((BLOCK_H,), dtype=tl.float32)
             db2 = tl.zeros((BLOCK_H,), dtype=tl.float32)
+            if not DW_OUTSIDE:
+                dw1 = tl.zeros((BLOCK_H, BLOCK_H), dtype=tl.float32)
+                dw2 = tl.zeros((BLOCK_H, BLOCK_H), dtype=tl.float32)
         dh = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)  # dL/dh_t, carried backwards
         for i in range(T):
             t = T - 1 - i
             step_hid = hid_offs + t * H
             dh += tl.load(dhid_ptr + step_hid, mask=io_mask, other=0.0)
-            # h_{t-1}, zero at t = 0 (and in padded rows, so they add nothing to dW).
-            prev = tl.load(hid_ptr + hid_offs + tl.maximum(t - 1, 0) * H, mask=io_mask,
-                           other=0.0)
-            h_prev = tl.where(t > 0, prev, 0.0)
-            h_prev_t = tl.trans(h_prev)
-            step_du = du_ptr + t * B * gh + u_offs
+            step_du = du_ptr + t * gh + u_offs
             if CELL == 0:
-                step_u = u_ptr + t * B * gh + u_offs
+                h_prev = _state_before(hid_ptr, hid_offs, t, H, io_mask)
+                step_u = u_ptr + t * gh + u_offs
                 a0 = tl.load(step_u, mask=io_mask, other=0.0) + _mm(h_prev, w0, TF32) + b0
                 a1 = (tl.load(step_u + H, mask=io_mask, other=0.0) + _mm(h_prev, w1, TF32)
                       + b1)
@@ -347,9 +402,13 @@ if triton is not None:
                 tl.store(step_du, dr, mask=io_mask)
                 tl.store(step_du + H, dz, mask=io_mask)
                 tl.store(step_du + 2 * H, dn, mask=io_mask)
-                dw0 += _mm(h_prev_t, dr, TF32)
-                dw1 += _mm(h_prev_t, dz, TF32)
-                dw2 += _mm(h_prev_t, dhn, TF32)
+                if DW_OUTSIDE:
+                    tl.store(dhn_ptr + step_hid, dhn, mask=io_mask)
+                else:
+                    h_prev_t = tl.trans(h_prev)
+                    dw0 += _mm(h_prev_t, dr, TF32)
+                    dw1 += _mm(h_prev_t, dz, TF32)
+                    dw2 += _mm(h_prev_t, dhn, TF32)
                 db0 += tl.sum(dr, axis=0)
                 db1 += tl.sum(dz, axis=0)
                 db2 += tl.sum(dhn, axis=0)
@@ -361,22 +420,28 @@ if triton is not None:
                 else:
                     da = tl.where(h_t > 0.0, dh, 0.0)
                 tl.store(step_du, da, mask=io_mask)
-                dw0 += _mm(h_prev_t, da, TF32)
+                if not DW_OUTSIDE:
+                    h_prev = _state_before(hid_ptr, hid_offs, t, H, io_mask)
+                    dw0 += _mm(tl.trans(h_prev), da, TF32)
                 db0 += tl.sum(da, axis=0)
                 dh = _mm(da, wt0, TF32)
         if ACCUMULATE:
-            tl.atomic_add(dw_ptr + w_offs, dw0, mask=w_mask)
             tl.atomic_add(db_ptr + cols, db0, mask=col_ok)
             if GATES == 3:
-                tl.atomic_add(dw_ptr + H + w_offs, dw1, mask=w_mask)
-                tl.atomic_add(dw_ptr + 2 * H + w_offs, dw2, mask=w_mask)
                 tl.atomic_add(db_ptr + H + cols, db1, mask=col_ok)
                 tl.atomic_add(db_ptr + 2 * H + cols, db2, mask=col_ok)
+            if not DW_OUTSIDE:
+                tl.atomic_add(dw_ptr + w_offs, dw0, mask=w_mask)
+                if GATES == 3:
+                    tl.atomic_add(dw_ptr + H + w_offs, dw1, mask=w_mask)
+                    tl.atomic_add(dw_ptr + 2 * H + w_offs, dw2, mask=w_mask)
         else:
-            tl.store(dw_ptr + w_offs, dw0, mask=w_mask)
             tl.store(db_ptr + cols, db0, mask=col_ok)
             if GATES == 3:
-                tl.store(dw_ptr + H + w_offs, dw1, mask=w_mask)
-                tl.store(dw_ptr + 2 * H + w_offs, dw2, mask=w_mask)
                 tl.store(db_ptr + H + cols, db1, mask=col_ok)
                 tl.store(db_ptr + 2 * H + cols, db2, mask=col_ok)
+            if not DW_OUTSIDE:
+                tl.store(dw_ptr + w_offs, dw0, mask=w_mask)
+                if GATES == 3:
+                    tl.store(dw_ptr + H + w_offs, dw1, mask=w_mask)
+                    tl.store(dw_ptr + 2 * H + w_offs, dw2, mask=w_mask)

@@ -176,8 +176,17 @@ class RecurrentArchitecture(Architecture):
         if not fused_recurrence.applies(x, self.weight_ih, self.weight_hh, self.bias_hh,
                                         hidden_size=self.hidden_size):
             return None
-        return fused_recurrence.fused_recurrence(self._project(x, shared), self.weight_hh,
+        return fused_recurrence.fused_recurrence(self._project_rows(x, shared), self.weight_hh,
                                                  self.bias_hh, cell)
+
+    def _project_rows(self, x: Tensor, shared: bool) -> Tensor:
+        """Projections of a validated ``x`` as ``[G, B, T, gH]``, the fused kernels' layout
+        (batch-major, in ``hidden``'s row order): ``x``'s ``[B·T, I]`` rows in their own
+        order, a view of ``x`` (a shared one expanded over the members), so no copy."""
+        flat = x.reshape(1 if shared else self.num_members, -1, x.shape[-1])
+        u = torch.baddbmm(self.bias_ih.unsqueeze(1), flat.expand(self.num_members, -1, -1),
+                          self.weight_ih)
+        return u.view(self.num_members, x.shape[-3], x.shape[-2], u.shape[-1])
 
     def _records(self, x: Tensor) -> bool:
         """Whether autograd records this forward."""
