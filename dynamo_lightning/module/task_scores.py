@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
@@ -56,10 +57,14 @@ class TaskScores(Metric):
         """``(meta_scores, member_scores)``, one float per member (NaN if never seen)."""
         trials = {k: v.cpu() for k, v in self.compute().items()}
         meta_scores, member_scores = [math.nan] * num_members, [math.nan] * num_members
-        for index in trials["member"].unique().tolist():
-            rows = trials["member"] == index
-            targets, ids = trials["targets"][rows], trials["task_ids"][rows]
-            meta_scores[index] = float(task.metric(trials["meta"][rows], targets, ids))
-            member_scores[index] = float(task.metric(trials["own"][rows], targets, ids))
+        # Trials sorted by member once, then cut into one run per member: a mask per member
+        # would read every trial N times (at 10,000 members, 70 s of a 2-core CPU).
+        order = torch.argsort(trials["member"], stable=True)
+        members, counts = torch.unique_consecutive(trials["member"][order], return_counts=True)
+        runs = {k: v[order].split(counts.tolist()) for k, v in trials.items() if k != "member"}
+        for i, index in enumerate(members.tolist()):
+            targets, ids = runs["targets"][i], runs["task_ids"][i]
+            meta_scores[index] = float(task.metric(runs["meta"][i], targets, ids))
+            member_scores[index] = float(task.metric(runs["own"][i], targets, ids))
         return meta_scores, member_scores
 
