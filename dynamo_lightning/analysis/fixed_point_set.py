@@ -75,8 +75,23 @@ class FixedPointSet:
                               for k, v in values.items()})
 
     def split(self) -> list[FixedPointSet]:
-        """One :class:`FixedPointSet` per group, ordered 0..G-1 (empty ones included)."""
-        return [self.select(self.group == g) for g in range(self.num_groups)]
+        """One :class:`FixedPointSet` per group, ordered 0..G-1 (empty ones included).
+
+        One sort by group and views cut from it, each group's points in their order here: a
+        mask per group would read every point G times and, on a GPU, sync G times (a report
+        of 10,000 members splits 24,000 meta-model points into 10,000 groups)."""
+        order = torch.argsort(self.group, stable=True)
+        counts = torch.bincount(self.group, minlength=self.num_groups).tolist()
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        runs = {name: value[order].split(counts) for name, value in values.items()
+                if isinstance(value, Tensor)}
+        kinds = [self.kind[i] for i in order.tolist()]
+        starts = [0]
+        for count in counts:
+            starts.append(starts[-1] + count)
+        return [FixedPointSet(**{**values, **{name: run[g] for name, run in runs.items()},
+                                 "kind": kinds[starts[g]:starts[g + 1]]})
+                for g in range(self.num_groups)]
 
     def summary(self) -> dict:
         """Counts per kind, overall and per group (JSON-serialisable)."""

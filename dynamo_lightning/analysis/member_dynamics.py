@@ -87,6 +87,6 @@ def member_fixed_points(population: Population, x: Tensor, x_const: Tensor,
         points = find_fixed_points(step, x_const.to(inits), inits, search.tol,
                                    groups=step.groups, max_iters=search.max_iters,
                                    reference=mine, slow_tol=search.slow_tol)
-        for i, part in zip(indices, points.split(), strict=True):
-            found[i] = part.cpu()
+        for i, part in zip(indices, points.cpu().split(), strict=True):  # one copy, then views
+            found[i] = part
     return found, {i: s for i, s in enumerate(states) if found[i] is not None}

@@ -388,3 +388,26 @@ def test_a_search_reports_its_progress_to_the_stage_bar() -> None:
         find_fixed_points(step, torch.zeros(1), torch.randn(16, 1), max_iters=200)
     assert bar.total == 200 and 0 < bar.n <= 200
     assert "unconverged" in str(bar.postfix)
+
+
+def test_split_gives_each_groups_points_in_order_empty_groups_included() -> None:
+    """One sort and views (not a mask per group) give what selecting each group gives, also
+    for points not sorted by group and for groups without a point."""
+    from dynamo_lightning.analysis.fixed_point_set import FixedPointSet
+
+    group = torch.tensor([3, 0, 3, 1, 0, 3])
+    count = len(group)
+    fps = FixedPointSet(points=torch.arange(count * 2.0).view(count, 2), q=torch.rand(count),
+                        eigvals=torch.randn(count, 2, dtype=torch.complex64),
+                        is_stable=torch.tensor([True, False] * 3), n_unstable=torch.arange(count),
+                        kind=["stable", "saddle", "unstable", "slow", "stable", "saddle"],
+                        group=group, distance_to_data=torch.rand(count), num_groups=5,
+                        iterations=7)
+    parts = fps.split()
+    assert [len(p) for p in parts] == [2, 1, 0, 3, 0]
+    for g, part in enumerate(parts):
+        expected = fps.select(group == g)
+        assert part.kind == expected.kind and part.num_groups == 5 and part.iterations == 7
+        for name in ("points", "q", "eigvals", "is_stable", "n_unstable", "group",
+                     "distance_to_data"):
+            assert torch.equal(getattr(part, name), getattr(expected, name)), (g, name)
