@@ -24,7 +24,9 @@ before ``graphed+fused`` moved it to batched matmuls after the kernel
 (``fused_recurrence.DW_OUTSIDE = False``; both read the same batch-major projections);
 ``graphed+fused+tf32`` is ``graphed+fused`` with
 ``torch.set_float32_matmul_precision("high")`` for its run: every float32 matmul, the
-kernels' dots included, in TF32. The other paths run with
+kernels' dots included, in TF32; ``graphed+fused+lstm`` is ``graphed+fused`` with the LSTM
+stacks fused too (``fused_recurrence.FASTER_UP_TO["lstm"] = 32`` for its run; off by
+default until this path shows it faster than their compiled cells). The other paths run with
 ``fused_cells`` off, so they measure what they did before it. Timed
 from the end of ``--warmup`` steps (the graph is captured in the first) to the end of
 ``--steps`` more, with the device synchronised at both ends. Also timed per case: start-up
@@ -71,9 +73,9 @@ CASES: dict[str, dict[str, Any]] = {
 }
 DEFAULT_CASES = ["grid30", "grid256", "stack4096"]
 CUDA_PATHS = ["eager", "graphed", "graphed+compiled", "graphed+fused", "graphed+fused+dwin",
-              "graphed+fused+tf32"]
-FUSED = ("graphed+fused", "graphed+fused+dwin", "graphed+fused+tf32")
-COMPILED = ("graphed+compiled", *FUSED)  # fused: LSTM and UGRNN stacks compiled
+              "graphed+fused+tf32", "graphed+fused+lstm"]
+FUSED = ("graphed+fused", "graphed+fused+dwin", "graphed+fused+tf32", "graphed+fused+lstm")
+COMPILED = ("graphed+compiled", *FUSED)  # fused: the stacks not fused (UGRNN, LSTM) compiled
 
 
 class StepClock(pl.Callback):
@@ -182,10 +184,13 @@ def main() -> None:
             timed = args.eager_steps if path == "eager" and args.device == "cuda" else steps
             precision = torch.get_float32_matmul_precision()
             dw_outside = fused_recurrence.DW_OUTSIDE
+            widths = dict(fused_recurrence.FASTER_UP_TO)
             if path.endswith("+tf32"):
                 torch.set_float32_matmul_precision("high")
             if path.endswith("+dwin"):
                 fused_recurrence.DW_OUTSIDE = False
+            if path.endswith("+lstm"):
+                fused_recurrence.FASTER_UP_TO["lstm"] = 32
             try:
                 rate, members, startup, loss = train_rate(
                     case, args.device, path != "eager", args.warmup, timed,
@@ -193,6 +198,8 @@ def main() -> None:
             finally:
                 torch.set_float32_matmul_precision(precision)
                 fused_recurrence.DW_OUTSIDE = dw_outside
+                fused_recurrence.FASTER_UP_TO.clear()
+                fused_recurrence.FASTER_UP_TO.update(widths)
             rates[path] = rate
             rows += [row(f"{case} {path}", "steps/s", rate, "1/s"),
                      row(f"{case} {path}", "member-steps/s", rate * members, "1/s"),
@@ -209,7 +216,8 @@ def main() -> None:
             ratios[f"{case}: {path} / eager"] = rates[path] / rates["eager"]
         for slower, faster in (("graphed+compiled", "graphed+fused"),
                                ("graphed+fused+dwin", "graphed+fused"),
-                               ("graphed+fused", "graphed+fused+tf32")):
+                               ("graphed+fused", "graphed+fused+tf32"),
+                               ("graphed+fused", "graphed+fused+lstm")):
             if {slower, faster} <= rates.keys():
                 ratios[f"{case}: {faster} / {slower}"] = rates[faster] / rates[slower]
     name = "population_writing" if args.write_only else "population_training"

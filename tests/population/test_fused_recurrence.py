@@ -25,7 +25,7 @@ from dynamo_lightning.population.datamodule import TaskDataModule
 from dynamo_lightning.population.graphed_step import GraphedStep
 from dynamo_lightning.population.training import PopulationModule, clip_per_member
 
-CELLS = {"gru": "gru", "vanilla": "tanh", "relu": "relu"}
+CELLS = {"gru": "gru", "vanilla": "tanh", "relu": "relu", "lstm": "lstm"}
 SHAPES = [  # (G, B, T, H): H < 16; B over one block (several programs a member, which add
     # their gradients) with H not a power of two, and with H above 32; one batch row; one step
     (2, 5, 4, 7),
@@ -51,7 +51,8 @@ def stack_of(architecture: str, shape: tuple[int, int, int, int], device: str = 
 
 
 def plain_hidden(stack, u: Tensor) -> Tensor:
-    """The plain path's states: the stack's own ``cell`` stepped over ``u [G, B, T, gH]``."""
+    """The plain path's states ``[G, B, T, state]`` (the LSTM's ``[h, c]``): the stack's own
+    ``cell`` stepped over ``u [G, B, T, gH]``."""
     h = stack.initial_state(u.shape[1])
     states = []
     for t in range(u.shape[2]):
@@ -127,7 +128,41 @@ def test_kernel_matches_the_plain_cell_loop(triton_ok, dw_outside: bool, archite
 
 
 @kernels
-@pytest.mark.parametrize("architecture", ["gru", "vanilla"])
+@pytest.mark.parametrize("cotangent_on", ["h", "c", "last_step"])
+@pytest.mark.parametrize("shape", [(2, 5, 4, 7), (2, 70, 3, 12)],
+                         ids=lambda s: "G{}-B{}-T{}-H{}".format(*s))
+def test_lstm_kernel_carries_h_and_c_gradients(triton_ok, dw_outside: bool,
+                                               shape: tuple[int, int, int, int],
+                                               cotangent_on: str) -> None:
+    """The LSTM's state is [h, c]: the kernel writes both (c in the last H columns) and
+    carries dL/dh and dL/dc back through time, each alone and from the last step only."""
+    torch.manual_seed(4)
+    _, batch, steps, size = shape
+    stack = stack_of("lstm", shape, KERNEL_DEVICE)
+    u = projected(stack, torch.randn(batch, steps, 3, device=KERNEL_DEVICE))
+    u = u.detach().requires_grad_()
+    params = (u, stack.weight_hh, stack.bias_hh)
+    expected = plain_hidden(stack, u)
+    assert expected.shape[-1] == 2 * size
+    cotangent = torch.randn_like(expected)
+    if cotangent_on == "h":
+        cotangent[..., size:] = 0
+    elif cotangent_on == "c":
+        cotangent[..., :size] = 0
+    else:
+        cotangent[:, :, :-1] = 0
+    hidden = fused_recurrence.fused_recurrence(u, stack.weight_hh, stack.bias_hh, "lstm")
+    torch.testing.assert_close(hidden, expected, rtol=1e-5, atol=1e-6)
+    grads = torch.autograd.grad(hidden, params, cotangent)
+    for name, got, want in zip(("u", "weight_hh", "bias_hh"), grads,
+                               torch.autograd.grad(expected, params, cotangent), strict=True):
+        assert want.abs().max() > 0, name  # every gradient is exercised
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5,
+                                   msg=lambda m, n=name: f"{n}: {m}")
+
+
+@kernels
+@pytest.mark.parametrize("architecture", ["gru", "vanilla", "lstm"])
 def test_kernel_in_tf32_stays_close_to_the_plain_loop(triton_ok, architecture: str,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """TF32 dots (what ``torch.set_float32_matmul_precision("high")`` asks for on CUDA): the
@@ -150,18 +185,37 @@ def test_kernel_in_tf32_stays_close_to_the_plain_loop(triton_ok, architecture: s
 
 @pytest.mark.parametrize("shape", [(2, 5, 4, 3), (2, 1, 4, 3), (2, 5, 1, 3), (1, 1, 1, 2)],
                          ids=lambda s: "G{}-B{}-T{}-H{}".format(*s))
+@pytest.mark.parametrize("state", [1, 2], ids=["h", "h_of_h_c"])
 def test_state_products_pair_each_state_with_the_next_steps_gradient(
-        shape: tuple[int, int, int, int]) -> None:
+        shape: tuple[int, int, int, int], state: int) -> None:
     """dW_hh after the backward kernel: Σ_{b,t} h_{t-1}ᵀ g_t from h_{-1} = 0, also for a
-    column slice of a wider gradient (the GRU's r and z columns of du)."""
+    column slice of a wider gradient (the GRU's r and z columns of du), and for h, the first
+    H columns of the LSTM's state [h, c] (a strided view)."""
     torch.manual_seed(3)
     members, batch, steps, size = shape
-    hidden = torch.randn(members, batch, steps, size, dtype=torch.float64)
+    hidden = torch.randn(members, batch, steps, state * size, dtype=torch.float64)
     grad = torch.randn(members, batch, steps, 3 * size, dtype=torch.float64)[..., : 2 * size]
-    previous = torch.cat([torch.zeros_like(hidden[:, :, :1]), hidden[:, :, :-1]], dim=2)
+    h = hidden[..., :size]
+    previous = torch.cat([torch.zeros_like(h[:, :, :1]), h[:, :, :-1]], dim=2)
     expected = torch.einsum("gbti,gbtj->gij", previous, grad)
-    got = fused_recurrence._state_products(hidden, grad)
+    got = fused_recurrence._state_products(hidden, grad, size)
     torch.testing.assert_close(got, expected)
+    if state == 1:
+        torch.testing.assert_close(fused_recurrence._state_products(hidden, grad), expected)
+
+
+def test_the_lstms_state_counts_twice_in_a_programs_tile() -> None:
+    """h and c are both held per row, so an LSTM program takes half the rows (at H=32 its
+    backward spilled ten times as much with 64; see ``_launch_config``)."""
+    pytest.importorskip("triton")
+    if not fused_recurrence.available():
+        pytest.skip(str(fused_recurrence.unavailable_reason()))
+    config = fused_recurrence._launch_config
+    assert config(64, 32) == {"BLOCK_B": 64, "BLOCK_H": 32, "num_warps": 8}
+    assert config(64, 32, 2) == {"BLOCK_B": 32, "BLOCK_H": 32, "num_warps": 8}
+    assert config(64, 16, 2) == {"BLOCK_B": 64, "BLOCK_H": 16, "num_warps": 8}
+    assert config(64, 64, 2) == {"BLOCK_B": 16, "BLOCK_H": 64, "num_warps": 8}
+    assert config(5, 7, 2) == {"BLOCK_B": 16, "BLOCK_H": 16, "num_warps": 4}
 
 
 def test_tf32_follows_torchs_float32_matmul_precision() -> None:
@@ -179,20 +233,34 @@ def test_tf32_follows_torchs_float32_matmul_precision() -> None:
 @kernels
 @pytest.mark.parametrize("shared", [True, False], ids=["shared_x", "x_per_member"])
 @pytest.mark.parametrize("architecture", list(CELLS))
-def test_fused_forward_returns_what_the_plain_forward_returns(triton_ok, dw_outside: bool,
-                                                              architecture: str,
-                                                              shared: bool) -> None:
+def test_fused_forward_returns_what_the_plain_forward_returns(
+        triton_ok, dw_outside: bool, architecture: str, shared: bool,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stack whose ``fused`` flag is set runs its cell's kernel (the LSTM's too, though
+    the trainer does not fuse it by default): the same outputs, states and gradients of x
+    and every parameter."""
+    kernel, cells = fused_recurrence.fused_recurrence, []
+
+    def recorded(*args: object) -> Tensor:
+        cells.append(args[-1])
+        return kernel(*args)
+
+    monkeypatch.setattr(fused_recurrence, "fused_recurrence", recorded)
     torch.manual_seed(1)
     stack = stack_of(architecture, (3, 9, 5, 12), KERNEL_DEVICE)
-    x = torch.randn(*[3] * (not shared), 9, 5, 3, device=KERNEL_DEVICE)
+    x = torch.randn(*[3] * (not shared), 9, 5, 3, device=KERNEL_DEVICE, requires_grad=True)
     results = []
     for fused in (False, True):
         stack.fused = fused
         stack.zero_grad()
+        x.grad = None
         outputs, hidden = stack(x)
         (outputs.square().sum() + hidden.sum()).backward()
-        results.append((outputs, hidden, [p.grad.clone() for p in stack.parameters()]))
+        results.append((outputs, hidden, [x.grad.clone()]
+                        + [p.grad.clone() for p in stack.parameters()]))
+    assert cells == [CELLS[architecture]]  # the plain forward, then the kernel
     (out0, hid0, grads0), (out1, hid1, grads1) = results
+    assert hid1.shape[-1] == stack.state_size
     torch.testing.assert_close(hid1, hid0, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(out1, out0, rtol=1e-5, atol=1e-6)
     for got, want in zip(grads1, grads0, strict=True):
@@ -204,7 +272,9 @@ def test_bad_arguments_are_named(triton_ok) -> None:
     stack = stack_of("gru", (2, 4, 3, 5), KERNEL_DEVICE)
     u = stack._project_rows(torch.randn(4, 3, 3, device=KERNEL_DEVICE), shared=True)
     w, b = stack.weight_hh, stack.bias_hh
-    with pytest.raises(ValueError, match="unknown cell 'lstm'"):
+    with pytest.raises(ValueError, match="unknown cell 'ugrnn'"):
+        fused_recurrence.fused_recurrence(u, w, b, "ugrnn")
+    with pytest.raises(ValueError, match=r"lstm with G=2, H=5 needs weight_hh \[2,5,20\]"):
         fused_recurrence.fused_recurrence(u, w, b, "lstm")
     with pytest.raises(TypeError, match=r"weight_hh is torch\.float64"):
         fused_recurrence.fused_recurrence(u, w.double(), b, "gru")
@@ -250,6 +320,30 @@ def test_a_population_runs_its_fusable_stacks_fused(triton_ok, tmp_path: Path) -
     assert [stack.fused for _, stack in population.groups()] == [True, True, False, False]
 
 
+@kernels
+def test_a_population_fuses_lstm_stacks_only_where_the_map_allows(
+        triton_ok, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``FASTER_UP_TO`` has no "lstm" (untimed on a GPU): ``use_fused_kernels`` leaves LSTM
+    stacks plain, unless the map names it; then the fused trajectories are the plain ones."""
+    assert "lstm" not in fused_recurrence.FASTER_UP_TO
+    torch.manual_seed(5)
+    stack = stack_of("lstm", (2, 5, 6, 6))
+    metadata = [{"task": "flipflop", "task_config": {"n_bits": 2, "seq_len": 6}}] * 2
+    population = dl.Population.from_stack("lstm", stack, ["a", "b"], metadata)
+    population = population.to(KERNEL_DEVICE)
+    x = torch.randn(5, 6, 3)
+    plain = population.trajectories(x)
+    population.use_fused_kernels()
+    assert [s.fused for _, s in population.groups()] == [False]
+    monkeypatch.setitem(fused_recurrence.FASTER_UP_TO, "lstm", 6)
+    population.use_fused_kernels()
+    assert [s.fused for _, s in population.groups()] == [True]
+    got = population.trajectories(x)
+    assert got.hidden[0].shape[-1] == 12  # [h, c]
+    for a, b in zip([*got.hidden, *got.outputs], [*plain.hidden, *plain.outputs], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_a_population_on_the_cpu_runs_plain(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     stack = stack_of("gru", (2, 3, 4, 5))
@@ -270,7 +364,7 @@ def test_kernels_under_the_triton_interpreter() -> None:
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", __file__,
          "-k", "kernel_matches or kernel_in_tf32 or fused_forward_returns or bad_arguments "
-         "or population_runs or state_products"],
+         "or population_runs or state_products or lstm_kernel or fuses_lstm"],
         env=env, capture_output=True, text=True, timeout=900, check=False)
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-6000:]
@@ -284,7 +378,7 @@ def test_fused_kernel_follows_the_cell_a_class_runs() -> None:
     names = {name: dl.architectures.get(name).fused_kernel()
              for name in ("gru", "vanilla", "relu", "lstm", "ugrnn", "vanilla_rotated")}
     # vanilla_rotated subclasses vanilla but changes its cell: it must run the plain path.
-    assert names == {"gru": "gru", "vanilla": "tanh", "relu": "relu", "lstm": None,
+    assert names == {"gru": "gru", "vanilla": "tanh", "relu": "relu", "lstm": "lstm",
                      "ugrnn": None, "vanilla_rotated": None}
     assert stack_of("gru", (1, 2, 2, 4)).fused is False  # off unless a trainer sets it
 
@@ -364,6 +458,27 @@ def test_population_module_fuses_the_cells_and_widths_it_runs_faster(
     assert all(s.cell.__func__ is type(s).cell for s in module.stacks)  # compiled ones undone
 
 
+def test_population_module_fuses_lstm_only_where_the_map_allows(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The LSTM has a kernel but no ``FASTER_UP_TO`` entry (untimed on a GPU): the trainer
+    compiles its cell, unless the map names it (the benchmark's ``graphed+fused+lstm``)."""
+    monkeypatch.setattr(fused_recurrence, "available", lambda: True)
+    assert "lstm" not in fused_recurrence.FASTER_UP_TO
+    for widths, fused in (({}, set()), ({"lstm": 32}, {8})):
+        for name, width in widths.items():
+            monkeypatch.setitem(fused_recurrence.FASTER_UP_TO, name, width)
+        module = PopulationModule(tasks=TASKS[:1], architectures=["lstm"],
+                                  hidden_sizes=[8, 48], seeds=[0])
+        monkeypatch.setattr(module, "_device", torch.device("cuda", 0))
+        module.on_fit_start()
+        sizes = [g.config["hidden_size"] for g in module.groups]
+        assert {size for size, s in zip(sizes, module.stacks, strict=True) if s.fused} == fused
+        compiled = {size for size, s in zip(sizes, module.stacks, strict=True)
+                    if any(c is s for c, _ in module._plain_cells)}
+        assert compiled == {8, 48} - fused
+        module._restore_plain_cells()
+
+
 # ------------------------------------------------------------------ CUDA: inside training
 def batch(seed: int) -> dict:
     data = TaskDataModule(tasks=TASKS, batch_size=16, seed=seed)
@@ -378,7 +493,7 @@ def test_graphed_fused_step_gives_the_eager_plain_gradients() -> None:
                          hidden_sizes=[8], seeds=[0, 1], clip_norm=0.5).cuda()
     labels = [g.task.label for g in m.groups]
     fusable = [s for s in m.stacks if s.fused_kernel() is not None]
-    assert len(fusable) == 6
+    assert len(fusable) == 8  # the LSTM's too: its flag set directly
     for stack in fusable:
         stack.fused = True
     graphed = GraphedStep(m.stacks, labels, m._group_loss, m._clip, batch(0))

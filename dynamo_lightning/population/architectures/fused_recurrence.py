@@ -9,14 +9,16 @@ recomputes the gates from the stored states instead of saving them.
 
 Layouts: ``u [G, B, T, gH]`` (``x W_ih + b_ih``, batch-major: the rows of ``x [B, T, I]``
 in their own order), ``weight_hh [G, H, gH]`` (input-major, ``h @ W``), ``bias_hh [G, gH]``,
-and the states ``hidden [G, B, T, H]``, from a zero initial state: ``u`` and ``hidden`` share
-their row order (b, t). Cells: ``gru`` (gates r, z, n in torch's order), ``tanh`` and
-``relu``. float32 only, with IEEE-precision dots unless PyTorch's float32 matmul precision
-allows TF32 (:func:`uses_tf32`).
+and the states ``hidden [G, B, T, S]``, from a zero initial state: ``u`` and ``hidden`` share
+their row order (b, t). Cells: ``gru`` (gates r, z, n in torch's order), ``tanh``, ``relu``
+(S = H) and ``lstm`` (gates i, f, g, o in torch's order; the state is ``[h, c]``, S = 2H, and
+the recurrent input reads h only). float32 only, with IEEE-precision dots unless PyTorch's
+float32 matmul precision allows TF32 (:func:`uses_tf32`).
 
-The backward kernel carries dL/dh back through time and writes the gates' gradients; the
-gradient of ``weight_hh``, a sum over every (b, t) row, is then one batched matmul per gate
-group over all B·T rows (:data:`DW_OUTSIDE`), which keeps it out of the kernel's registers.
+The backward kernel carries dL/dh (and the LSTM's dL/dc) back through time and writes the
+gates' gradients; the gradient of ``weight_hh``, a sum over every (b, t) row, is then one
+batched matmul per gate group over all B·T rows (:data:`DW_OUTSIDE`), which keeps it out of
+the kernel's registers.
 
 Without CUDA the kernels run only under Triton's interpreter (``TRITON_INTERPRET=1`` set
 before this module is imported), which is how the tests check them on a CPU.
@@ -41,16 +43,24 @@ except Exception as err:  # ImportError, or a Triton build that cannot load here
 else:
     _MISSING = None
 
-CELLS = {"gru": 0, "tanh": 1, "relu": 2}
+CELLS = {"gru": 0, "tanh": 1, "relu": 2, "lstm": 3}
 """Fused cells and their kernel switch (``CELL``)."""
-GATES = {"gru": 3, "tanh": 1, "relu": 1}
+GATES = {"gru": 3, "tanh": 1, "relu": 1, "lstm": 4}
+STATES = {"gru": 1, "tanh": 1, "relu": 1, "lstm": 2}
+"""State width in units of H: the LSTM's state is ``[h, c]``."""
 MAX_HIDDEN = 64
 """Widest H the kernels take: a program keeps ``gates`` blocks of ``[H, H]`` weights (and,
-backward, as many gradient accumulators) in registers; wider members run the plain path."""
+backward, their transposes and, with ``DW_OUTSIDE`` off, as many gradient accumulators) in
+registers; wider members run the plain path. The same for every cell (``applies`` sees H,
+not the cell): at H=64 the GRU's and the LSTM's backward spill registers (ptxas: the LSTM's
+1.4 KB of spill stores at 16 rows) but stay correct; :data:`FASTER_UP_TO` keeps them off."""
 FASTER_UP_TO = {"gru": 32, "tanh": 64, "relu": 64}
-"""Widest H at which the trainer fuses each cell. On an H200 at H=64 (1,024 members, B=64,
-T=64) the fused GRU trained at 21.2 steps/s against 24.8 with its cell compiled (its
-backward spills registers), the fused tanh RNN at 72.9 against 65.4."""
+"""Widest H at which the trainer fuses each cell; a cell absent is never fused by it. On an
+H200 at H=64 (1,024 members, B=64, T=64) the fused GRU trained at 21.2 steps/s against 24.8
+with its cell compiled (its backward spills registers), the fused tanh RNN at 72.9 against
+65.4. The fused LSTM is not in it: it has not been timed on a GPU yet, so the trainer and
+``Population.use_fused_kernels`` keep compiling (or running plain) its cell until a benchmark
+(``benchmarks/population_training.py``'s ``graphed+fused+lstm``) shows it faster."""
 MAX_BLOCK_B = 64
 """Most batch rows per program; a larger batch is split over programs whose bias (and, with
 ``DW_OUTSIDE`` off, weight) gradients are summed with atomic adds."""
@@ -59,7 +69,7 @@ DW_OUTSIDE = True
 (the GRU's kept three ``[H, H]`` accumulators, a transposed state and three more dots a
 step); False keeps the in-kernel accumulation, so that a benchmark can time both."""
 TILE = 2048
-"""Most state values (rows × padded H) one program holds."""
+"""Most state values (rows × padded H × ``STATES``) one program holds."""
 
 
 class FusedKernelError(RuntimeError):
@@ -105,8 +115,9 @@ def uses_tf32(device: torch.device) -> bool:
 
 
 def fused_recurrence(u: Tensor, weight_hh: Tensor, bias_hh: Tensor, cell: str) -> Tensor:
-    """States ``hidden [G, B, T, H]`` of ``cell`` run over ``u [G, B, T, gH]`` from zero
-    (``u[:, b, t]`` is step t's projected input of batch row b).
+    """States ``hidden [G, B, T, S]`` of ``cell`` run over ``u [G, B, T, gH]`` from zero
+    (``u[:, b, t]`` is step t's projected input of batch row b; S = H, or 2H for the
+    LSTM's ``[h, c]``).
 
     Differentiable in ``u``, ``weight_hh`` and ``bias_hh`` (once: no double backward).
 
@@ -158,17 +169,24 @@ def _check(u: Tensor, weight_hh: Tensor, bias_hh: Tensor, cell: str) -> None:
                          f"weight_hh on {weight_hh.device}, bias_hh on {bias_hh.device}")
 
 
-def _launch_config(batch: int, size: int) -> dict[str, int]:
-    """Block sizes and warps (tl.dot needs every dimension ≥ 16). A state tile of 2048
-    values takes 8 warps: at G=4096, B=64, H=32 on an H200, 4 warps spilled registers and
-    made the GRU backward 12 times slower (337 ms against 27); 16 warps, or 32 rows a
-    program, were slower too. Wider members get fewer rows so that the tile stays that size.
+def _launch_config(batch: int, size: int, states: int = 1) -> dict[str, int]:
+    """Block sizes and warps (tl.dot needs every dimension ≥ 16) for H = ``size`` and a
+    state ``states`` H wide. A state tile of 2048 values takes 8 warps: at G=4096, B=64,
+    H=32 on an H200, 4 warps spilled registers and made the GRU backward 12 times slower
+    (337 ms against 27); 16 warps, or 32 rows a program, were slower too. Wider members get
+    fewer rows so that the tile stays that size.
+
+    The LSTM's tile is its whole state, h and c, so it gets half the rows: at H=32 with 64
+    rows and 8 warps ptxas (Triton 3.9, sm_90a, IEEE dots) gives its backward all 255
+    registers and 916 bytes of spill stores, where the GRU's has 84 and the GRU's 4-warp
+    backward above, 12 times slower, 1,628; with 32 rows the LSTM's has 76 (and its forward
+    none, against 340). Not yet timed on a GPU.
     """
     block_h = max(16, triton.next_power_of_2(size))
-    rows = min(MAX_BLOCK_B, TILE // block_h)
+    rows = min(MAX_BLOCK_B, TILE // (states * block_h))
     block_b = min(rows, max(16, triton.next_power_of_2(batch)))
     return {"BLOCK_B": block_b, "BLOCK_H": block_h,
-            "num_warps": 8 if block_b * block_h >= TILE else 4}
+            "num_warps": 8 if states * block_b * block_h >= TILE else 4}
 
 
 class _FusedRecurrence(torch.autograd.Function):
@@ -177,8 +195,8 @@ class _FusedRecurrence(torch.autograd.Function):
                 cell: str) -> Tensor:
         members, batch, steps, _ = u.shape
         size = weight_hh.shape[1]
-        hidden = u.new_empty(members, batch, steps, size)
-        config = _launch_config(batch, size)
+        hidden = u.new_empty(members, batch, steps, STATES[cell] * size)
+        config = _launch_config(batch, size, STATES[cell])
         grid = (members, triton.cdiv(batch, config["BLOCK_B"]))
         tf32 = uses_tf32(u.device)
         _launch(cell, "forward", _forward_kernel, grid, u, weight_hh, bias_hh, hidden,
@@ -194,7 +212,7 @@ class _FusedRecurrence(torch.autograd.Function):
         cell = ctx.cell
         members, batch, steps, _ = u.shape
         size = weight_hh.shape[1]
-        config = _launch_config(batch, size)
+        config = _launch_config(batch, size, STATES[cell])
         blocks = triton.cdiv(batch, config["BLOCK_B"])
         outside = DW_OUTSIDE
         # One program per member stores its gradients; several add theirs into zeros.
@@ -202,7 +220,8 @@ class _FusedRecurrence(torch.autograd.Function):
         du = torch.empty_like(u)
         dbias = make(bias_hh.shape, dtype=torch.float32, device=u.device)
         # dW_hh outside: the kernel also writes the GRU's n-gate hidden-side gradient dn·r
-        # (du holds dn, u's); r's and z's are du's own. Unused pointers get du.
+        # (du holds dn, u's); r's and z's are du's own, as are all four of the LSTM's.
+        # Unused pointers get du.
         dweight = None if outside else make(weight_hh.shape, dtype=torch.float32,
                                             device=u.device)
         dhn = u.new_empty(hidden.shape) if outside and cell == "gru" else du
@@ -211,27 +230,33 @@ class _FusedRecurrence(torch.autograd.Function):
                 dbias, steps, batch, size, CELL=CELLS[cell], GATES=GATES[cell], TF32=ctx.tf32,
                 ACCUMULATE=blocks > 1, DW_OUTSIDE=outside, **config)
         if dweight is None:
-            dweight = (torch.cat([_state_products(hidden, du[..., : 2 * size]),
-                                  _state_products(hidden, dhn)], dim=2)
-                       if cell == "gru" else _state_products(hidden, du))
+            dweight = (torch.cat([_state_products(hidden, du[..., : 2 * size], size),
+                                  _state_products(hidden, dhn, size)], dim=2)
+                       if cell == "gru" else _state_products(hidden, du, size))
         return du, dweight, dbias, None
 
 
-def _state_products(hidden: Tensor, grad: Tensor) -> Tensor:
-    """``Σ_{b,t} h_{t-1}[b]ᵀ grad_t[b]`` per member (``[G, H, n]``) for ``hidden [G, B, T, H]``
-    and a gradient ``grad [G, B, T, n]`` in the same (b, t) row order, from ``h_{-1} = 0``.
+def _state_products(hidden: Tensor, grad: Tensor, size: int | None = None) -> Tensor:
+    """``Σ_{b,t} h_{t-1}[b]ᵀ grad_t[b]`` per member (``[G, H, n]``) for the states
+    ``hidden [G, B, T, S]`` whose first ``size`` (H, default S) columns are h, and a gradient
+    ``grad [G, B, T, n]`` in the same (b, t) row order, from ``h_{-1} = 0``.
 
     Flattened to ``[G, B·T, ·]`` rows, row r+1 is step t+1 of row r's batch row: one batched
     matmul of ``hidden``'s rows 0..BT-2 with ``grad``'s rows 1..BT-1 (strided views, no copy)
     pairs every ``h_{t-1}`` with its ``grad_t``, plus B-1 spurious pairs (b, T-1)·(b+1, 0)
     across batch rows, which a second, [G, H, B-1]-sized one subtracts. ``grad`` may be a
-    column slice (``du[..., :2H]``) so long as (b, t) flatten to one stride.
+    column slice (``du[..., :2H]``), and h one of a wider state (the LSTM's ``[h, c]``), so
+    long as (b, t) flatten to one stride: a matrix whose unit stride is one dimension and
+    whose other stride is at least its extent, which cuBLAS takes as its leading dimension
+    (torch copies only operands that are not so).
 
     Bytes at G=4,096, B=64, T=64, H=32 (each ``[G, B, T, H]`` float32 buffer is 2.1 GB): the
     GRU's kernel writes ``dn·r`` (2.1 GB, 8 KB a step per program) and the matmuls read
     ``hidden`` twice, ``du``'s r and z and ``dn·r`` (10.7 GB); the tanh and ReLU cells read
     ``hidden`` and ``du`` once (4.3 GB) and write nothing extra.
     """
+    if size is not None and size != hidden.shape[-1]:
+        hidden = hidden[..., :size]  # h of [h, c]: a view, rows 2H apart
     members, batch, steps, size = hidden.shape
     if steps == 1:  # every pair would be spurious: h_{-1} = 0
         return hidden.new_zeros(members, size, grad.shape[-1])
@@ -282,10 +307,11 @@ if triton is not None:
         return tl.where(x < 0, -t, t)
 
     @triton.jit
-    def _state_before(hid_ptr, hid_offs, t, H, mask):
-        """h_{t-1} of a block of rows: zero at t = 0 (and in padded rows and columns, so
+    def _state_before(hid_ptr, hid_offs, t, S, mask):
+        """State columns at step t-1 of a block of rows (steps S values apart; h, or the
+        LSTM's c from ``hid_ptr + H``): zero at t = 0 (and in padded rows and columns, so
         that they add nothing to the gradients)."""
-        prev = tl.load(hid_ptr + hid_offs + tl.maximum(t - 1, 0) * H, mask=mask, other=0.0)
+        prev = tl.load(hid_ptr + hid_offs + tl.maximum(t - 1, 0) * S, mask=mask, other=0.0)
         return tl.where(t > 0, prev, 0.0)
 
     @triton.jit
@@ -296,25 +322,31 @@ if triton is not None:
         rows = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
         cols = tl.arange(0, BLOCK_H)
         gh = GATES * H
+        S = 2 * H if CELL == 3 else H  # state width: the LSTM's is [h, c]
         col_ok = cols < H
         io_mask = (rows < B)[:, None] & col_ok[None, :]
         w_mask = col_ok[:, None] & col_ok[None, :]
         w_ptr += member * H * gh
         b_ptr += member * gh
         u_ptr += member * B * T * gh
-        hid_ptr += member * B * T * H
+        hid_ptr += member * B * T * S
         w_offs = cols[:, None] * gh + cols[None, :]  # W[i, k*H + j] at w_offs + k*H
         u_offs = rows[:, None] * (T * gh) + cols[None, :]  # u[b, t] at u_offs + t*gh
-        hid_offs = rows[:, None] * (T * H) + cols[None, :]
-        # Padded rows and columns of W and b are zero, so padded state columns stay zero.
+        hid_offs = rows[:, None] * (T * S) + cols[None, :]  # h[b, t] at hid_offs + t*S
+        # Padded rows and columns of W and b are zero, so padded state columns stay zero
+        # (the LSTM's: c = c/2 + 0, h = tanh(0)/2).
         w0 = tl.load(w_ptr + w_offs, mask=w_mask, other=0.0)
         b0 = tl.load(b_ptr + cols, mask=col_ok, other=0.0)[None, :]
-        if GATES == 3:
+        if GATES >= 3:
             w1 = tl.load(w_ptr + H + w_offs, mask=w_mask, other=0.0)
             w2 = tl.load(w_ptr + 2 * H + w_offs, mask=w_mask, other=0.0)
             b1 = tl.load(b_ptr + H + cols, mask=col_ok, other=0.0)[None, :]
             b2 = tl.load(b_ptr + 2 * H + cols, mask=col_ok, other=0.0)[None, :]
+        if GATES == 4:
+            w3 = tl.load(w_ptr + 3 * H + w_offs, mask=w_mask, other=0.0)
+            b3 = tl.load(b_ptr + 3 * H + cols, mask=col_ok, other=0.0)[None, :]
         h = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
+        c = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)  # the LSTM's memory
         for t in range(T):
             step_u = u_ptr + t * gh + u_offs
             a0 = tl.load(step_u, mask=io_mask, other=0.0) + _mm(h, w0, TF32) + b0
@@ -327,9 +359,16 @@ if triton is not None:
                 h = n + z * (h - n)
             elif CELL == 1:
                 h = _tanh(a0)
-            else:
+            elif CELL == 2:
                 h = tl.maximum(a0, 0.0)
-            tl.store(hid_ptr + hid_offs + t * H, h, mask=io_mask)
+            else:  # LSTM: i, f, g, o, all from h_{t-1}
+                a1 = tl.load(step_u + H, mask=io_mask, other=0.0) + _mm(h, w1, TF32) + b1
+                a2 = tl.load(step_u + 2 * H, mask=io_mask, other=0.0) + _mm(h, w2, TF32) + b2
+                a3 = tl.load(step_u + 3 * H, mask=io_mask, other=0.0) + _mm(h, w3, TF32) + b3
+                c = _sigmoid(a1) * c + _sigmoid(a0) * _tanh(a2)
+                h = _sigmoid(a3) * _tanh(c)
+                tl.store(hid_ptr + hid_offs + t * S + H, c, mask=io_mask)
+            tl.store(hid_ptr + hid_offs + t * S, h, mask=io_mask)
 
     @triton.jit
     def _backward_kernel(u_ptr, w_ptr, b_ptr, hid_ptr, dhid_ptr, du_ptr, dhn_ptr, dw_ptr,
@@ -345,6 +384,7 @@ if triton is not None:
         rows = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
         cols = tl.arange(0, BLOCK_H)
         gh = GATES * H
+        S = 2 * H if CELL == 3 else H  # state width: the LSTM's is [h, c]
         col_ok = cols < H
         io_mask = (rows < B)[:, None] & col_ok[None, :]
         w_mask = col_ok[:, None] & col_ok[None, :]
@@ -354,18 +394,18 @@ if triton is not None:
         db_ptr += member * gh
         u_ptr += member * B * T * gh
         du_ptr += member * B * T * gh
-        hid_ptr += member * B * T * H
-        dhid_ptr += member * B * T * H
-        dhn_ptr += member * B * T * H
+        hid_ptr += member * B * T * S
+        dhid_ptr += member * B * T * S
+        dhn_ptr += member * B * T * H  # the GRU's dn·r (S = H), or du unused
         w_offs = cols[:, None] * gh + cols[None, :]
         wt_offs = cols[None, :] * gh + cols[:, None]  # W_k transposed: [j_out, i_in]
         u_offs = rows[:, None] * (T * gh) + cols[None, :]
-        hid_offs = rows[:, None] * (T * H) + cols[None, :]
+        hid_offs = rows[:, None] * (T * S) + cols[None, :]
         wt0 = tl.load(w_ptr + wt_offs, mask=w_mask, other=0.0)
         db0 = tl.zeros((BLOCK_H,), dtype=tl.float32)
         if not DW_OUTSIDE:
             dw0 = tl.zeros((BLOCK_H, BLOCK_H), dtype=tl.float32)
-        if GATES == 3:  # the gates are recomputed, so the GRU needs W and b too
+        if GATES >= 3:  # the gates are recomputed, so the GRU and LSTM need W and b too
             w0 = tl.load(w_ptr + w_offs, mask=w_mask, other=0.0)
             w1 = tl.load(w_ptr + H + w_offs, mask=w_mask, other=0.0)
             w2 = tl.load(w_ptr + 2 * H + w_offs, mask=w_mask, other=0.0)
@@ -379,14 +419,22 @@ if triton is not None:
             if not DW_OUTSIDE:
                 dw1 = tl.zeros((BLOCK_H, BLOCK_H), dtype=tl.float32)
                 dw2 = tl.zeros((BLOCK_H, BLOCK_H), dtype=tl.float32)
+        if GATES == 4:
+            w3 = tl.load(w_ptr + 3 * H + w_offs, mask=w_mask, other=0.0)
+            wt3 = tl.load(w_ptr + 3 * H + wt_offs, mask=w_mask, other=0.0)
+            b3 = tl.load(b_ptr + 3 * H + cols, mask=col_ok, other=0.0)[None, :]
+            db3 = tl.zeros((BLOCK_H,), dtype=tl.float32)
+            if not DW_OUTSIDE:
+                dw3 = tl.zeros((BLOCK_H, BLOCK_H), dtype=tl.float32)
         dh = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)  # dL/dh_t, carried backwards
+        dc = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)  # the LSTM's dL/dc_t
         for i in range(T):
             t = T - 1 - i
-            step_hid = hid_offs + t * H
+            step_hid = hid_offs + t * S
             dh += tl.load(dhid_ptr + step_hid, mask=io_mask, other=0.0)
             step_du = du_ptr + t * gh + u_offs
             if CELL == 0:
-                h_prev = _state_before(hid_ptr, hid_offs, t, H, io_mask)
+                h_prev = _state_before(hid_ptr, hid_offs, t, S, io_mask)
                 step_u = u_ptr + t * gh + u_offs
                 a0 = tl.load(step_u, mask=io_mask, other=0.0) + _mm(h_prev, w0, TF32) + b0
                 a1 = (tl.load(step_u + H, mask=io_mask, other=0.0) + _mm(h_prev, w1, TF32)
@@ -403,7 +451,7 @@ if triton is not None:
                 tl.store(step_du + H, dz, mask=io_mask)
                 tl.store(step_du + 2 * H, dn, mask=io_mask)
                 if DW_OUTSIDE:
-                    tl.store(dhn_ptr + step_hid, dhn, mask=io_mask)
+                    tl.store(dhn_ptr + step_hid, dhn, mask=io_mask)  # S = H
                 else:
                     h_prev_t = tl.trans(h_prev)
                     dw0 += _mm(h_prev_t, dr, TF32)
@@ -413,6 +461,42 @@ if triton is not None:
                 db1 += tl.sum(dz, axis=0)
                 db2 += tl.sum(dhn, axis=0)
                 dh = dh * z + _mm(dr, wt0, TF32) + _mm(dz, wt1, TF32) + _mm(dhn, wt2, TF32)
+            elif CELL == 3:  # LSTM: the gates from the stored h_{t-1}; c_{t-1}, c_t stored
+                dc += tl.load(dhid_ptr + step_hid + H, mask=io_mask, other=0.0)
+                h_prev = _state_before(hid_ptr, hid_offs, t, S, io_mask)
+                step_u = u_ptr + t * gh + u_offs
+                gi = _sigmoid(tl.load(step_u, mask=io_mask, other=0.0) + _mm(h_prev, w0, TF32)
+                              + b0)
+                gf = _sigmoid(tl.load(step_u + H, mask=io_mask, other=0.0)
+                              + _mm(h_prev, w1, TF32) + b1)
+                gg = _tanh(tl.load(step_u + 2 * H, mask=io_mask, other=0.0)
+                           + _mm(h_prev, w2, TF32) + b2)
+                go = _sigmoid(tl.load(step_u + 3 * H, mask=io_mask, other=0.0)
+                              + _mm(h_prev, w3, TF32) + b3)
+                tc = _tanh(tl.load(hid_ptr + step_hid + H, mask=io_mask, other=0.0))
+                do = dh * tc * go * (1.0 - go)
+                dc += dh * go * (1.0 - tc * tc)  # all of dL/dc_t
+                di = dc * gg * gi * (1.0 - gi)
+                df = dc * _state_before(hid_ptr + H, hid_offs, t, S, io_mask) * gf * (1.0 - gf)
+                dg = dc * gi * (1.0 - gg * gg)
+                # Pre-activation gradients: u's and, as u + h W + b, the hidden side's too.
+                tl.store(step_du, di, mask=io_mask)
+                tl.store(step_du + H, df, mask=io_mask)
+                tl.store(step_du + 2 * H, dg, mask=io_mask)
+                tl.store(step_du + 3 * H, do, mask=io_mask)
+                if not DW_OUTSIDE:
+                    h_prev_t = tl.trans(h_prev)
+                    dw0 += _mm(h_prev_t, di, TF32)
+                    dw1 += _mm(h_prev_t, df, TF32)
+                    dw2 += _mm(h_prev_t, dg, TF32)
+                    dw3 += _mm(h_prev_t, do, TF32)
+                db0 += tl.sum(di, axis=0)
+                db1 += tl.sum(df, axis=0)
+                db2 += tl.sum(dg, axis=0)
+                db3 += tl.sum(do, axis=0)
+                dc = dc * gf
+                dh = (_mm(di, wt0, TF32) + _mm(df, wt1, TF32) + _mm(dg, wt2, TF32)
+                      + _mm(do, wt3, TF32))
             else:  # tanh, relu: the derivative from the stored output h_t
                 h_t = tl.load(hid_ptr + step_hid, mask=io_mask, other=0.0)
                 if CELL == 1:  # noqa: SIM108 (a static branch, kept as in the forward)
@@ -421,27 +505,35 @@ if triton is not None:
                     da = tl.where(h_t > 0.0, dh, 0.0)
                 tl.store(step_du, da, mask=io_mask)
                 if not DW_OUTSIDE:
-                    h_prev = _state_before(hid_ptr, hid_offs, t, H, io_mask)
+                    h_prev = _state_before(hid_ptr, hid_offs, t, S, io_mask)
                     dw0 += _mm(tl.trans(h_prev), da, TF32)
                 db0 += tl.sum(da, axis=0)
                 dh = _mm(da, wt0, TF32)
         if ACCUMULATE:
             tl.atomic_add(db_ptr + cols, db0, mask=col_ok)
-            if GATES == 3:
+            if GATES >= 3:
                 tl.atomic_add(db_ptr + H + cols, db1, mask=col_ok)
                 tl.atomic_add(db_ptr + 2 * H + cols, db2, mask=col_ok)
+            if GATES == 4:
+                tl.atomic_add(db_ptr + 3 * H + cols, db3, mask=col_ok)
             if not DW_OUTSIDE:
                 tl.atomic_add(dw_ptr + w_offs, dw0, mask=w_mask)
-                if GATES == 3:
+                if GATES >= 3:
                     tl.atomic_add(dw_ptr + H + w_offs, dw1, mask=w_mask)
                     tl.atomic_add(dw_ptr + 2 * H + w_offs, dw2, mask=w_mask)
+                if GATES == 4:
+                    tl.atomic_add(dw_ptr + 3 * H + w_offs, dw3, mask=w_mask)
         else:
             tl.store(db_ptr + cols, db0, mask=col_ok)
-            if GATES == 3:
+            if GATES >= 3:
                 tl.store(db_ptr + H + cols, db1, mask=col_ok)
                 tl.store(db_ptr + 2 * H + cols, db2, mask=col_ok)
+            if GATES == 4:
+                tl.store(db_ptr + 3 * H + cols, db3, mask=col_ok)
             if not DW_OUTSIDE:
                 tl.store(dw_ptr + w_offs, dw0, mask=w_mask)
-                if GATES == 3:
+                if GATES >= 3:
                     tl.store(dw_ptr + H + w_offs, dw1, mask=w_mask)
                     tl.store(dw_ptr + 2 * H + w_offs, dw2, mask=w_mask)
+                if GATES == 4:
+                    tl.store(dw_ptr + 3 * H + w_offs, dw3, mask=w_mask)

@@ -16,6 +16,10 @@ class LSTM(RecurrentArchitecture):
     sees ``h`` only. The forget-gate bias starts at 1 (Jozefowicz et al. 2015)."""
 
     gates = 4
+    fused_cell = "lstm"
+    # Fused only where a stack's ``fused`` flag is set: ``fused_recurrence.FASTER_UP_TO`` has
+    # no "lstm" (the fused LSTM is not yet timed on a GPU), so the trainer and the data module
+    # keep its compiled or plain cell until a benchmark shows the kernel faster.
 
     @property
     def state_size(self) -> int:
