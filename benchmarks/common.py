@@ -56,6 +56,9 @@ def machine_info() -> dict[str, Any]:
     }
     with contextlib.suppress(OSError):  # not on every platform
         info["load_average"] = [round(v, 2) for v in os.getloadavg()]
+    triton = sys.modules.get("triton")  # the fused kernels' compiler, if a benchmark loaded it
+    if triton is not None:
+        info["triton"] = getattr(triton, "__version__", None)
     return info
 
 
