@@ -224,7 +224,11 @@ class DynamoModule(EmbeddingAPI, pl.LightningModule):
         task = self.task
         if task is None or not self._task_scores.seen:
             return
-        meta, own = self._task_scores.scores(task, self.hparams.num_members)
+        # Each member scored on its own computation (a mixture's sub-task), where known.
+        sub_tasks = [task.own_sub_task(m) for m in self.hparams.member_metadata]
+        meta, own = self._task_scores.scores(
+            task, self.hparams.num_members,
+            sub_tasks if any(s is not None for s in sub_tasks) else None)
         self._task_scores.reset()
         self.member_scores["task_metric_meta"] = meta
         self.member_scores["task_metric_member"] = own

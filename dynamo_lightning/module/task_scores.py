@@ -13,6 +13,7 @@ together, once, whatever the number of devices.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -53,8 +54,15 @@ class TaskScores(Metric):
         """Whether any trial was recorded since the last reset (on this process)."""
         return len(self.member) > 0
 
-    def scores(self, task: Task, num_members: int) -> tuple[list[float], list[float]]:
-        """``(meta_scores, member_scores)``, one float per member (NaN if never seen)."""
+    def scores(self, task: Task, num_members: int,
+               own: Sequence[int | None] | None = None) -> tuple[list[float], list[float]]:
+        """``(meta_scores, member_scores)``, one float per member (NaN if never seen).
+
+        ``own[n]``, where given and not None, is the sub-task (an index of
+        ``task.sub_tasks``) member n was trained on: both scores are then that sub-task's
+        metric on its own trials (NaN if none was drawn), not the task's metric over every
+        trial, which for a mixture averages in computations the member never learned."""
+        subs = list(task.sub_tasks.values())
         trials = {k: v.cpu() for k, v in self.compute().items()}
         meta_scores, member_scores = [math.nan] * num_members, [math.nan] * num_members
         # Trials sorted by member once, then cut into one run per member: a mask per member
@@ -63,8 +71,16 @@ class TaskScores(Metric):
         members, counts = torch.unique_consecutive(trials["member"][order], return_counts=True)
         runs = {k: v[order].split(counts.tolist()) for k, v in trials.items() if k != "member"}
         for i, index in enumerate(members.tolist()):
-            targets, ids = runs["targets"][i], runs["task_ids"][i]
-            meta_scores[index] = float(task.metric(runs["meta"][i], targets, ids))
-            member_scores[index] = float(task.metric(runs["own"][i], targets, ids))
+            targets, ids, meta, mine = (runs[k][i] for k in ("targets", "task_ids", "meta",
+                                                               "own"))
+            sub = own[index] if own is not None else None
+            if sub is None:
+                meta_scores[index] = float(task.metric(meta, targets, ids))
+                member_scores[index] = float(task.metric(mine, targets, ids))
+                continue
+            rows = ids == sub
+            if bool(rows.any()):
+                meta_scores[index] = float(subs[sub].metric(meta[rows], targets[rows]))
+                member_scores[index] = float(subs[sub].metric(mine[rows], targets[rows]))
         return meta_scores, member_scores
 

@@ -91,6 +91,12 @@ class Task(ABC):
         """The computations trials come from, by label: ``{name: self}`` for a single task."""
         return {self.name: self}
 
+    def own_sub_task(self, metadata: dict[str, Any]) -> int | None:
+        """Which of :attr:`sub_tasks` (its index) a member with ``metadata`` was trained on,
+        when that is not every trial's: None for a single task, whose metric is already
+        each member's own."""
+        return None
+
     @abstractmethod
     def loss(self, outputs: Tensor, targets: Tensor, task_ids: Tensor | None = None) -> Tensor:
         """Scalar training loss of ``outputs [batch, steps, output]`` against ``targets``.

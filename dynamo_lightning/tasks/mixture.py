@@ -104,6 +104,20 @@ class MixtureTask(Task):
         the other computation), so analyses of mixed populations read those instead."""
         return dict(zip(self.labels, self.tasks, strict=True))
 
+    def own_sub_task(self, metadata: dict[str, Any]) -> int | None:
+        """The sub-task a member was trained on, from its metadata's ``task`` (name) and
+        ``task_config`` (as the population writer records them: every option, defaults
+        included): the one sub-task of that name whose full config matches, or the only one
+        of that name when the metadata has no config. None when none or several match (a
+        member of another computation, or metadata that does not say)."""
+        name, config = metadata.get("task"), metadata.get("task_config")
+        named = [j for j, task in enumerate(self.tasks) if task.name == name]
+        if isinstance(config, dict):
+            named = [j for j in named if self.tasks[j].config() == config]
+        elif config is not None:
+            return None
+        return named[0] if len(named) == 1 else None
+
     def loss(self, outputs: Tensor, targets: Tensor, task_ids: Tensor | None = None) -> Tensor:
         """Trial-weighted mean of the sub-task losses (needs ``task_ids``)."""
         if task_ids is None:

@@ -385,3 +385,24 @@ def test_emulation_png_stays_readable_at_any_population_size(count: int, tmp_pat
     else:
         assert width < 1000 and height < 1000
         assert "lowest: lstm-7 (0.5)" in titles[0]
+
+
+def test_a_mixed_populations_emulation_boxes_split_by_task_on_its_own_metric(
+        tmp_path: Path, monkeypatch) -> None:
+    """Members of two computations: a box per architecture and task, and the task-metric
+    axis says each member is scored on its own task (not the mixture's mean)."""
+    from dynamo_lightning.analysis.report import figures
+
+    report = _scored_members(120, with_task=True)
+    for i, member in enumerate(report["members"]):
+        member["metadata"]["task"] = ["flipflop", "integrator"][i % 2]
+    report["meta"] = {"metric_name": "mean_task_metric", "task": {"name": "mixture"}}
+    seen: dict[str, list[str]] = {}
+    save = figures._save
+    monkeypatch.setattr(figures, "_save", lambda fig, path: (
+        seen.update(ticks=[t.get_text() for t in fig.axes[-1].get_xticklabels()],
+                    ylabel=[fig.axes[-1].get_ylabel()]), save(fig, path)))
+    figures._emulation_png(report, tmp_path)
+    assert len(seen["ticks"]) == 6  # 3 architectures × 2 tasks
+    assert "gru\nflipflop\n(20)" in seen["ticks"] and "lstm\nintegrator\n(20)" in seen["ticks"]
+    assert seen["ylabel"] == ["own task's metric"]

@@ -459,6 +459,30 @@ def test_task_scores_are_a_metric_that_gathers_trials_by_concatenation() -> None
     assert own[0] == own[2] == 1.0 and math.isnan(meta[1]) and math.isnan(own[1])
 
 
+def test_task_scores_rate_a_mixtures_member_on_its_own_sub_task() -> None:
+    """A flip-flop member of a mixed population is scored by bit accuracy on the flip-flop
+    trials, not by the mean with an integrator R² on trials it never learned."""
+    from dynamo_lightning.module.task_scores import TaskScores
+    from dynamo_lightning.tasks.mixture import MixtureTask
+
+    mixture = MixtureTask([{"name": "flipflop", "config": {"n_bits": 3}},
+                           {"name": "integrator", "config": {"n_channels": 3}}])
+    _, y, ids = mixture.sample_with_ids(16, generator=torch.Generator().manual_seed(0))
+    outputs = y + 0.2 * torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
+    scores = TaskScores()
+    for member in range(3):  # 0: flip-flop, 1: integrator, 2: unknown (the mean)
+        scores.update(torch.tensor([member]), outputs[None], outputs[None], y[None], ids[None])
+    meta, own = scores.scores(mixture, num_members=3, own=[0, 1, None])
+    flipflop, integrator = mixture.tasks
+    assert own[0] == pytest.approx(flipflop.metric(outputs[ids == 0], y[ids == 0]))
+    assert own[1] == pytest.approx(integrator.metric(outputs[ids == 1], y[ids == 1]))
+    assert own[2] == pytest.approx(mixture.metric(outputs, y, ids)) and meta == own
+    none = TaskScores()
+    none.update(torch.tensor([0]), outputs[ids == 1][None], outputs[ids == 1][None],
+                y[ids == 1][None], ids[ids == 1][None])
+    assert all(math.isnan(v) for v in none.scores(mixture, 1, own=[0])[1])  # no own trial
+
+
 @pytest.mark.parametrize("members", [4, 300])
 def test_loggers_get_per_member_lists_only_for_small_populations(members: int,
                                                                  tmp_path: Path) -> None:

@@ -363,3 +363,22 @@ def test_a_mixture_is_a_task_of_labelled_sub_tasks() -> None:
     assert by_task == {"flipflop0:bit_accuracy": 1.0, "flipflop1:bit_accuracy": 1.0}
     assert mixture.metric(y, y, task_ids=ids) == 1.0 and math.isnan(mixture.metric(y, y))
     assert dl.tasks.task_from_spec(dl.tasks.task_spec_of(mixture)).config() == mixture.config()
+
+
+def test_a_mixture_knows_each_members_own_sub_task_from_its_metadata() -> None:
+    """What the population writer records (name and every option) picks the sub-task; a
+    name alone does when it is the only one of that name; anything else says None."""
+    from dynamo_lightning.tasks.mixture import MixtureTask
+
+    mixture = MixtureTask([{"name": "flipflop", "config": {"n_bits": 3}},
+                           {"name": "integrator", "config": {"n_channels": 3, "leak": 0.1}},
+                           {"name": "integrator", "config": {"n_channels": 3, "leak": 0.5}}])
+    slow = mixture.tasks[1].config()  # every option, defaults included
+    assert mixture.own_sub_task({"task": "flipflop", "task_config": mixture.tasks[0].config()}) == 0
+    assert mixture.own_sub_task({"task": "flipflop"}) == 0
+    assert mixture.own_sub_task({"task": "integrator", "task_config": slow}) == 1
+    assert mixture.own_sub_task({"task": "integrator"}) is None  # two of that name
+    assert mixture.own_sub_task({"task": "integrator", "task_config": {"leak": 0.1}}) is None
+    assert mixture.own_sub_task({"task": "sine"}) is None and mixture.own_sub_task({}) is None
+    single = mixture.tasks[0]
+    assert single.own_sub_task({"task": "flipflop"}) is None  # its metric is every member's

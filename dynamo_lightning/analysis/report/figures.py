@@ -33,6 +33,7 @@ from dynamo_lightning.analysis.plots import (
 from dynamo_lightning.analysis.report.compute import ReportData
 from dynamo_lightning.analysis.report.sections import SCORE_KEYS
 from dynamo_lightning.analysis.selection import representative_members
+from dynamo_lightning.tasks.mixture import MIXTURE
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -135,7 +136,7 @@ def _emulation_per_member(report: dict[str, Any], values: Any, panels: list[tupl
             ax.plot(x - 0.1, own, "o", label="member", color="tab:gray", ms=5)
             ax.plot(x + 0.1, meta, "D", label="meta-model at θ_n", color="tab:green", ms=4)
             _zoom(ax, np.concatenate([own, meta]))
-            ax.set_ylabel(report["meta"]["metric_name"] or "task metric", fontsize=8)
+            ax.set_ylabel(_task_metric_label(report), fontsize=8)
             ax.legend(fontsize=7, loc="lower right")
         axes[-1, 0].set_xticks(x, ids, rotation=60, ha="right", fontsize=7)
         fig.suptitle("Emulation of each member (test pass)")
@@ -145,9 +146,15 @@ def _emulation_per_member(report: dict[str, Any], values: Any, panels: list[tupl
 def _emulation_distributions(report: dict[str, Any], values: Any,
                              panels: list[tuple[str, str]], has_task: bool) -> Figure:
     members = report["members"]
+    # One box per architecture, and per computation too where members differ in it: their
+    # task metrics are different measures, and their emulation may differ as much.
+    tasks = {str(m["metadata"].get("task", "")) for m in members}
     groups: dict[str, list[int]] = {}
     for i, m in enumerate(members):
-        groups.setdefault(str(m["metadata"].get("architecture", "all")), []).append(i)
+        name = str(m["metadata"].get("architecture", "all"))
+        if len(tasks) > 1:
+            name += f"\n{m['metadata'].get('task', '?')}"
+        groups.setdefault(name, []).append(i)
     names = list(groups)
     labels = [f"{name}\n({len(groups[name])})" for name in names]
     count = len(panels) + has_task
@@ -172,11 +179,20 @@ def _emulation_distributions(report: dict[str, Any], values: Any,
             _boxes(ax, [meta[groups[n]] for n in names], at + 0.18, "tab:green",
                    "meta-model at θ_n")
             _zoom(ax, np.concatenate([own, meta]))
-            ax.set_ylabel(report["meta"]["metric_name"] or "task metric", fontsize=8)
+            ax.set_ylabel(_task_metric_label(report), fontsize=8)
             ax.legend(fontsize=7, loc="lower right")
         axes[-1, 0].set_xticks(np.arange(len(names)), labels, fontsize=7)
-        fig.suptitle(f"Emulation of {len(members)} members by architecture (test pass)")
+        by = "architecture and task" if len(tasks) > 1 else "architecture"
+        fig.suptitle(f"Emulation of {len(members)} members by {by} (test pass)")
     return fig
+
+
+def _task_metric_label(report: dict[str, Any]) -> str:
+    """The task-metric axis: a mixture scores each member on its own computation (the
+    dynamo module's test pass), so the axis holds one metric per computation."""
+    if (report["meta"].get("task") or {}).get("name") == MIXTURE:
+        return "own task's metric"
+    return report["meta"]["metric_name"] or "task metric"
 
 
 def _boxes(ax: Any, samples: list[np.ndarray], positions: np.ndarray, color: str,

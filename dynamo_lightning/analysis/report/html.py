@@ -57,7 +57,8 @@ READ = {
            "recovered that distinction from the dynamics alone.",
     "emulation": "How well the meta-model at θ_n emulates member n on held-out test trials: "
                  "hidden R² of the aligned hidden states (1 = exact), agreement of the outputs, "
-                 "and the task metric of the meta-model at θ_n beside the member's own. Low "
+                 "and the task metric of the meta-model at θ_n beside the member's own (for a "
+                 "mixed population, on the member's own computation's trials). Low "
                  "values flag members the map places unreliably.",
     "fixed_points": "Fixed points under zero input, found from states each network visits "
                     "(Sussillo & Barak 2013). Stable points are the memories/attractors; saddles "
