@@ -307,6 +307,15 @@ if triton is not None:
         return tl.where(x < 0, -t, t)
 
     @triton.jit
+    def _put(ptrs, value, mask, ACCUMULATE: tl.constexpr):
+        """Write a gradient, or add it to other batch blocks' (atomics) when the batch is
+        split over several programs."""
+        if ACCUMULATE:
+            tl.atomic_add(ptrs, value, mask=mask)
+        else:
+            tl.store(ptrs, value, mask=mask)
+
+    @triton.jit
     def _state_before(hid_ptr, hid_offs, t, S, mask):
         """State columns at step t-1 of a block of rows (steps S values apart; h, or the
         LSTM's c from ``hid_ptr + H``): zero at t = 0 (and in padded rows and columns, so
@@ -509,31 +518,16 @@ if triton is not None:
                     dw0 += _mm(tl.trans(h_prev), da, TF32)
                 db0 += tl.sum(da, axis=0)
                 dh = _mm(da, wt0, TF32)
-        if ACCUMULATE:
-            tl.atomic_add(db_ptr + cols, db0, mask=col_ok)
+        _put(db_ptr + cols, db0, col_ok, ACCUMULATE)
+        if GATES >= 3:
+            _put(db_ptr + H + cols, db1, col_ok, ACCUMULATE)
+            _put(db_ptr + 2 * H + cols, db2, col_ok, ACCUMULATE)
+        if GATES == 4:
+            _put(db_ptr + 3 * H + cols, db3, col_ok, ACCUMULATE)
+        if not DW_OUTSIDE:
+            _put(dw_ptr + w_offs, dw0, w_mask, ACCUMULATE)
             if GATES >= 3:
-                tl.atomic_add(db_ptr + H + cols, db1, mask=col_ok)
-                tl.atomic_add(db_ptr + 2 * H + cols, db2, mask=col_ok)
+                _put(dw_ptr + H + w_offs, dw1, w_mask, ACCUMULATE)
+                _put(dw_ptr + 2 * H + w_offs, dw2, w_mask, ACCUMULATE)
             if GATES == 4:
-                tl.atomic_add(db_ptr + 3 * H + cols, db3, mask=col_ok)
-            if not DW_OUTSIDE:
-                tl.atomic_add(dw_ptr + w_offs, dw0, mask=w_mask)
-                if GATES >= 3:
-                    tl.atomic_add(dw_ptr + H + w_offs, dw1, mask=w_mask)
-                    tl.atomic_add(dw_ptr + 2 * H + w_offs, dw2, mask=w_mask)
-                if GATES == 4:
-                    tl.atomic_add(dw_ptr + 3 * H + w_offs, dw3, mask=w_mask)
-        else:
-            tl.store(db_ptr + cols, db0, mask=col_ok)
-            if GATES >= 3:
-                tl.store(db_ptr + H + cols, db1, mask=col_ok)
-                tl.store(db_ptr + 2 * H + cols, db2, mask=col_ok)
-            if GATES == 4:
-                tl.store(db_ptr + 3 * H + cols, db3, mask=col_ok)
-            if not DW_OUTSIDE:
-                tl.store(dw_ptr + w_offs, dw0, mask=w_mask)
-                if GATES >= 3:
-                    tl.store(dw_ptr + H + w_offs, dw1, mask=w_mask)
-                    tl.store(dw_ptr + 2 * H + w_offs, dw2, mask=w_mask)
-                if GATES == 4:
-                    tl.store(dw_ptr + 3 * H + w_offs, dw3, mask=w_mask)
+                _put(dw_ptr + 3 * H + w_offs, dw3, w_mask, ACCUMULATE)
