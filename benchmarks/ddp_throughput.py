@@ -1,8 +1,9 @@
 """DYNAMO training throughput on one device against two under DDP, side by side in one run.
 
 A population of N untrained members (half GRU, half vanilla tanh RNN, hidden 32, 3-bit
-flip-flop inputs, T = 64) is saved once; then the same online-mode fit (the scale run's
-settings: 128 members × 16 trials per batch, a meta-GRU of 128 units, k = 8) runs with
+flip-flop inputs, T = 64) is saved once; then the same online-mode fit (128 members × 16
+trials per batch by default, as the scale run had when this was measured, a meta-GRU of 128
+units, k = 8) runs with
 ``devices=1`` and with ``devices=2, strategy="ddp"``, each in its own process tree. An epoch
 is a fixed number of member-major batches; under DDP Lightning's distributed sampler gives
 each rank half of them, so two devices should take half the time per epoch. Measured per
