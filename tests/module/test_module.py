@@ -483,6 +483,34 @@ def test_task_scores_rate_a_mixtures_member_on_its_own_sub_task() -> None:
     assert all(math.isnan(v) for v in none.scores(mixture, 1, own=[0])[1])  # no own trial
 
 
+def test_the_test_pass_scores_a_mixed_populations_members_on_their_own_tasks() -> None:
+    """DynamoModule's test-epoch end hands each member's own sub-task (from its metadata,
+    as the population writer records it) to the scores."""
+    from types import SimpleNamespace
+
+    from dynamo_lightning.module.dynamo_module import DynamoModule
+    from dynamo_lightning.module.task_scores import TaskScores
+    from dynamo_lightning.tasks.mixture import MixtureTask
+
+    mixture = MixtureTask([{"name": "flipflop", "config": {"n_bits": 3}},
+                           {"name": "integrator", "config": {"n_channels": 3}}])
+    _, y, ids = mixture.sample_with_ids(16, generator=torch.Generator().manual_seed(0))
+    outputs = y + 0.2 * torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
+    scores = TaskScores()
+    scores.update(torch.tensor([0, 1]), outputs.expand(2, *y.shape), outputs.expand(2, *y.shape),
+                  y.expand(2, *y.shape), ids.expand(2, -1))
+    metadata = [{"task": task.name, "task_config": task.config()} for task in mixture.tasks]
+    module = SimpleNamespace(
+        task=mixture, _task_scores=scores, member_scores={}, log=lambda *a, **k: None,
+        _log_member_metrics=lambda stage: None,
+        hparams=SimpleNamespace(num_members=2, member_metadata=metadata))
+    DynamoModule.on_test_epoch_end(module)
+    own = module.member_scores["task_metric_member"]
+    for member, task in enumerate(mixture.tasks):
+        rows = ids == member
+        assert own[member] == pytest.approx(task.metric(outputs[rows], y[rows]))
+
+
 @pytest.mark.parametrize("members", [4, 300])
 def test_loggers_get_per_member_lists_only_for_small_populations(members: int,
                                                                  tmp_path: Path) -> None:
