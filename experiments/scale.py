@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import statistics
 import sys
 import time
@@ -140,8 +141,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result.update({
         "members": len(members), "median_hidden_r2": summary["median_hidden_r2"],
         "median_output_agreement": summary["median_output_agreement"],
-        "median_task_metric_member": statistics.median(scores["task_metric_member"])
-        if scores.get("task_metric_member") else None, "checkpoint": str(ckpt)})
+        "median_task_metric": _task_medians(scores, cli.model.hparams.member_metadata),
+        "checkpoint": str(ckpt)})
     _write(args, result)
 
     started = time.perf_counter()
@@ -155,6 +156,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(json.dumps({k: result[k] for k in ("members", "seconds", "total_seconds",
                                             "median_hidden_r2")}, indent=2))
     return result
+
+
+def _task_medians(scores: dict[str, list[float]], metadata: list[dict[str, Any]]
+                  ) -> dict[str, dict[str, float]]:
+    """Per computation, the median task metric of its members and of the meta-model at
+    their θ (each member scored on its own task: one median per metric, never mixed)."""
+    medians: dict[str, dict[str, float]] = {}
+    for task in sorted({str(m.get("task")) for m in metadata}):
+        mine = [i for i, m in enumerate(metadata) if str(m.get("task")) == task]
+        for key, name in (("task_metric_member", "member"), ("task_metric_meta", "meta")):
+            values = [scores[key][i] for i in mine
+                      if key in scores and not math.isnan(scores[key][i])]
+            if values:
+                medians.setdefault(task, {})[name] = statistics.median(values)
+    return medians
 
 
 def _timer(cli: Any) -> Any:

@@ -41,6 +41,8 @@ def test_every_stage_is_timed_and_the_report_written(tmp_path: Path) -> None:
     assert sum(population[k] for k in ("before_fit", "fit", "write")) <= (
         written["seconds"]["population"] + 0.1)
     assert 0 <= written["median_output_agreement"] <= 1
+    assert set(written["median_task_metric"]) == {"flipflop", "integrator"}  # one per metric
+    assert 0 <= written["median_task_metric"]["flipflop"]["member"] <= 1  # bit accuracy
     assert (tmp_path / "run" / "report" / "report.html").is_file()
     fitted = yaml.safe_load(next((tmp_path / "run" / "fit").glob("*/config.yaml")).read_text())
     assert fitted["data"]["members_per_batch"] == 4  # the override reached the fit
