@@ -324,24 +324,35 @@ if triton is not None:
         return tl.where(t > 0, prev, 0.0)
 
     @triton.jit
-    def _forward_kernel(u_ptr, w_ptr, b_ptr, hid_ptr, T, B, H, CELL: tl.constexpr,
-                        GATES: tl.constexpr, TF32: tl.constexpr, BLOCK_B: tl.constexpr,
-                        BLOCK_H: tl.constexpr):
+    def _program_block(T, B, H, CELL: tl.constexpr, GATES: tl.constexpr,
+                       BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+        """What both kernels derive from the program id: its member, gate and state widths
+        (S: the LSTM's state is [h, c]), masks, and the offsets of W's first gate block
+        (``W[i, k*H + j]`` at ``w_offs + k*H``), of ``u[b, t]`` (at ``u_offs + t*gh``) and of
+        the state ``[b, t]`` (at ``hid_offs + t*S``) within the member."""
         member = tl.program_id(0).to(tl.int64)
         rows = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
         cols = tl.arange(0, BLOCK_H)
         gh = GATES * H
-        S = 2 * H if CELL == 3 else H  # state width: the LSTM's is [h, c]
+        S = 2 * H if CELL == 3 else H
         col_ok = cols < H
         io_mask = (rows < B)[:, None] & col_ok[None, :]
         w_mask = col_ok[:, None] & col_ok[None, :]
+        w_offs = cols[:, None] * gh + cols[None, :]
+        u_offs = rows[:, None] * (T * gh) + cols[None, :]
+        hid_offs = rows[:, None] * (T * S) + cols[None, :]
+        return member, cols, gh, S, col_ok, io_mask, w_mask, w_offs, u_offs, hid_offs
+
+    @triton.jit
+    def _forward_kernel(u_ptr, w_ptr, b_ptr, hid_ptr, T, B, H, CELL: tl.constexpr,
+                        GATES: tl.constexpr, TF32: tl.constexpr, BLOCK_B: tl.constexpr,
+                        BLOCK_H: tl.constexpr):
+        member, cols, gh, S, col_ok, io_mask, w_mask, w_offs, u_offs, hid_offs = (
+            _program_block(T, B, H, CELL, GATES, BLOCK_B, BLOCK_H))
         w_ptr += member * H * gh
         b_ptr += member * gh
         u_ptr += member * B * T * gh
         hid_ptr += member * B * T * S
-        w_offs = cols[:, None] * gh + cols[None, :]  # W[i, k*H + j] at w_offs + k*H
-        u_offs = rows[:, None] * (T * gh) + cols[None, :]  # u[b, t] at u_offs + t*gh
-        hid_offs = rows[:, None] * (T * S) + cols[None, :]  # h[b, t] at hid_offs + t*S
         # Padded rows and columns of W and b are zero, so padded state columns stay zero
         # (the LSTM's: c = c/2 + 0, h = tanh(0)/2).
         w0 = tl.load(w_ptr + w_offs, mask=w_mask, other=0.0)
@@ -389,14 +400,8 @@ if triton is not None:
         # the matmuls after the kernel, and the tanh and ReLU cells never need h_{t-1}.
         # db_hh stays here: [BLOCK_H] vectors and a row sum a step, where a sum after the
         # kernel would read du and dn·r again (6.4 GB for the GRU at G=4,096, B=T=64, H=32).
-        member = tl.program_id(0).to(tl.int64)
-        rows = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
-        cols = tl.arange(0, BLOCK_H)
-        gh = GATES * H
-        S = 2 * H if CELL == 3 else H  # state width: the LSTM's is [h, c]
-        col_ok = cols < H
-        io_mask = (rows < B)[:, None] & col_ok[None, :]
-        w_mask = col_ok[:, None] & col_ok[None, :]
+        member, cols, gh, S, col_ok, io_mask, w_mask, w_offs, u_offs, hid_offs = (
+            _program_block(T, B, H, CELL, GATES, BLOCK_B, BLOCK_H))
         w_ptr += member * H * gh
         dw_ptr += member * H * gh
         b_ptr += member * gh
@@ -406,10 +411,7 @@ if triton is not None:
         hid_ptr += member * B * T * S
         dhid_ptr += member * B * T * S
         dhn_ptr += member * B * T * H  # the GRU's dn·r (S = H), or du unused
-        w_offs = cols[:, None] * gh + cols[None, :]
         wt_offs = cols[None, :] * gh + cols[:, None]  # W_k transposed: [j_out, i_in]
-        u_offs = rows[:, None] * (T * gh) + cols[None, :]
-        hid_offs = rows[:, None] * (T * S) + cols[None, :]
         wt0 = tl.load(w_ptr + wt_offs, mask=w_mask, other=0.0)
         db0 = tl.zeros((BLOCK_H,), dtype=tl.float32)
         if not DW_OUTSIDE:
