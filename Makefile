@@ -43,6 +43,7 @@ bench: install
 	$(BIN)/python benchmarks/population_forward.py
 	$(BIN)/python benchmarks/fixed_points.py
 	$(BIN)/python benchmarks/eigenvalues.py
+	$(BIN)/python benchmarks/per_member_work.py
 	! $(BIN)/python -c "import triton" 2>/dev/null || $(BIN)/python benchmarks/kernel_registers.py
 	test ! -d runs/demo/population || $(BIN)/python benchmarks/fixed_points.py --members
 	$(BIN)/python benchmarks/population_training.py

@@ -66,7 +66,7 @@ class TaskScores(Metric):
         trials = {k: v.cpu() for k, v in self.compute().items()}
         meta_scores, member_scores = [math.nan] * num_members, [math.nan] * num_members
         # Trials sorted by member once, then cut into one run per member: a mask per member
-        # would read every trial N times (at 10,000 members, 70 s of a 2-core CPU).
+        # would read every trial N times (benchmarks/per_member_work.py: 6.4x slower at 10,000).
         order = torch.argsort(trials["member"], stable=True)
         members, counts = torch.unique_consecutive(trials["member"][order], return_counts=True)
         runs = {k: v[order].split(counts.tolist()) for k, v in trials.items() if k != "member"}
