@@ -13,11 +13,17 @@ settings: 8 members × 32 trials per batch, meta-GRU of 64 units, k = 8) through
 - ``train peak``: peak GPU memory over the training steps (reset after setup);
 - ``s/batch``: wall time per training step after a warm-up.
 
-The ratios compare the largest N with the smallest. CUDA only (the point is GPU memory).
+The ratios compare the largest N with the smallest. ``--paths fused plain`` also times each
+N side by side without the fused Triton kernels (``fused_recurrence.FASTER_UP_TO`` emptied
+for that fit: every batch's members then run their cells step by step), so the fused online
+forward's gain is measured in the same run. ``--members-per-batch 512 --samples 16`` is the
+scale config's batch. CUDA only (the point is GPU memory).
 
 Usage::
 
     python benchmarks/online_memory.py --sizes 1000 10000     # writes online_memory_cuda.json
+    python benchmarks/online_memory.py --paths fused plain --members-per-batch 512 \
+        --samples 16 --tag paths                              # online_memory_paths_cuda.json
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from common import finish, row
 from dynamo_lightning.data import TrajectoryDataModule
 from dynamo_lightning.module import DynamoModule
 from dynamo_lightning.population import Population, architectures
+from dynamo_lightning.population.architectures import fused_recurrence
 
 # What the CLI links from the data module into the model (DynamoCLI's DATA_TO_MODEL).
 LINKED = ("num_members", "input_size", "output_size", "num_components", "output_kind",
@@ -77,15 +84,18 @@ class Meter(pl.Callback):
         self.values["train_peak"] = torch.cuda.max_memory_allocated()
 
 
-def measure(n: int, folder: Path, warmup: int, steps: int) -> dict[str, float]:
+def measure(n: int, folder: Path, warmup: int, steps: int, members_per_batch: int = 8,
+            samples: int = 32) -> dict[str, float]:
     started = time.perf_counter()
-    path = make_population(n, folder / f"population_{n}")
+    path = folder / f"population_{n}"
+    if not path.exists():
+        make_population(n, path)
     written = time.perf_counter() - started
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
-    data = TrajectoryDataModule(str(path), mode="online", num_components=8, members_per_batch=8,
-                                samples_per_member=32, train_trials=512, val_trials=128,
-                                test_trials=128)
+    data = TrajectoryDataModule(str(path), mode="online", num_components=8,
+                                members_per_batch=members_per_batch, samples_per_member=samples,
+                                train_trials=512, val_trials=128, test_trials=128)
     model = DynamoModule(**{key: getattr(data, key) for key in LINKED})
     meter = Meter(warmup)
     trainer = pl.Trainer(accelerator="gpu", devices=1, max_steps=warmup + steps,
@@ -105,27 +115,60 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--members-per-batch", type=int, default=8)
+    parser.add_argument("--samples", type=int, default=32, help="trials per member per batch")
+    parser.add_argument("--paths", nargs="+", choices=("fused", "plain"), default=["fused"],
+                        help="plain: the same fit without the fused kernels")
+    parser.add_argument("--tag", default="", help="results file online_memory_<tag>_cuda")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("online_memory.py measures GPU memory: it needs a CUDA device")
     rows, results = [], {}
     with tempfile.TemporaryDirectory() as folder:
         for n in args.sizes:
-            r = results[n] = measure(n, Path(folder), args.warmup, args.steps)
-            rows += [row(f"N={n}", "setup peak", r["setup_peak"] / 2**20, "MiB"),
-                     row(f"N={n}", "train peak", r["train_peak"] / 2**20, "MiB"),
-                     row(f"N={n}", "s/batch", r["s_per_batch"], "s"),
-                     row(f"N={n}", "population written", r["write"], "s"),
-                     row(f"N={n}", "fit (setup + all steps)", r["fit"], "s")]
-            print({k: round(v, 4) for k, v in r.items()}, flush=True)
-    small, large = min(results), max(results)
-    ratios = {f"train peak N={large} / N={small}":
-              results[large]["train_peak"] / results[small]["train_peak"],
-              f"setup peak N={large} / N={small}":
-              results[large]["setup_peak"] / results[small]["setup_peak"],
-              f"s/batch N={large} / N={small}":
-              results[large]["s_per_batch"] / results[small]["s_per_batch"]}
-    finish("online_memory", "cuda", rows, ratios)
+            for path in args.paths:
+                label = f"N={n}" if path == "fused" else f"N={n} plain"
+                r = results[n, path] = measure_path(path, n, Path(folder), args)
+                rows += [row(label, "setup peak", r["setup_peak"] / 2**20, "MiB"),
+                         row(label, "train peak", r["train_peak"] / 2**20, "MiB"),
+                         row(label, "s/batch", r["s_per_batch"], "s"),
+                         row(label, "fit (setup + all steps)", r["fit"], "s")]
+                if path == args.paths[0]:  # the later paths reuse the saved population
+                    rows.append(row(f"N={n}", "population written", r["write"], "s"))
+                print(label, {k: round(v, 4) for k, v in r.items()}, flush=True)
+    finish("_".join(filter(None, ["online_memory", args.tag])), "cuda", rows,
+           ratios(results, args.sizes, args.paths))
+
+
+def measure_path(path: str, n: int, folder: Path, args: argparse.Namespace
+                 ) -> dict[str, float]:
+    """One fit; ``plain`` with the fused-kernel map emptied for its duration."""
+    widths = dict(fused_recurrence.FASTER_UP_TO)
+    if path == "plain":
+        fused_recurrence.FASTER_UP_TO.clear()
+    try:
+        return measure(n, folder, args.warmup, args.steps, args.members_per_batch, args.samples)
+    finally:
+        fused_recurrence.FASTER_UP_TO.update(widths)
+
+
+def ratios(results: dict[tuple[int, str], dict[str, float]], sizes: list[int],
+           paths: list[str]) -> dict[str, float]:
+    """Largest N against smallest on each path; plain against fused at each N."""
+    small, large = min(sizes), max(sizes)
+    out = {}
+    for path in paths:
+        suffix = "" if path == "fused" else f" ({path})"
+        a, b = results[large, path], results[small, path]
+        if large != small:
+            out |= {f"train peak N={large} / N={small}{suffix}": a["train_peak"] / b["train_peak"],
+                    f"setup peak N={large} / N={small}{suffix}": a["setup_peak"] / b["setup_peak"],
+                    f"s/batch N={large} / N={small}{suffix}": a["s_per_batch"] / b["s_per_batch"]}
+    if {"fused", "plain"} <= set(paths):
+        for n in sizes:
+            out[f"N={n}: s/batch plain / fused"] = (results[n, "plain"]["s_per_batch"]
+                                                    / results[n, "fused"]["s_per_batch"])
+    return out
 
 
 if __name__ == "__main__":

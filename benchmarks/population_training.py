@@ -17,16 +17,16 @@ PyTorch ops launched from Python, the path before CUDA graphs) and, on CUDA, ``g
 replayed from one CUDA graph, each group on its own stream, cells not compiled),
 ``graphed+compiled`` (also ``compile_cells``: each cell ``torch.compile``'d, fusing its gate
 arithmetic; the default on CUDA before ``fused_cells``) and ``graphed+fused`` (also
-``fused_cells``: GRU, tanh and ReLU stacks run their whole time loop as one Triton kernel,
-forward and backward; LSTM and UGRNN stacks compiled as before; the default on CUDA);
+``fused_cells``: GRU, tanh, ReLU and LSTM stacks run their whole time loop as one Triton
+kernel, forward and backward; UGRNN stacks compiled as before; the default on CUDA);
 ``graphed+fused+dwin`` is that with the backward kernel accumulating ``dW_hh`` itself, as
 before ``graphed+fused`` moved it to batched matmuls after the kernel
 (``fused_recurrence.DW_OUTSIDE = False``; both read the same batch-major projections);
 ``graphed+fused+tf32`` is ``graphed+fused`` with
 ``torch.set_float32_matmul_precision("high")`` for its run: every float32 matmul, the
-kernels' dots included, in TF32; ``graphed+fused+lstm`` is ``graphed+fused`` with the LSTM
-stacks fused too (``fused_recurrence.FASTER_UP_TO["lstm"] = 32`` for its run; off by
-default until this path shows it faster than their compiled cells). The other paths run with
+kernels' dots included, in TF32; ``graphed+fused-lstm`` is ``graphed+fused`` with the LSTM
+stacks compiled instead of fused ("lstm" dropped from ``fused_recurrence.FASTER_UP_TO`` for
+its run: the default before this path's comparison put the LSTM in it). The other paths run with
 ``fused_cells`` off, so they measure what they did before it. Timed
 from the end of ``--warmup`` steps (the graph is captured in the first) to the end of
 ``--steps`` more, with the device synchronised at both ends. Also timed per case: start-up
@@ -73,8 +73,8 @@ CASES: dict[str, dict[str, Any]] = {
 }
 DEFAULT_CASES = ["grid30", "grid256", "stack4096"]
 CUDA_PATHS = ["eager", "graphed", "graphed+compiled", "graphed+fused", "graphed+fused+dwin",
-              "graphed+fused+tf32", "graphed+fused+lstm"]
-FUSED = ("graphed+fused", "graphed+fused+dwin", "graphed+fused+tf32", "graphed+fused+lstm")
+              "graphed+fused+tf32", "graphed+fused-lstm"]
+FUSED = ("graphed+fused", "graphed+fused+dwin", "graphed+fused+tf32", "graphed+fused-lstm")
 COMPILED = ("graphed+compiled", *FUSED)  # fused: the stacks not fused (UGRNN, LSTM) compiled
 
 
@@ -189,8 +189,8 @@ def main() -> None:
                 torch.set_float32_matmul_precision("high")
             if path.endswith("+dwin"):
                 fused_recurrence.DW_OUTSIDE = False
-            if path.endswith("+lstm"):
-                fused_recurrence.FASTER_UP_TO["lstm"] = 32
+            if path.endswith("-lstm"):
+                fused_recurrence.FASTER_UP_TO.pop("lstm", None)
             try:
                 rate, members, startup, loss = train_rate(
                     case, args.device, path != "eager", args.warmup, timed,
@@ -217,7 +217,7 @@ def main() -> None:
         for slower, faster in (("graphed+compiled", "graphed+fused"),
                                ("graphed+fused+dwin", "graphed+fused"),
                                ("graphed+fused", "graphed+fused+tf32"),
-                               ("graphed+fused", "graphed+fused+lstm")):
+                               ("graphed+fused-lstm", "graphed+fused")):
             if {slower, faster} <= rates.keys():
                 ratios[f"{case}: {faster} / {slower}"] = rates[faster] / rates[slower]
     name = "population_writing" if args.write_only else "population_training"

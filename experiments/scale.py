@@ -4,8 +4,8 @@ Stages, each timed:
 
 1. ``population`` — ``configs/scale/population.yaml``: 2 computations (3-bit flip-flop,
    3-channel leaky integrator) × 5 architectures × ``--seeds`` seeds (1,000: 10,000
-   members), trained stacked (on a GPU: one CUDA graph per step, compiled cells), scored and
-   written;
+   members), trained stacked (on a GPU: one CUDA graph per step, fused or compiled cells,
+   TF32 by the config's ``float32_matmul_precision: high``), scored and written;
 2. ``fit`` — ``configs/scale/dynamo.yaml``: DYNAMO in online mode (each batch runs only its
    members), then one test pass for the held-out emulation scores (median hidden R²);
 3. ``report`` — the analysis report of that checkpoint (what ``dynamo analyze`` writes), with

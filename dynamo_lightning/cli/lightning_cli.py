@@ -15,8 +15,9 @@ import glob
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
@@ -46,6 +47,7 @@ DATA_TO_MODEL = ("num_members", "input_size", "output_size", "num_components", "
 DYNAMO_BASE = Path(__file__).resolve().parent / "defaults" / "dynamo_fit.yaml"
 DYNAMO_SUBCOMMANDS = ("fit", "validate", "test")
 CHECKPOINT_KEYWORDS = ("last", "best", "hpc", "registry")
+MatmulPrecision = Literal["highest", "high", "medium"]
 """``--ckpt_path`` values that Lightning resolves itself (not file paths)."""
 
 
@@ -70,6 +72,23 @@ class SafeCheckpointCLI(LightningCLI):
     first (one clear error for a missing, truncated or foreign file) and loads with
     ``weights_only=True`` unless the user sets ``--weights_only`` (a planted pickle never
     runs, whatever torch's default); a fit's output folders are writable."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--float32_matmul_precision", type=MatmulPrecision, default=None,
+            help="torch.set_float32_matmul_precision for this run, restored after it: 'high' "
+                 "lets float32 matmuls and the fused population kernels use TF32 on a GPU "
+                 "(unset: leave torch's setting as it is)")
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        precision = self.config[subcommand].get("float32_matmul_precision")
+        before = torch.get_float32_matmul_precision()
+        if precision:
+            torch.set_float32_matmul_precision(precision)
+        try:
+            super()._run_subcommand(subcommand)
+        finally:
+            torch.set_float32_matmul_precision(before)
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
         kwargs = super()._prepare_subcommand_kwargs(subcommand)
@@ -130,6 +149,7 @@ class PopulationCLI(SafeCheckpointCLI):
     links ``data.tasks`` to ``model.tasks`` so the task list is written once."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
         parser.add_lightning_class_args(PopulationWriter, "population")
         parser.link_arguments("data.tasks", "model.tasks", apply_on="parse")
 
@@ -140,6 +160,7 @@ class DynamoCLI(SafeCheckpointCLI):
     checksum) unless ``--allow_population_change true``."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
         for name in DATA_TO_MODEL:
             parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
         parser.add_argument(

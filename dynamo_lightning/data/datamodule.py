@@ -13,7 +13,7 @@ PCA on the *train* trials only, and then either
   stacks, so a batch's time and memory do not grow with N). Setup still runs the population
   once over the train trials, in chunks sized to ``TRAJECTORY_CHUNK_BYTES``.
 
-Either way, on a GPU the population's GRU, tanh and ReLU stacks run their time loop as one
+Either way, on a GPU the population's GRU, tanh, ReLU and LSTM stacks run their time loop as one
 Triton kernel each (``Population.use_fused_kernels``), not a few launches per time step.
 
 Feed-forward (CNN) populations go through the same code: depth is time, and the targets are
@@ -134,7 +134,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
             raise ValueError(f"TrajectoryDataModule: samples_per_member ({samples_per_member}) "
                              f"must not exceed train_trials ({train_trials})")
         self.population_path = str(Path(population).expanduser().resolve())
-        # Trajectories (the cache, online batches) of GRU, tanh and ReLU stacks run as one
+        # Trajectories (the cache, online batches) of GRU, tanh, ReLU and LSTM stacks run as one
         # Triton kernel each on a GPU instead of a few launches per time step.
         self._population = Population.load(self.population_path).use_fused_kernels()
         self.task = build_input_source(self._population, task)

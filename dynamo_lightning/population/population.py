@@ -236,7 +236,7 @@ class Population(Sequence[Member]):
         return self
 
     def use_fused_kernels(self, on: bool = True) -> Population:
-        """Whether GRU, tanh and ReLU stacks run their forward as one Triton kernel while the
+        """Whether GRU, tanh, ReLU and LSTM stacks run their forward as one Triton kernel while the
         population is on a CUDA device (the kernel of population training's ``fused_cells``,
         at the same widths): the same states up to float summation order, one launch per
         stack instead of a few per time step. Off by default, so that analysis sees the

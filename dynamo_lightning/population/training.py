@@ -10,7 +10,7 @@ parallel streams (:mod:`~dynamo_lightning.population.graphed_step`; ``cuda_graph
 eager step is launch-bound there. On a GPU each recurrent cell is also ``torch.compile``'d
 (``compile_cells``): its gate arithmetic and that of its backward become a few fused kernels
 instead of one per operation, which halves the step's memory traffic (measured in
-``benchmarks/population_training.py``). GRU, tanh and ReLU stacks go further
+``benchmarks/population_training.py``). GRU, tanh, ReLU and LSTM stacks go further
 (``fused_cells``): their whole time loop, forward and backward, is one Triton kernel that
 keeps each member's recurrent weights on chip
 (:mod:`~dynamo_lightning.population.architectures.fused_recurrence`).
@@ -62,8 +62,8 @@ class PopulationModule(pl.LightningModule):
             architecture). If compiling fails while the step is captured, the plain cells
             and the eager step run instead, with a warning.
         fused_cells: on a CUDA device with 32-bit precision and Triton installed, run the
-            whole time loop of each stack whose class names a ``fused_cell`` (GRU up to
-            H=32, tanh and ReLU up to H=64: where the kernel was measured faster) as one
+            whole time loop of each stack whose class names a ``fused_cell`` (GRU and LSTM up
+            to H=32, tanh and ReLU up to H=64: where the kernel was measured faster) as one
             Triton kernel, forward and backward, instead of compiling its cell; other stacks
             keep ``compile_cells``. The same arithmetic with far less memory traffic; the
             first step takes the kernels' compile time (seconds). If a kernel fails while

@@ -70,6 +70,29 @@ def test_test_and_validate_run_from_the_checkpoint(run: dict) -> None:
     assert main(["validate", *args]) == 0
 
 
+def test_matmul_precision_holds_for_the_run_and_is_restored(
+        run: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """``--float32_matmul_precision high`` (TF32 on a GPU) is torch's setting while the run
+    runs, and the one before it afterwards; unset, the run leaves torch's setting alone."""
+    seen = []
+    monkeypatch.setattr(DynamoModule, "on_validation_start",
+                        lambda self: seen.append(torch.get_float32_matmul_precision()))
+    args = ["validate", *run["common"], "--ckpt_path", str(run["last"])]
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        assert main([*args, "--float32_matmul_precision", "high"]) == 0
+        assert torch.get_float32_matmul_precision() == "highest"
+        torch.set_float32_matmul_precision("medium")
+        assert main(args) == 0
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert seen == ["high", "medium"]
+    error = run_failing([*args, "--float32_matmul_precision", "fast"], capsys)
+    assert "float32_matmul_precision" in error and "fast" in error
+    assert len(error.strip().splitlines()) == 1
+
 def run_failing(argv: list[str], capsys: pytest.CaptureFixture) -> str:
     """Run ``main(argv)``, expect it to fail with status 2 (a config error from the parser,
     or one line from the package's error boundary), return stderr."""
