@@ -17,7 +17,7 @@ import socket
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +105,33 @@ def _synchronize() -> None:
     # Only once CUDA is in use: a CPU benchmark must not create a CUDA context.
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
+
+
+@contextlib.contextmanager
+def kernel_variant(path: str) -> Iterator[None]:
+    """The fused-kernel settings a benchmark path names, for its run only: ``...+tf32``
+    float32 matmul precision "high" (TF32 matmuls and kernel dots), ``...+dwin`` ``dW_hh``
+    accumulated in the backward kernel (``DW_OUTSIDE`` off), ``...-lstm`` LSTM stacks not
+    fused, ``plain`` no stack fused; any other path the defaults."""
+    from dynamo_lightning.population.architectures import fused_recurrence as fr
+
+    precision, dw_outside, widths = (torch.get_float32_matmul_precision(), fr.DW_OUTSIDE,
+                                     dict(fr.FASTER_UP_TO))
+    if path.endswith("+tf32"):
+        torch.set_float32_matmul_precision("high")
+    if path.endswith("+dwin"):
+        fr.DW_OUTSIDE = False
+    if path.endswith("-lstm"):
+        fr.FASTER_UP_TO.pop("lstm", None)
+    if path == "plain":
+        fr.FASTER_UP_TO.clear()
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(precision)
+        fr.DW_OUTSIDE = dw_outside
+        fr.FASTER_UP_TO.clear()
+        fr.FASTER_UP_TO.update(widths)
 
 
 def row(case: str, metric: str, value: float, unit: str) -> dict[str, Any]:

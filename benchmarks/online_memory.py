@@ -36,12 +36,11 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from common import finish, row
+from common import finish, kernel_variant, row
 
 from dynamo_lightning.data import TrajectoryDataModule
 from dynamo_lightning.module import DynamoModule
 from dynamo_lightning.population import Population, architectures
-from dynamo_lightning.population.architectures import fused_recurrence
 
 # What the CLI links from the data module into the model (DynamoCLI's DATA_TO_MODEL).
 LINKED = ("num_members", "input_size", "output_size", "num_components", "output_kind",
@@ -128,7 +127,9 @@ def main() -> None:
         for n in args.sizes:
             for path in args.paths:
                 label = f"N={n}" if path == "fused" else f"N={n} plain"
-                r = results[n, path] = measure_path(path, n, Path(folder), args)
+                with kernel_variant(path):  # plain: the fused-kernel map emptied
+                    r = results[n, path] = measure(n, Path(folder), args.warmup, args.steps,
+                                                   args.members_per_batch, args.samples)
                 rows += [row(label, "setup peak", r["setup_peak"] / 2**20, "MiB"),
                          row(label, "train peak", r["train_peak"] / 2**20, "MiB"),
                          row(label, "s/batch", r["s_per_batch"], "s"),
@@ -138,18 +139,6 @@ def main() -> None:
                 print(label, {k: round(v, 4) for k, v in r.items()}, flush=True)
     finish("_".join(filter(None, ["online_memory", args.tag])), "cuda", rows,
            ratios(results, args.sizes, args.paths))
-
-
-def measure_path(path: str, n: int, folder: Path, args: argparse.Namespace
-                 ) -> dict[str, float]:
-    """One fit; ``plain`` with the fused-kernel map emptied for its duration."""
-    widths = dict(fused_recurrence.FASTER_UP_TO)
-    if path == "plain":
-        fused_recurrence.FASTER_UP_TO.clear()
-    try:
-        return measure(n, folder, args.warmup, args.steps, args.members_per_batch, args.samples)
-    finally:
-        fused_recurrence.FASTER_UP_TO.update(widths)
 
 
 def ratios(results: dict[tuple[int, str], dict[str, float]], sizes: list[int],

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--members", type=int, default=10_000)
     parser.add_argument("--trials", type=int, default=64, help="test trials per member")
     parser.add_argument("--points", type=int, default=24_000,
-                        help="meta-model fixed points (the 10k scale run kept 23,860)")
+                        help="meta-model fixed points (the 10k scale run kept 21,149)")
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args(argv)
     n = args.members

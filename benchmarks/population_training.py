@@ -53,9 +53,8 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from common import finish, row
+from common import finish, kernel_variant, row
 
-from dynamo_lightning.population.architectures import fused_recurrence
 from dynamo_lightning.population.datamodule import TaskDataModule
 from dynamo_lightning.population.training import PopulationModule
 from dynamo_lightning.population.writer import PopulationWriter
@@ -182,24 +181,10 @@ def main() -> None:
         rates = {}
         for path in paths:
             timed = args.eager_steps if path == "eager" and args.device == "cuda" else steps
-            precision = torch.get_float32_matmul_precision()
-            dw_outside = fused_recurrence.DW_OUTSIDE
-            widths = dict(fused_recurrence.FASTER_UP_TO)
-            if path.endswith("+tf32"):
-                torch.set_float32_matmul_precision("high")
-            if path.endswith("+dwin"):
-                fused_recurrence.DW_OUTSIDE = False
-            if path.endswith("-lstm"):
-                fused_recurrence.FASTER_UP_TO.pop("lstm", None)
-            try:
+            with kernel_variant(path):
                 rate, members, startup, loss = train_rate(
                     case, args.device, path != "eager", args.warmup, timed,
                     compiled=path in COMPILED, fused=path in FUSED)
-            finally:
-                torch.set_float32_matmul_precision(precision)
-                fused_recurrence.DW_OUTSIDE = dw_outside
-                fused_recurrence.FASTER_UP_TO.clear()
-                fused_recurrence.FASTER_UP_TO.update(widths)
             rates[path] = rate
             rows += [row(f"{case} {path}", "steps/s", rate, "1/s"),
                      row(f"{case} {path}", "member-steps/s", rate * members, "1/s"),

@@ -149,9 +149,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = "cuda" if args.accelerator == "gpu" else "cpu"
     report = run_analysis(ckpt, out / "report", scores=scores, device=device, **REPORT)
     seconds["report"] = round(time.perf_counter() - started, 1)
-    report_meta = json.loads((report / "report.json").read_text()).get("meta", {})
+    written = json.loads((report / "report.json").read_text())
     result.update({"report": str(report / "report.html"),
-                   "report_timings": report_meta.get("timings", {}), "finished": True})
+                   "report_timings": written.get("meta", {}).get("timings", {}),
+                   "fixed_points": fixed_point_counts(written), "finished": True})
     _write(args, result)
     print(json.dumps({k: result[k] for k in ("members", "seconds", "total_seconds",
                                             "median_hidden_r2")}, indent=2))
@@ -171,6 +172,15 @@ def _task_medians(scores: dict[str, list[float]], metadata: list[dict[str, Any]]
             if values:
                 medians.setdefault(task, {})[name] = statistics.median(values)
     return medians
+
+
+def fixed_point_counts(report: dict[str, Any]) -> dict[str, int]:
+    """Fixed points the report kept, of the members and of the meta-model at their θ: each
+    was classified by its Jacobian's eigenvalues, the fixed-point stage's largest part
+    before those ran on every core."""
+    members = report.get("fixed_points", {}).get("members", [])
+    return {side: sum(m[side]["total"] for m in members if m.get(side))
+            for side in ("member", "meta")}
 
 
 def _timer(cli: Any) -> Any:

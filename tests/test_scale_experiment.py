@@ -35,6 +35,7 @@ def test_every_stage_is_timed_and_the_report_written(tmp_path: Path) -> None:
     assert all(v > 0 for v in written["seconds"].values())
     assert written["total_seconds"] == pytest.approx(sum(written["seconds"].values()), abs=0.2)
     assert "fixed_points" in written["report_timings"]
+    assert written["fixed_points"]["member"] > 0 and written["fixed_points"]["meta"] >= 0
     population, fit = written["phases"]["population"], written["phases"]["fit"]
     assert (population["steps"], population["validations"]) == (4, 1)  # 14 − 10 warm-up
     assert population["write"] > 0 and fit["test"] > 0 and fit["validations"] == 1

@@ -1,9 +1,9 @@
 """Eigenvalues of many small general matrices, in float64 on the CPU, on every core.
 
 Why: the fixed-point search classifies each point by the eigenvalues of its Jacobian, and a
-report at scale has tens of thousands of points (10,000 members: 24,000 meta-model points of
+report at scale has tens of thousands of points (10,000 members: 21,149 meta-model points of
 128 units). ``torch.linalg.eigvals`` of a batch runs LAPACK's ``geev`` matrix by matrix on one
-core (6.9 ms per 128 × 128 matrix on a 2-core Xeon, whatever ``torch.set_num_threads``
+core (6.4 ms per 128 × 128 matrix on a 2-core Xeon, whatever ``torch.set_num_threads``
 says); it releases the GIL, so a thread pool over chunks of the batch runs one chunk per
 core. Each matrix's eigenvalues are computed by the same routine either way: the result does
 not depend on the chunking. CUDA's general eigensolver (MAGMA's hybrid ``geev``) syncs with

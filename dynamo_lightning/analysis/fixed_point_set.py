@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from itertools import accumulate
 
 import torch
 from torch import Tensor
@@ -86,9 +87,7 @@ class FixedPointSet:
         runs = {name: value[order].split(counts) for name, value in values.items()
                 if isinstance(value, Tensor)}
         kinds = [self.kind[i] for i in order.tolist()]
-        starts = [0]
-        for count in counts:
-            starts.append(starts[-1] + count)
+        starts = [0, *accumulate(counts)]
         return [FixedPointSet(**{**values, **{name: run[g] for name, run in runs.items()},
                                  "kind": kinds[starts[g]:starts[g + 1]]})
                 for g in range(self.num_groups)]

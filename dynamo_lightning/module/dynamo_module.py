@@ -225,10 +225,9 @@ class DynamoModule(EmbeddingAPI, pl.LightningModule):
         if task is None or not self._task_scores.seen:
             return
         # Each member scored on its own computation (a mixture's sub-task), where known.
-        sub_tasks = [task.own_sub_task(m) for m in self.hparams.member_metadata]
         meta, own = self._task_scores.scores(
             task, self.hparams.num_members,
-            sub_tasks if any(s is not None for s in sub_tasks) else None)
+            [task.own_sub_task(m) for m in self.hparams.member_metadata])
         self._task_scores.reset()
         self.member_scores["task_metric_meta"] = meta
         self.member_scores["task_metric_member"] = own

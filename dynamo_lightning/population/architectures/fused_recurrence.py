@@ -52,8 +52,9 @@ MAX_HIDDEN = 64
 """Widest H the kernels take: a program keeps ``gates`` blocks of ``[H, H]`` weights (and,
 backward, their transposes and, with ``DW_OUTSIDE`` off, as many gradient accumulators) in
 registers; wider members run the plain path. The same for every cell (``applies`` sees H,
-not the cell): at H=64 the GRU's and the LSTM's backward spill registers (ptxas: the LSTM's
-1.4 KB of spill stores at 16 rows) but stay correct; :data:`FASTER_UP_TO` keeps them off."""
+not the cell): at H=64 the GRU's and the LSTM's backward spill registers (ptxas, IEEE dots:
+1,336 and 1,348 bytes of spill stores; ``benchmarks/kernel_registers.py``) but stay correct;
+:data:`FASTER_UP_TO` keeps them off."""
 FASTER_UP_TO = {"gru": 32, "tanh": 64, "relu": 64, "lstm": 32}
 """Widest H at which the trainer fuses each cell; a cell absent is never fused by it. On an
 H200 at H=64 (1,024 members, B=64, T=64) the fused GRU trained at 21.2 steps/s against 24.8
@@ -177,11 +178,10 @@ def _launch_config(batch: int, size: int, states: int = 1) -> dict[str, int]:
     (337 ms against 27); 16 warps, or 32 rows a program, were slower too. Wider members get
     fewer rows so that the tile stays that size.
 
-    The LSTM's tile is its whole state, h and c, so it gets half the rows: at H=32 with 64
-    rows and 8 warps ptxas (Triton 3.9, sm_90a, IEEE dots) gives its backward all 255
-    registers and 916 bytes of spill stores, where the GRU's has 84 and the GRU's 4-warp
-    backward above, 12 times slower, 1,628; with 32 rows the LSTM's has 76 (and its forward
-    none, against 340). Not yet timed on a GPU.
+    The LSTM's tile is its whole state, h and c, so it gets half the rows: at H=32, 32 rows
+    and 8 warps, ptxas (Triton 3.9, sm_90a, IEEE dots; ``benchmarks/kernel_registers.py``)
+    gives its backward 68 bytes of spill stores, the GRU's at 64 rows 76, and its forward
+    none.
     """
     block_h = max(16, triton.next_power_of_2(size))
     rows = min(MAX_BLOCK_B, TILE // (states * block_h))

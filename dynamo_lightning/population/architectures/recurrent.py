@@ -89,17 +89,10 @@ class RecurrentArchitecture(Architecture):
         return self._project(x.to(self.weight_ih.dtype), shared).transpose(0, 1)
 
     def _project(self, x: Tensor, shared: bool) -> Tensor:
-        """Projections of a validated chunk ``x`` as ``[G, T, B, gH]``, one per-step block.
-
-        One batched matmul with the bias fused; on CPU the equivalent einsum of a shared ``x``
-        plus the bias took ten times as long (a K=I matmul and a transposing copy).
-        """
-        if shared:  # [B, T, I] -> [G (expanded), T·B, I]
-            flat = x.transpose(0, 1).reshape(1, -1, x.shape[-1]).expand(self.num_members, -1, -1)
-        else:  # [G, B, T, I] -> [G, T·B, I]
-            flat = x.transpose(1, 2).reshape(self.num_members, -1, x.shape[-1])
-        u = torch.baddbmm(self.bias_ih.unsqueeze(1), flat, self.weight_ih)
-        return u.view(self.num_members, x.shape[-2], x.shape[-3], u.shape[-1])
+        """Projections of a validated chunk ``x`` as ``[G, T, B, gH]``, one per-step block:
+        :meth:`_project_rows` of ``x`` with its batch and time swapped (the reshape then
+        copies ``x``, not the larger projections)."""
+        return self._project_rows(x.transpose(-3, -2), shared)
 
     def recurrent_input(self, h: Tensor) -> Tensor:
         """``W_hh h + b_hh`` for ``h [G, B, H]``, one batched matmul."""
@@ -180,9 +173,14 @@ class RecurrentArchitecture(Architecture):
                                                  self.bias_hh, cell)
 
     def _project_rows(self, x: Tensor, shared: bool) -> Tensor:
-        """Projections of a validated ``x`` as ``[G, B, T, gH]``, the fused kernels' layout
-        (batch-major, in ``hidden``'s row order): ``x``'s ``[B·T, I]`` rows in their own
-        order, a view of ``x`` (a shared one expanded over the members), so no copy."""
+        """Projections ``x W_ih + b_ih`` of a validated ``x`` (``[B, T, I]`` shared by the
+        members, or ``[G, B, T, I]``) as ``[G, B, T, gH]``, rows in ``x``'s own order: the
+        fused kernels' layout (batch-major, ``hidden``'s row order), from a view of ``x``
+        where it is contiguous (a shared one expanded over the members).
+
+        One batched matmul with the bias fused; on CPU the equivalent einsum of a shared ``x``
+        plus the bias took ten times as long (a K=I matmul and a transposing copy).
+        """
         flat = x.reshape(1 if shared else self.num_members, -1, x.shape[-1])
         u = torch.baddbmm(self.bias_ih.unsqueeze(1), flat.expand(self.num_members, -1, -1),
                           self.weight_ih)
