@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	# torch first and alone, pinned: on these machines pip takes the CPU wheel from local disk;
 	# an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install -q -c constraints.txt torch
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,baselines]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,baselines,neurogym]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from sklearn import metrics
 from sklearn.cluster import AgglomerativeClustering, KMeans
-from sklearn.manifold import MDS
+from sklearn.manifold import smacof
 
 from dynamo_lightning.checks import is_int
 
@@ -123,13 +123,19 @@ def silhouette(labels: Sequence[Any], dissimilarity: Any) -> float:
 def mds(dissimilarity: Any, n_components: int = 2, random_state: int | None = 0) -> np.ndarray:
     """Points whose distances approximate a dissimilarity (metric MDS, classical-MDS start).
 
+    The classical start is computed here rather than by scikit-learn's ``init="classical_mds"``,
+    which takes the square root of every leading eigenvalue: a dissimilarity of lower rank than
+    ``n_components`` (members on a line) or a non-Euclidean one has a leading eigenvalue at or
+    just below zero, and that start was NaN ("Input contains NaN" from inside ``dynamo
+    analyze``). Eigenvalues below zero are read as zero, the axis they would span stays flat.
+
     Args:
         dissimilarity: ``[N, N]`` (NaN read as the largest finite entry).
         n_components: output axes.
         random_state: seed of the SMACOF iterations.
 
     Returns:
-        ``float64`` ``[N, n_components]``.
+        ``float64`` ``[N, n_components]``, finite.
     """
     d = dissimilarity_matrix(dissimilarity)
     if d.shape[0] <= n_components or not d.any():
@@ -137,9 +143,30 @@ def mds(dissimilarity: Any, n_components: int = 2, random_state: int | None = 0)
         if d.shape[0] == 2:
             out[1, 0] = d[0, 1]
         return out
-    model = MDS(n_components=n_components, metric="precomputed", init="classical_mds",
-                random_state=random_state)
-    return np.asarray(model.fit_transform(d), dtype=np.float64)
+    start = classical_mds(d, n_components)
+    points, _ = smacof(d, metric=True, n_components=n_components, init=start, n_init=1,
+                       max_iter=300, eps=1e-6, random_state=random_state,
+                       normalized_stress=False)
+    points = np.asarray(points, dtype=np.float64)
+    return points if np.isfinite(points).all() else start
+
+
+def classical_mds(dissimilarity: np.ndarray, n_components: int = 2) -> np.ndarray:
+    """Torgerson's classical scaling of a valid ``[N, N]`` dissimilarity: the double-centred
+    squared distances' top eigenvectors scaled by the square roots of their eigenvalues,
+    negative eigenvalues (non-Euclidean or lower-rank input) clipped to zero.
+
+    Returns:
+        ``float64`` ``[N, n_components]`` (axes beyond the positive eigenvalues are zero).
+    """
+    b = dissimilarity.astype(np.float64) ** 2
+    b -= b.mean(axis=0)
+    b -= b.mean(axis=1, keepdims=True)
+    b *= -0.5
+    w, u = np.linalg.eigh((b + b.T) / 2)
+    w, u = w[::-1][:n_components], u[:, ::-1][:, :n_components]
+    u = u * np.where(u[np.abs(u).argmax(axis=0), range(u.shape[1])] < 0, -1.0, 1.0)  # sign
+    return u * np.sqrt(np.clip(w, 0.0, None))
 
 
 def dissimilarity_matrix(x: Any) -> np.ndarray:

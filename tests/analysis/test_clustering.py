@@ -7,7 +7,13 @@ import pytest
 import torch
 from sklearn import metrics
 
-from dynamo_lightning.analysis.clustering import cluster, cluster_scores, mds, scorable_keys
+from dynamo_lightning.analysis.clustering import (
+    classical_mds,
+    cluster,
+    cluster_scores,
+    mds,
+    scorable_keys,
+)
 
 TRUTH = np.repeat([0, 1, 2], 5)
 
@@ -93,3 +99,32 @@ def test_mds_preserves_euclidean_distances(points):
     got = np.linalg.norm(xy[:, None] - xy[None], axis=-1)
     np.testing.assert_allclose(got, d[:6, :6], atol=1e-3 * d.max())
     assert mds(np.zeros((4, 4))).shape == (4, 2)
+
+
+# Members on a line: the double-centred matrix has one positive eigenvalue and the next at
+# rounding level, for these two just below zero (on the 2-core CPU), where scikit-learn's
+# classical start (MDS(init="classical_mds")) took its square root and `dynamo analyze` died
+# on "Input contains NaN".
+COLLINEAR = ([115.57473130478832, -18.593529948570872, 417.3953628520221, 392.8675938453268,
+              -275.91995374368184, -326.0505592760733],
+             [-0.07057771434050622, 0.5310753143650854, -0.948001206246814])
+
+
+@pytest.mark.parametrize("x", [*COLLINEAR, [0.0, 1.0, 2.0, 3.0, 4.5, 4.5], [3.0, -1.0, 2.0]])
+def test_mds_of_collinear_members_is_finite_and_keeps_distances(x):
+    x = np.asarray(x)
+    d = np.abs(x[:, None] - x[None])
+    xy = mds(d)
+    assert np.isfinite(xy).all()
+    got = np.linalg.norm(xy[:, None] - xy[None], axis=-1)
+    np.testing.assert_allclose(got, d, atol=1e-3 * d.max())
+
+
+def test_classical_mds_reads_negative_eigenvalues_as_flat_axes():
+    # A non-Euclidean dissimilarity (the triangle inequality fails): its double-centred
+    # matrix has a negative eigenvalue, and asking for more axes than positive ones is fine.
+    d = np.array([[0.0, 2.0, 2.0], [2.0, 0.0, 5.0], [2.0, 5.0, 0.0]])
+    xy = classical_mds(d, n_components=3)
+    assert xy.shape == (3, 3) and np.isfinite(xy).all()
+    np.testing.assert_allclose(xy[:, 2], 0.0, atol=1e-12)  # the negative eigenvalue's axis
+    assert np.isfinite(mds(d)).all()

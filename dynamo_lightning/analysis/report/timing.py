@@ -23,8 +23,18 @@ def threads(count: int | None) -> Iterator[None]:
 
 @contextmanager
 def timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Time the block as report stage ``name``; a ``ValueError`` out of it (the kind the CLI
+    prints as one line) names the stage, so a failure deep in a library says where it was.
+
+    Raises:
+        ValueError: ``report stage 'name': <the original message>`` (the original chained).
+    """
     start = time.perf_counter()
     try:
         yield
+    except ValueError as exc:
+        if str(exc).startswith("report stage "):
+            raise
+        raise ValueError(f"report stage {name!r}: {exc}") from exc
     finally:
         timings[name] = round(time.perf_counter() - start, 3)
