@@ -12,9 +12,10 @@ line) or ``DYNAMO_TRACEBACK=1`` shows the full trace of a user error too, for bu
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from dynamo_lightning.registry import PluginLoadError, UnknownNameError
 
@@ -37,24 +38,67 @@ def run_command(command: str, run: Callable[[], int], traceback: bool = False) -
     """``run()``'s exit status; a user error becomes one line on stderr and status 2."""
     try:
         return run()
-    except USER_ERRORS as err:
-        if traceback:
+    except Exception as err:
+        if traceback or not is_user_error(err):
             raise
         print(f"dynamo {command}: error: {one_line(err)}", file=sys.stderr)
         return EXIT_USER_ERROR
 
 
+def is_user_error(err: BaseException) -> bool:
+    """One of :data:`USER_ERRORS`, or Lightning's ``MisconfigurationException`` (its word for
+    a Trainer flag that cannot work here, e.g. ``--trainer.accelerator gpu`` on a machine
+    without one), recognised by name so that ``dynamo --help`` need not import Lightning."""
+    return isinstance(err, USER_ERRORS) or any(
+        cls.__name__ == "MisconfigurationException"
+        and cls.__module__.startswith(("lightning", "pytorch_lightning"))
+        for cls in type(err).__mro__)
+
+
 class OneLineErrors:
     """Mixin for the commands' (jsonargparse) parsers: a bad argument or config is reported
     like every other user error, one line ``<prog>: error: <message>`` and status 2 (the
-    usage stays behind ``--help``)."""
+    usage stays behind ``--help``), a value of the wrong type as ``key: expected int or None,
+    got 'ten'``. Abbreviated flags are refused: argparse would take ``--max_epoch`` for
+    ``--max_epochs``, so a typo in a flag ran another command than the one typed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not getattr(self, "exit_on_error", True):  # jsonargparse trying alternatives
             super().error(message, ex)  # type: ignore[misc]
         parser = getattr(ex, "subcommand_parser", None) or self
-        report_usage_error(parser.prog, message)  # type: ignore[attr-defined]
+        report_usage_error(parser.prog, readable_type_error(message))  # type: ignore[attr-defined]
         sys.exit(EXIT_USER_ERROR)
+
+
+_KEY = re.compile(r'^Parser key "(?P<key>[^"]+)":\s*(?P<rest>.*)$', re.DOTALL)
+_CLASS = re.compile(r"<class '(?:[\w.]+\.)?(?P<name>\w+)'>")
+
+
+def readable_type_error(message: str) -> str:
+    """jsonargparse's message for a value of the wrong type, as ``key: expected T1 or T2, got
+    'value'``; any other message unchanged.
+
+    jsonargparse says ``Parser key "trainer.max_epochs": Does not validate against any of the
+    Union subtypes Subtypes: [<class 'int'>, <class 'NoneType'>] Errors: - Expected a <class
+    'int'> ... Given value type: <class 'str'> Given value: ten``.
+    """
+    match = _KEY.match(" ".join(message.split()))
+    if match is None:
+        return message
+    key, rest = match["key"], match["rest"]
+    union = re.search(r"Subtypes: \[(?P<types>.*?)\] Errors:.*Given value: (?P<value>.*)$",
+                      rest)
+    single = re.search(r"^Expected a (?P<types>.*?)\. Got value: (?P<value>.*)$", rest)
+    found = union or single
+    if found is None:
+        return message
+    names = [m["name"] for m in _CLASS.finditer(found["types"])] or [found["types"]]
+    expected = " or ".join("None" if n == "NoneType" else n for n in names)
+    return f"{key}: expected {expected}, got {found['value']!r}"
 
 
 def report_usage_error(prog: str, message: str) -> None:

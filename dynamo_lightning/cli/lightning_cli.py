@@ -53,7 +53,8 @@ MatmulPrecision = Literal["highest", "high", "medium"]
 
 class OneLineParser(OneLineErrors, LightningArgumentParser):
     """The LightningCLI parser with a bad config or flag reported on one line (status 2),
-    like every other user error; the usage stays behind ``--help``."""
+    like every other user error; the usage stays behind ``--help``; abbreviated flags are
+    refused (:class:`~.errors.OneLineErrors`)."""
 
 
 class LoggedConfig(SaveConfigCallback):

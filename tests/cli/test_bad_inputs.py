@@ -174,6 +174,11 @@ CLI_CASES: dict[str, tuple[Callable[[dict], list[str]], str]] = {
     "fit-unknown-task": (lambda c: fit(c, "p", "--data.task", '{"name": "nope"}'),
                          "unknown task 'nope'"),
     "fit-typo-key": (lambda c: fit(c, "q", "--model.embeding_dim", "2"), "embeding_dim"),
+    # a prefix of a flag is not that flag (argparse's abbreviations are off)
+    "fit-abbreviated-flag": (lambda c: fit(c, "q2", "--trainer.max_epoch", "1"),
+                             "unrecognized arguments: --trainer.max_epoch"),
+    "fit-wrong-type": (lambda c: fit(c, "q3", "--trainer.max_epochs", "ten"),
+                       "trainer.max_epochs: expected int or None, got 'ten'"),
     "fit-missing-config": (lambda c: ["fit", "--config", f"{c['root']}/none.yaml"],
                            "none.yaml"),
     "fit-unwritable-root": (lambda c: [*fit(c, "r"), f"--trainer.default_root_dir="
@@ -246,8 +251,17 @@ CLI_CASES: dict[str, tuple[Callable[[dict], list[str]], str]] = {
     "demo-unwritable-out": (lambda c: ["demo", "--out", f"{c['root']}/a_file/demo"],
                             "a_file"),
     "demo-bad-max-steps": (lambda c: ["demo", "--max-steps", "many"], "many"),
+    "demo-abbreviated-flag": (lambda c: ["demo", "--max_epoch", "1"],
+                              "unrecognized arguments: --max_epoch"),
+    "population-abbreviated-flag": (lambda c: population(c, "--trainer.max_step", "1"),
+                                    "unrecognized arguments: --trainer.max_step"),
     "unknown-command": (lambda c: ["fitt"], "unknown command 'fitt'"),
 }
+
+if not torch.cuda.is_available():  # Lightning's MisconfigurationException is one line too
+    CLI_CASES["fit-gpu-without-one"] = (
+        lambda c: fit(c, "q4", "--trainer.accelerator", "gpu", "--trainer.devices", "1"),
+        "No supported gpu backend found")
 
 
 @pytest.fixture(scope="module")
