@@ -66,8 +66,11 @@ class DynamoWandbLogger(WandbLogger):
                 rank_zero_info("W&B: no API key found, logging offline (upload later with "
                                "`wandb sync`)")
         # WandbLogger refuses log_model offline; W&B itself keeps offline artifacts for sync.
+        # An absolute folder: W&B's service process, started once per Python process, reads
+        # a relative one against its own working directory, not the caller's (the tests ran
+        # the README's W&B line in a scratch folder and found runs/.../wandb in the repo).
         super().__init__(project=project, offline=offline, log_model=False,
-                         save_dir=save_dir, **kwargs)
+                         save_dir=str(Path(save_dir).expanduser().resolve()), **kwargs)
         self._log_model = log_model
 
 

@@ -311,3 +311,11 @@ def test_wandb_logger_stores_the_population_as_an_artifact_offline(tmp_path, mon
     artifact = logged[0]
     assert artifact.type == "population" and artifact.name == "population-feedbeeffeedbeef"
     assert "manifest.json" in artifact.manifest.entries
+
+
+def test_wandb_logger_keeps_a_relative_save_dir_in_the_callers_folder(tmp_path, monkeypatch):
+    """W&B's service process resolves relative folders against its own working directory;
+    the logger hands it an absolute one, so a run started elsewhere writes where it was told."""
+    monkeypatch.chdir(tmp_path)
+    logger = DynamoWandbLogger(save_dir="runs/x", offline=True)
+    assert Path(logger._save_dir) == tmp_path / "runs" / "x"
