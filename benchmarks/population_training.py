@@ -8,7 +8,10 @@ Cases (B = 64 trials per batch and task, T = 64 steps, hidden 32, Adam, per-memb
   of 32;
 - ``stack4096``: one group, 4,096 GRU members on the flip-flop task;
 - ``scale10k``: the scale run's population (``configs/scale/population.yaml``): 2 tasks × 5
-  architectures × 1,000 seeds, 10 groups of 1,000 (not in the default cases: 10,000 members).
+  architectures × 1,000 seeds, 10 groups of 1,000 (not in the default cases: 10,000 members);
+- ``ctrnn``: 2 tasks × the ``ctrnn`` architecture's rate and current forms × no Dale / Dale
+  (0.8) × 32 seeds, α = 0.2, relu, recurrent noise 0.1: 8 groups of 32 (not in the default
+  cases).
 
 Each case trains through a Lightning ``Trainer`` (what ``dynamo population fit`` runs: the
 loop, the optimiser step, logging), once per path side by side: ``eager`` (the step as
@@ -18,7 +21,11 @@ replayed from one CUDA graph, each group on its own stream, cells not compiled),
 ``graphed+compiled`` (also ``compile_cells``: each cell ``torch.compile``'d, fusing its gate
 arithmetic; the default on CUDA before ``fused_cells``) and ``graphed+fused`` (also
 ``fused_cells``: GRU, tanh, ReLU and LSTM stacks run their whole time loop as one Triton
-kernel, forward and backward; UGRNN stacks compiled as before; the default on CUDA);
+kernel, forward and backward; UGRNN stacks compiled as before; the default on CUDA;
+ctrnn stacks compiled: their leaky kernels are not in ``fused_recurrence.FASTER_UP_TO`` yet);
+``graphed+fused+ctrnn`` is ``graphed+fused`` with the ctrnn stacks fused too (both leaky
+cells added to ``FASTER_UP_TO`` up to H=64 for its run; it runs only for cases with ctrnn
+members);
 ``graphed+fused+dwin`` is that with the backward kernel accumulating ``dW_hh`` itself, as
 before ``graphed+fused`` moved it to batched matmuls after the kernel
 (``fused_recurrence.DW_OUTSIDE = False``; both read the same batch-major projections);
@@ -47,6 +54,8 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -69,12 +78,36 @@ CASES: dict[str, dict[str, Any]] = {
     "stack4096": {"tasks": TASKS[:1], "architectures": ["gru"], "seeds": list(range(4096))},
     "scale10k": {"tasks": TASKS, "architectures": ["vanilla", "relu", "gru", "lstm", "ugrnn"],
                  "seeds": list(range(1000))},
+    "ctrnn": {"tasks": TASKS, "seeds": list(range(32)), "architectures": [
+        {"name": "ctrnn", "config": {"form": ["rate", "current"], "dale_ratio": [None, 0.8],
+                                     "noise_std": 0.1}}]},
 }
 DEFAULT_CASES = ["grid30", "grid256", "stack4096"]
 CUDA_PATHS = ["eager", "graphed", "graphed+compiled", "graphed+fused", "graphed+fused+dwin",
-              "graphed+fused+tf32", "graphed+fused-lstm"]
-FUSED = ("graphed+fused", "graphed+fused+dwin", "graphed+fused+tf32", "graphed+fused-lstm")
+              "graphed+fused+tf32", "graphed+fused-lstm", "graphed+fused+ctrnn"]
+FUSED = ("graphed+fused", "graphed+fused+dwin", "graphed+fused+tf32", "graphed+fused-lstm",
+         "graphed+fused+ctrnn")
 COMPILED = ("graphed+compiled", *FUSED)  # fused: the stacks not fused (UGRNN, LSTM) compiled
+
+
+@contextmanager
+def ctrnn_fused(path: str) -> Iterator[None]:
+    """For ``graphed+fused+ctrnn``: the leaky cells in ``FASTER_UP_TO`` (up to H=64) for the
+    run only; any other path as it is."""
+    from dynamo_lightning.population.architectures import fused_recurrence as fr
+
+    widths = dict(fr.FASTER_UP_TO)
+    if path.endswith("+ctrnn"):
+        fr.FASTER_UP_TO.update(dict.fromkeys(fr.LEAKY, fr.MAX_HIDDEN))
+    try:
+        yield
+    finally:
+        fr.FASTER_UP_TO.clear()
+        fr.FASTER_UP_TO.update(widths)
+
+
+def has_ctrnn(case: str) -> bool:
+    return any(isinstance(a, dict) and a["name"] == "ctrnn" for a in CASES[case]["architectures"])
 
 
 class StepClock(pl.Callback):
@@ -180,8 +213,10 @@ def main() -> None:
                                2 if case == "stack4096" else 20)
         rates = {}
         for path in paths:
+            if path.endswith("+ctrnn") and not has_ctrnn(case):
+                continue  # the same run as graphed+fused
             timed = args.eager_steps if path == "eager" and args.device == "cuda" else steps
-            with kernel_variant(path):
+            with kernel_variant(path), ctrnn_fused(path):
                 rate, members, startup, loss = train_rate(
                     case, args.device, path != "eager", args.warmup, timed,
                     compiled=path in COMPILED, fused=path in FUSED)
@@ -202,7 +237,9 @@ def main() -> None:
         for slower, faster in (("graphed+compiled", "graphed+fused"),
                                ("graphed+fused+dwin", "graphed+fused"),
                                ("graphed+fused", "graphed+fused+tf32"),
-                               ("graphed+fused-lstm", "graphed+fused")):
+                               ("graphed+fused-lstm", "graphed+fused"),
+                               ("graphed+fused", "graphed+fused+ctrnn"),
+                               ("graphed+compiled", "graphed+fused+ctrnn")):
             if {slower, faster} <= rates.keys():
                 ratios[f"{case}: {faster} / {slower}"] = rates[faster] / rates[slower]
     name = "population_writing" if args.write_only else "population_training"

@@ -31,7 +31,12 @@ from dynamo_lightning.population import architectures
 from dynamo_lightning.population.datamodule import Batch
 from dynamo_lightning.population.evaluation import summed_member_loss
 from dynamo_lightning.population.graphed_step import GraphedStep
-from dynamo_lightning.population.grid import GroupSpec, expand_grid, parse_task_specs
+from dynamo_lightning.population.grid import (
+    ArchitectureEntry,
+    GroupSpec,
+    expand_grid,
+    parse_task_specs,
+)
 
 GRAPHED_PRECISIONS = ("32-true", "32", 32)
 """Trainer precisions the CUDA graph runs under (mixed precision runs the eager step)."""
@@ -42,12 +47,16 @@ class PopulationModule(pl.LightningModule):
 
     Args:
         tasks: task variants ``[{name, config?, label?}]``; linked from ``data.tasks`` by the CLI.
-        architectures: registered architecture names (``dl.architectures.names()``).
+        architectures: registered architecture names (``dl.architectures.names()``), or
+            entries ``{name, config?, label?}`` whose config's list values are crossed like
+            widths: ``{name: ctrnn, config: {alpha: [0.1, 0.2], dale_ratio: [null, 0.8]}}``
+            is four groups (:func:`~dynamo_lightning.population.grid.expand_grid`). Two
+            entries of one architecture need distinct labels (the labels name the members).
         hidden_sizes: widths to train (RNN units or CNN channels).
         seeds: initialisation seeds, one member per seed in every group; or a count ``n``
             for seeds ``0 … n−1`` (a grid of thousands of members).
-        architecture_options: extra constructor options per architecture name,
-            e.g. ``{"cnn": {"n_layers": 3}}``.
+        architecture_options: extra constructor options per architecture name, for the
+            plain-name entries, e.g. ``{"cnn": {"n_layers": 3}}`` (lists are crossed too).
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
         clip_norm: per-member gradient-norm clip (None or 0 turns it off). Lightning's own
@@ -71,7 +80,8 @@ class PopulationModule(pl.LightningModule):
             warning, as for ``compile_cells``.
     """
 
-    def __init__(self, tasks: list[dict[str, Any]], architectures: list[str] | None = None,
+    def __init__(self, tasks: list[dict[str, Any]],
+                 architectures: list[ArchitectureEntry] | None = None,
                  hidden_sizes: list[int] | None = None, seeds: list[int] | int | None = None,
                  architecture_options: dict[str, dict[str, Any]] | None = None,
                  lr: float = 1e-2, weight_decay: float = 0.0, clip_norm: float | None = 1.0,
@@ -269,5 +279,10 @@ def clip_per_member(stack: nn.Module, max_norm: float) -> Tensor:
 
 
 def _build_stack(group: GroupSpec) -> architectures.Architecture:
-    return architectures.build(group.architecture, num_members=len(group.seeds),
-                               seeds=list(group.seeds), **group.config)
+    """The group's fresh stack; a bad option value is refused naming the group's first member
+    (before any training)."""
+    try:
+        return architectures.build(group.architecture, num_members=len(group.seeds),
+                                   seeds=list(group.seeds), **group.config)
+    except ValueError as err:
+        raise ValueError(f"members {group.ids[0]}, ...: {err}") from None

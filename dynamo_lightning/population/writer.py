@@ -135,7 +135,7 @@ class PopulationWriter(pl.Callback):
         suffix = "" if step is None else f"-step{step}"
         metadata = []
         for seed, score in zip(group.seeds, scores, strict=True):
-            entry = {**architecture_options(group.config),
+            entry = {**architecture_options(stack.config()),
                      "architecture": group.architecture, "task": group.task.name,
                      "task_config": task.config(), "task_label": group.task.label, "seed": seed,
                      "hidden_size": group.config["hidden_size"], "task_metric": score,
@@ -148,8 +148,9 @@ class PopulationWriter(pl.Callback):
 
 
 def architecture_options(config: dict[str, Any]) -> dict[str, Any]:
-    """A group's scalar architecture options (``n_layers``, ...) as metadata: so a map can be
-    coloured by depth, say, as by width (``hidden_size``)."""
+    """A group's scalar architecture options (``n_layers``, ``dale_ratio``, ...; None
+    included) as metadata: so a map can be coloured by depth, say, as by width
+    (``hidden_size``)."""
     sizes = ("input_size", "output_size", "hidden_size")
     return {k: v for k, v in config.items()
-            if k not in sizes and isinstance(v, str | int | float | bool)}
+            if k not in sizes and (v is None or isinstance(v, str | int | float | bool))}

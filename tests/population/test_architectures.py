@@ -21,8 +21,8 @@ from dynamo_lightning.population.architectures import (
     recurrent,
 )
 
-BUILTINS = ["vanilla", "relu", "gru", "lstm", "ugrnn", "cnn"]
-RECURRENT = ["vanilla", "relu", "gru", "lstm", "ugrnn"]
+BUILTINS = ["vanilla", "relu", "gru", "lstm", "ugrnn", "cnn", "ctrnn"]
+RECURRENT = ["vanilla", "relu", "gru", "lstm", "ugrnn", "ctrnn"]
 G, B, T, H = 3, 4, 6, 5
 SEEDS = [11, 12, 13]
 # CNN members read [B, T, I] as a one-channel T×I image; I = 8 columns, hidden = channels.
@@ -33,6 +33,9 @@ CONFIGS = {
     "lstm": {"input_size": 3, "output_size": 2, "hidden_size": H},
     "ugrnn": {"input_size": 3, "output_size": 2, "hidden_size": H},
     "cnn": {"input_size": 8, "output_size": 3, "hidden_size": 4, "n_layers": 2},
+    # The least plain ctrnn: the state is the currents v, 3 excitatory units, no autapses.
+    "ctrnn": {"input_size": 3, "output_size": 2, "hidden_size": H, "form": "current",
+              "activation": "tanh", "alpha": 0.3, "dale_ratio": 0.6, "autapses": False},
 }
 
 
@@ -123,6 +126,21 @@ def ugrnn_reference(p: dict[str, Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
     return hidden @ p["readout_weight"] + p["readout_bias"], hidden
 
 
+def ctrnn_reference(p: dict[str, Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
+    """PsychRNN's BasicRNN with Dale's law: v' = (1-α) v + α (x W_in + W_eff^T tanh(v) + b),
+    y = tanh(v) W_o + b_o; W_eff = |W| with inhibitory presynaptic rows negated, no diagonal."""
+    sign = torch.tensor([1.0, 1.0, 1.0, -1.0, -1.0], dtype=x.dtype)  # int(0.6 * 5) = 3 E
+    w = (p["weight_hh"].abs() * sign[:, None]) * (1 - torch.eye(H, dtype=x.dtype))
+    v = torch.zeros(x.shape[0], H, dtype=x.dtype)
+    states = []
+    for t in range(x.shape[1]):
+        v = 0.7 * v + 0.3 * (x[:, t] @ p["weight_ih"] + p["bias_ih"] + torch.tanh(v) @ w
+                             + p["bias_hh"])
+        states.append(v)
+    hidden = torch.stack(states, dim=1)
+    return torch.tanh(hidden) @ p["readout_weight"] + p["readout_bias"], hidden
+
+
 def cnn_reference(p: dict[str, Tensor], x: Tensor, n_layers: int, pool: int = 2,
                   kernel: int = 3) -> tuple[Tensor, Tensor]:
     """Plain per-member conv2d layers (no groups) + ReLU + adaptive average pooling."""
@@ -148,6 +166,8 @@ def test_matches_independent_reference(name: str) -> None:
             ref_out, ref_hid = ugrnn_reference(p, x[i])
         elif name == "cnn":
             ref_out, ref_hid = cnn_reference(p, x[i], CONFIGS["cnn"]["n_layers"])
+        elif name == "ctrnn":
+            ref_out, ref_hid = ctrnn_reference(p, x[i])
         else:
             ref_out, ref_hid = torch_rnn_reference(name, p, x[i])
         torch.testing.assert_close(hidden[i], ref_hid, rtol=1e-9, atol=1e-9)

@@ -539,3 +539,141 @@ def test_fused_training_matches_plain_eager_training() -> None:
         results.append([p.detach().cpu() for p in m.parameters()])
     for eager, fused in zip(*results, strict=True):
         torch.testing.assert_close(fused, eager, rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------ ctrnn: the leaky cells
+LEAKY = [("rate", "relu"), ("rate", "tanh"), ("rate", "softplus"),
+         ("current", "relu"), ("current", "tanh"), ("current", "softplus")]
+
+
+def ctrnn_of(shape: tuple[int, int, int, int], device: str = "cpu", **options: object):
+    members, _, _, size = shape
+    return dl.architectures.build("ctrnn", num_members=members, seeds=range(members),
+                                  input_size=3, output_size=2, hidden_size=size,
+                                  alpha=0.3, **options).to(device)
+
+
+@kernels
+@pytest.mark.parametrize("shape", [(2, 5, 4, 7), (3, 70, 3, 20)],
+                         ids=lambda s: "G{}-B{}-T{}-H{}".format(*s))
+@pytest.mark.parametrize(("form", "activation"), LEAKY, ids=lambda v: str(v))
+def test_ctrnn_kernel_matches_the_plain_cell_loop(triton_ok, dw_outside: bool, form: str,
+                                                  activation: str,
+                                                  shape: tuple[int, int, int, int]) -> None:
+    """Both leaky cells with each f, α = 0.3: states and every gradient, over one batch
+    block and over several (H not a power of two, below 16 and above)."""
+    torch.manual_seed(5)
+    _, batch, steps, _ = shape
+    stack = ctrnn_of(shape, KERNEL_DEVICE, form=form, activation=activation)
+    with torch.no_grad():  # biases that switch relu units both on and off
+        stack.bias_hh.normal_(0.0, 0.5)
+    u = projected(stack, torch.randn(batch, steps, 3, device=KERNEL_DEVICE))
+    u = u.detach().requires_grad_()
+    params = (u, stack.weight_hh, stack.bias_hh)
+    expected = plain_hidden(stack, u)
+    cotangent = torch.randn_like(expected)
+    hidden = fused_recurrence.fused_recurrence(u, stack.weight_hh, stack.bias_hh,
+                                               f"ctrnn_{form}", alpha=0.3,
+                                               activation=activation)
+    torch.testing.assert_close(hidden, expected, rtol=1e-5, atol=1e-6)
+    for name, got, want in zip(("u", "weight_hh", "bias_hh"),
+                               torch.autograd.grad(hidden, params, cotangent),
+                               torch.autograd.grad(expected, params, cotangent), strict=True):
+        assert want.abs().max() > 0, name
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5,
+                                   msg=lambda m, n=name: f"{n}: {m}")
+
+
+@kernels
+@pytest.mark.parametrize(("form", "activation"), [("rate", "softplus"), ("current", "relu")])
+def test_ctrnn_fused_forward_returns_what_the_plain_forward_returns(
+        triton_ok, dw_outside: bool, form: str, activation: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flagged ctrnn stack with Dale's law and no autapses runs its form's kernel on W_eff:
+    the same outputs (the current form's read out through f), states and gradients."""
+    kernel, cells = fused_recurrence.fused_recurrence, []
+
+    def recorded(*args: object, **kwargs: object) -> Tensor:
+        cells.append((args[3], kwargs))
+        return kernel(*args, **kwargs)
+
+    monkeypatch.setattr(fused_recurrence, "fused_recurrence", recorded)
+    torch.manual_seed(6)
+    stack = ctrnn_of((3, 9, 5, 12), KERNEL_DEVICE, form=form, activation=activation,
+                     dale_ratio=0.75, autapses=False)
+    x = torch.randn(9, 5, 3, device=KERNEL_DEVICE, requires_grad=True)
+    results = []
+    for fused in (False, True):
+        stack.fused = fused
+        stack.zero_grad()
+        x.grad = None
+        outputs, hidden = stack(x)
+        (outputs.square().sum() + hidden.sum()).backward()
+        results.append((outputs, hidden, [x.grad.clone()]
+                        + [p.grad.clone() for p in stack.parameters()]))
+    assert cells == [(f"ctrnn_{form}", {"alpha": 0.3, "activation": activation})]
+    (out0, hid0, grads0), (out1, hid1, grads1) = results
+    torch.testing.assert_close(hid1, hid0, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out1, out0, rtol=1e-5, atol=1e-6)
+    for got, want in zip(grads1, grads0, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@kernels
+def test_ctrnn_bad_arguments_are_named(triton_ok) -> None:
+    stack = ctrnn_of((2, 4, 3, 5), KERNEL_DEVICE)
+    u = stack._project_rows(torch.randn(4, 3, 3, device=KERNEL_DEVICE), shared=True)
+    w, b = stack.weight_hh, stack.bias_hh
+    with pytest.raises(ValueError, match="unknown activation 'sigmoid'"):
+        fused_recurrence.fused_recurrence(u, w, b, "ctrnn_rate", 0.2, "sigmoid")
+    for alpha in (0.0, 1.5, True):
+        with pytest.raises(ValueError, match=r"alpha must be a number in \(0, 1\]"):
+            fused_recurrence.fused_recurrence(u, w, b, "ctrnn_current", alpha, "relu")
+
+
+def test_ctrnn_stacks_name_their_forms_kernel_and_stay_plain_by_default(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel follows the stack's form; no width map entry yet, so neither the trainer
+    nor a population fuses a ctrnn stack until one is added (the benchmark's path does)."""
+    assert ctrnn_of((1, 2, 2, 4)).fused_kernel() == "ctrnn_rate"
+    assert ctrnn_of((1, 2, 2, 4), form="current").fused_kernel() == "ctrnn_current"
+    assert not set(fused_recurrence.LEAKY) & set(fused_recurrence.FASTER_UP_TO)
+    monkeypatch.setattr(fused_recurrence, "available", lambda: True)
+    entry = {"name": "ctrnn", "config": {"form": ["rate", "current"]}}
+    for widths, fused in (({}, [False, False]), ({"ctrnn_current": 64}, [False, True])):
+        for cell, width in widths.items():
+            monkeypatch.setitem(fused_recurrence.FASTER_UP_TO, cell, width)
+        module = PopulationModule(tasks=TASKS[:1], architectures=[entry], hidden_sizes=[8],
+                                  seeds=[0])
+        monkeypatch.setattr(module, "_device", torch.device("cuda", 0))
+        module.on_fit_start()
+        assert [s.fused for s in module.stacks] == fused
+        assert len(module._plain_cells) == fused.count(False)  # the others compiled
+        module._restore_plain_cells()
+
+
+@cuda
+def test_graphed_fused_ctrnn_step_gives_the_eager_plain_gradients() -> None:
+    pytest.importorskip("triton")
+    entry = {"name": "ctrnn", "config": {"form": ["rate", "current"],
+                                         "activation": ["tanh", "softplus"], "dale_ratio": 0.8}}
+    m = PopulationModule(tasks=TASKS, architectures=[entry], hidden_sizes=[8], seeds=[0, 1],
+                         clip_norm=0.5).cuda()
+    labels = [g.task.label for g in m.groups]
+    for stack in m.stacks:
+        stack.fused = True
+    graphed = GraphedStep(m.stacks, labels, m._group_loss, m._clip, batch(0))
+    b = batch(1)
+    total = graphed(b).clone()
+    grads = [p.grad.clone() for p in m.parameters()]
+    for stack in m.stacks:
+        stack.fused = False
+    for p in m.parameters():
+        p.grad = None
+    expected = sum(m._group_loss(i, *b[g.task.label]) for i, g in enumerate(m.groups))
+    expected.backward()
+    for stack in m.stacks:
+        clip_per_member(stack, 0.5)
+    torch.testing.assert_close(total, expected.detach(), rtol=1e-5, atol=1e-6)
+    for got, p in zip(grads, m.parameters(), strict=True):
+        torch.testing.assert_close(got, p.grad, rtol=1e-4, atol=1e-6)

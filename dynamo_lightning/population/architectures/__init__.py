@@ -5,7 +5,9 @@
 
 # Built-ins register themselves on import (order = the order of names()); keep isort out.
 # isort: off
-from dynamo_lightning.population.architectures import vanilla, relu, gru, lstm, ugrnn, cnn, rotated
+from dynamo_lightning.population.architectures import (
+    vanilla, relu, gru, lstm, ugrnn, cnn, ctrnn, rotated,
+)
 # isort: on
 from dynamo_lightning.population.architectures.base import (
     Architecture,
@@ -19,6 +21,7 @@ from dynamo_lightning.population.architectures.registry import (
     get,
     names,
     register_architecture,
+    unknown_options,
 )
 
 __all__ = [
@@ -29,6 +32,7 @@ __all__ = [
     "build",
     "check_member_state",
     "cnn",
+    "ctrnn",
     "get",
     "gru",
     "lstm",
@@ -37,5 +41,6 @@ __all__ = [
     "relu",
     "rotated",
     "ugrnn",
+    "unknown_options",
     "vanilla",
 ]

@@ -11,9 +11,13 @@ Layouts: ``u [G, B, T, gH]`` (``x W_ih + b_ih``, batch-major: the rows of ``x [B
 in their own order), ``weight_hh [G, H, gH]`` (input-major, ``h @ W``), ``bias_hh [G, gH]``,
 and the states ``hidden [G, B, T, S]``, from a zero initial state: ``u`` and ``hidden`` share
 their row order (b, t). Cells: ``gru`` (gates r, z, n in torch's order), ``tanh``, ``relu``
-(S = H) and ``lstm`` (gates i, f, g, o in torch's order; the state is ``[h, c]``, S = 2H, and
-the recurrent input reads h only). float32 only, with IEEE-precision dots unless PyTorch's
-float32 matmul precision allows TF32 (:func:`uses_tf32`).
+(S = H), ``lstm`` (gates i, f, g, o in torch's order; the state is ``[h, c]``, S = 2H, and
+the recurrent input reads h only), and the leaky cells of the ``ctrnn`` architecture, with
+``α`` a runtime scalar and ``f`` relu, tanh or softplus: ``ctrnn_rate``
+(``h' = (1-α) h + α f(u + h W + b)``) and ``ctrnn_current`` (``v' = (1-α) v + α (u + f(v) W
++ b)``); Dale's law and autapses shape ``W`` before the kernel. float32 only, with
+IEEE-precision dots unless PyTorch's float32 matmul precision allows TF32
+(:func:`uses_tf32`).
 
 The backward kernel carries dL/dh (and the LSTM's dL/dc) back through time and writes the
 gates' gradients; the gradient of ``weight_hh``, a sum over every (b, t) row, is then one
@@ -27,6 +31,7 @@ before this module is imported), which is how the tests check them on a CPU.
 from __future__ import annotations
 
 import inspect
+import math
 import os
 from typing import Any
 
@@ -43,11 +48,15 @@ except Exception as err:  # ImportError, or a Triton build that cannot load here
 else:
     _MISSING = None
 
-CELLS = {"gru": 0, "tanh": 1, "relu": 2, "lstm": 3}
+CELLS = {"gru": 0, "tanh": 1, "relu": 2, "lstm": 3, "ctrnn_rate": 4, "ctrnn_current": 5}
 """Fused cells and their kernel switch (``CELL``)."""
-GATES = {"gru": 3, "tanh": 1, "relu": 1, "lstm": 4}
-STATES = {"gru": 1, "tanh": 1, "relu": 1, "lstm": 2}
+GATES = {"gru": 3, "tanh": 1, "relu": 1, "lstm": 4, "ctrnn_rate": 1, "ctrnn_current": 1}
+STATES = {"gru": 1, "tanh": 1, "relu": 1, "lstm": 2, "ctrnn_rate": 1, "ctrnn_current": 1}
 """State width in units of H: the LSTM's state is ``[h, c]``."""
+LEAKY = ("ctrnn_rate", "ctrnn_current")
+"""The cells that take ``alpha`` and ``activation``."""
+ACTIVATIONS = {"relu": 0, "tanh": 1, "softplus": 2}
+"""The leaky cells' ``f`` and its kernel switch (``ACT``)."""
 MAX_HIDDEN = 64
 """Widest H the kernels take: a program keeps ``gates`` blocks of ``[H, H]`` weights (and,
 backward, their transposes and, with ``DW_OUTSIDE`` off, as many gradient accumulators) in
@@ -62,7 +71,9 @@ with its cell compiled (its backward spills registers), the fused tanh RNN at 72
 65.4. The fused LSTM at H=32 (the 256-member grid, one CUDA graph a step) trained at 134.6
 steps/s against 127.8 with its cell compiled (1.05×, ``benchmarks/population_training.py``'s
 ``graphed+fused-lstm`` against ``graphed+fused``); wider LSTMs are untimed and stay
-compiled."""
+compiled. The leaky cells (``ctrnn_rate``, ``ctrnn_current``) are absent: no GPU has timed
+them yet (``benchmarks/population_training.py``'s ``ctrnn`` case, path ``graphed+fused+ctrnn``,
+does)."""
 MAX_BLOCK_B = 64
 """Most batch rows per program; a larger batch is split over programs whose bias (and, with
 ``DW_OUTSIDE`` off, weight) gradients are summed with atomic adds."""
@@ -116,29 +127,42 @@ def uses_tf32(device: torch.device) -> bool:
     return device.type == "cuda" and torch.get_float32_matmul_precision() != "highest"
 
 
-def fused_recurrence(u: Tensor, weight_hh: Tensor, bias_hh: Tensor, cell: str) -> Tensor:
+def fused_recurrence(u: Tensor, weight_hh: Tensor, bias_hh: Tensor, cell: str,
+                     alpha: float = 1.0, activation: str = "relu") -> Tensor:
     """States ``hidden [G, B, T, S]`` of ``cell`` run over ``u [G, B, T, gH]`` from zero
     (``u[:, b, t]`` is step t's projected input of batch row b; S = H, or 2H for the
-    LSTM's ``[h, c]``).
+    LSTM's ``[h, c]``). ``alpha`` (in (0, 1]) and ``activation`` (``ACTIVATIONS``) are the
+    leaky cells' (``LEAKY``); the other cells ignore them.
 
     Differentiable in ``u``, ``weight_hh`` and ``bias_hh`` (once: no double backward).
 
     Raises:
         RuntimeError: Triton is missing (with the reason).
-        ValueError: an unknown cell, or shapes that do not fit together (named).
+        ValueError: an unknown cell or activation, an alpha out of range, or shapes that
+            do not fit together (named).
         TypeError: a tensor that is not float32.
     """
     if triton is None:
         raise RuntimeError(f"fused_recurrence: {_MISSING}")
     _check(u, weight_hh, bias_hh, cell)
+    if cell in LEAKY:
+        _check_leaky(alpha, activation)
     return _FusedRecurrence.apply(u.contiguous(), weight_hh.contiguous(), bias_hh.contiguous(),
-                                  cell)
+                                  cell, float(alpha), activation)
 
 
 def _transformed() -> bool:
     """Whether a ``torch.func`` transform (vmap, grad, jacrev, ...) is active."""
     peek = getattr(torch._C._functorch, "peek_interpreter_stack", None)
     return peek is not None and peek() is not None
+
+
+def _check_leaky(alpha: object, activation: object) -> None:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"fused_recurrence: unknown activation {activation!r}, expected one "
+                         f"of {sorted(ACTIVATIONS)}")
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha <= 1:
+        raise ValueError(f"fused_recurrence: alpha must be a number in (0, 1], got {alpha!r}")
 
 
 def _check(u: Tensor, weight_hh: Tensor, bias_hh: Tensor, cell: str) -> None:
@@ -193,7 +217,7 @@ def _launch_config(batch: int, size: int, states: int = 1) -> dict[str, int]:
 class _FusedRecurrence(torch.autograd.Function):
     @staticmethod
     def forward(ctx: FunctionCtx, u: Tensor, weight_hh: Tensor, bias_hh: Tensor,
-                cell: str) -> Tensor:
+                cell: str, alpha: float, activation: str) -> Tensor:
         members, batch, steps, _ = u.shape
         size = weight_hh.shape[1]
         hidden = u.new_empty(members, batch, steps, STATES[cell] * size)
@@ -201,14 +225,17 @@ class _FusedRecurrence(torch.autograd.Function):
         grid = (members, triton.cdiv(batch, config["BLOCK_B"]))
         tf32 = uses_tf32(u.device)
         _launch(cell, "forward", _forward_kernel, grid, u, weight_hh, bias_hh, hidden,
-                steps, batch, size, CELL=CELLS[cell], GATES=GATES[cell], TF32=tf32, **config)
+                steps, batch, size, alpha, CELL=CELLS[cell], GATES=GATES[cell],
+                ACT=ACTIVATIONS[activation], TF32=tf32, **config)
         ctx.save_for_backward(u, weight_hh, bias_hh, hidden)
         ctx.cell, ctx.tf32 = cell, tf32  # the backward recomputes the gates as they were
+        ctx.alpha, ctx.activation = alpha, activation
         return hidden
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, dhidden: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:
+    def backward(ctx: Any, dhidden: Tensor
+                 ) -> tuple[Tensor, Tensor, Tensor, None, None, None]:
         u, weight_hh, bias_hh, hidden = ctx.saved_tensors
         cell = ctx.cell
         members, batch, steps, _ = u.shape
@@ -228,13 +255,24 @@ class _FusedRecurrence(torch.autograd.Function):
         dhn = u.new_empty(hidden.shape) if outside and cell == "gru" else du
         _launch(cell, "backward", _backward_kernel, (members, blocks), u, weight_hh, bias_hh,
                 hidden, dhidden.contiguous(), du, dhn, du if dweight is None else dweight,
-                dbias, steps, batch, size, CELL=CELLS[cell], GATES=GATES[cell], TF32=ctx.tf32,
-                ACCUMULATE=blocks > 1, DW_OUTSIDE=outside, **config)
+                dbias, steps, batch, size, ctx.alpha, CELL=CELLS[cell], GATES=GATES[cell],
+                ACT=ACTIVATIONS[ctx.activation], TF32=ctx.tf32, ACCUMULATE=blocks > 1,
+                DW_OUTSIDE=outside, **config)
         if dweight is None:
-            dweight = (torch.cat([_state_products(hidden, du[..., : 2 * size], size),
-                                  _state_products(hidden, dhn, size)], dim=2)
-                       if cell == "gru" else _state_products(hidden, du, size))
-        return du, dweight, dbias, None
+            if cell == "gru":
+                dweight = torch.cat([_state_products(hidden, du[..., : 2 * size], size),
+                                     _state_products(hidden, dhn, size)], dim=2)
+            elif cell == "ctrnn_current":  # the recurrent input reads the rates f(v)
+                dweight = _state_products(_TORCH_ACTIVATIONS[ctx.activation](hidden), du)
+                if ctx.activation == "softplus":  # f(v_{-1}) = f(0) = log 2, not 0
+                    dweight = dweight + math.log(2.0) * du[:, :, 0].sum(1).unsqueeze(1)
+            else:
+                dweight = _state_products(hidden, du, size)
+        return du, dweight, dbias, None, None, None
+
+
+_TORCH_ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh,
+                      "softplus": torch.nn.functional.softplus}
 
 
 def _state_products(hidden: Tensor, grad: Tensor, size: int | None = None) -> Tensor:
@@ -308,6 +346,25 @@ if triton is not None:
         return tl.where(x < 0, -t, t)
 
     @triton.jit
+    def _act(x, ACT: tl.constexpr):
+        """The leaky cells' f: relu, tanh, or softplus (log(1 + e^x), stable)."""
+        if ACT == 0:
+            return tl.maximum(x, 0.0)
+        if ACT == 1:
+            return _tanh(x)
+        return tl.maximum(x, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(x)))
+
+    @triton.jit
+    def _act_grad(x, ACT: tl.constexpr):
+        """f'(x) of :func:`_act` (relu's is 0 at 0, as torch's)."""
+        if ACT == 0:
+            return tl.where(x > 0.0, 1.0, 0.0)
+        if ACT == 1:
+            t = _tanh(x)
+            return 1.0 - t * t
+        return _sigmoid(x)
+
+    @triton.jit
     def _put(ptrs, value, mask, ACCUMULATE: tl.constexpr):
         """Write a gradient, or add it to other batch blocks' (atomics) when the batch is
         split over several programs."""
@@ -345,9 +402,9 @@ if triton is not None:
         return member, cols, gh, S, col_ok, io_mask, w_mask, w_offs, u_offs, hid_offs
 
     @triton.jit
-    def _forward_kernel(u_ptr, w_ptr, b_ptr, hid_ptr, T, B, H, CELL: tl.constexpr,
-                        GATES: tl.constexpr, TF32: tl.constexpr, BLOCK_B: tl.constexpr,
-                        BLOCK_H: tl.constexpr):
+    def _forward_kernel(u_ptr, w_ptr, b_ptr, hid_ptr, T, B, H, alpha, CELL: tl.constexpr,
+                        GATES: tl.constexpr, ACT: tl.constexpr, TF32: tl.constexpr,
+                        BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
         member, cols, gh, S, col_ok, io_mask, w_mask, w_offs, u_offs, hid_offs = (
             _program_block(T, B, H, CELL, GATES, BLOCK_B, BLOCK_H))
         w_ptr += member * H * gh
@@ -355,7 +412,8 @@ if triton is not None:
         u_ptr += member * B * T * gh
         hid_ptr += member * B * T * S
         # Padded rows and columns of W and b are zero, so padded state columns stay zero
-        # (the LSTM's: c = c/2 + 0, h = tanh(0)/2).
+        # (the LSTM's: c = c/2 + 0, h = tanh(0)/2) or, where f(0) is not (the leaky rate
+        # cell with softplus), meet only W's zero rows.
         w0 = tl.load(w_ptr + w_offs, mask=w_mask, other=0.0)
         b0 = tl.load(b_ptr + cols, mask=col_ok, other=0.0)[None, :]
         if GATES >= 3:
@@ -370,7 +428,10 @@ if triton is not None:
         c = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)  # the LSTM's memory
         for t in range(T):
             step_u = u_ptr + t * gh + u_offs
-            a0 = tl.load(step_u, mask=io_mask, other=0.0) + _mm(h, w0, TF32) + b0
+            if CELL == 5:  # ctrnn_current: the recurrent input reads the rates f(v)
+                a0 = tl.load(step_u, mask=io_mask, other=0.0) + _mm(_act(h, ACT), w0, TF32) + b0
+            else:
+                a0 = tl.load(step_u, mask=io_mask, other=0.0) + _mm(h, w0, TF32) + b0
             if CELL == 0:  # GRU: r, z, n
                 a1 = tl.load(step_u + H, mask=io_mask, other=0.0) + _mm(h, w1, TF32) + b1
                 hn = _mm(h, w2, TF32) + b2
@@ -382,6 +443,10 @@ if triton is not None:
                 h = _tanh(a0)
             elif CELL == 2:
                 h = tl.maximum(a0, 0.0)
+            elif CELL == 4:  # ctrnn_rate
+                h = h + alpha * (_act(a0, ACT) - h)
+            elif CELL == 5:  # ctrnn_current
+                h = h + alpha * (a0 - h)
             else:  # LSTM: i, f, g, o, all from h_{t-1}
                 a1 = tl.load(step_u + H, mask=io_mask, other=0.0) + _mm(h, w1, TF32) + b1
                 a2 = tl.load(step_u + 2 * H, mask=io_mask, other=0.0) + _mm(h, w2, TF32) + b2
@@ -393,8 +458,8 @@ if triton is not None:
 
     @triton.jit
     def _backward_kernel(u_ptr, w_ptr, b_ptr, hid_ptr, dhid_ptr, du_ptr, dhn_ptr, dw_ptr,
-                         db_ptr, T, B, H, CELL: tl.constexpr, GATES: tl.constexpr,
-                         TF32: tl.constexpr, ACCUMULATE: tl.constexpr,
+                         db_ptr, T, B, H, alpha, CELL: tl.constexpr, GATES: tl.constexpr,
+                         ACT: tl.constexpr, TF32: tl.constexpr, ACCUMULATE: tl.constexpr,
                          DW_OUTSIDE: tl.constexpr, BLOCK_B: tl.constexpr,
                          BLOCK_H: tl.constexpr):
         # DW_OUTSIDE: no dW accumulators; the GRU writes dn·r to dhn_ptr ([G, B, T, H]) for
@@ -417,6 +482,9 @@ if triton is not None:
         db0 = tl.zeros((BLOCK_H,), dtype=tl.float32)
         if not DW_OUTSIDE:
             dw0 = tl.zeros((BLOCK_H, BLOCK_H), dtype=tl.float32)
+        if CELL == 4:  # ctrnn_rate recomputes its pre-activation: W and b too
+            w0 = tl.load(w_ptr + w_offs, mask=w_mask, other=0.0)
+            b0 = tl.load(b_ptr + cols, mask=col_ok, other=0.0)[None, :]
         if GATES >= 3:  # the gates are recomputed, so the GRU and LSTM need W and b too
             w0 = tl.load(w_ptr + w_offs, mask=w_mask, other=0.0)
             w1 = tl.load(w_ptr + H + w_offs, mask=w_mask, other=0.0)
@@ -509,6 +577,24 @@ if triton is not None:
                 dc = dc * gf
                 dh = (_mm(di, wt0, TF32) + _mm(df, wt1, TF32) + _mm(dg, wt2, TF32)
                       + _mm(do, wt3, TF32))
+            elif CELL == 4:  # ctrnn_rate: h_t = h + α (f(a) - h), a = u + h W + b
+                h_prev = _state_before(hid_ptr, hid_offs, t, S, io_mask)
+                a0 = (tl.load(u_ptr + t * gh + u_offs, mask=io_mask, other=0.0)
+                      + _mm(h_prev, w0, TF32) + b0)
+                da = dh * alpha * _act_grad(a0, ACT)
+                tl.store(step_du, da, mask=io_mask)
+                if not DW_OUTSIDE:
+                    dw0 += _mm(tl.trans(h_prev), da, TF32)
+                db0 += tl.sum(da, axis=0)
+                dh = dh * (1.0 - alpha) + _mm(da, wt0, TF32)
+            elif CELL == 5:  # ctrnn_current: v_t = v + α (a - v), a = u + f(v) W + b
+                v_prev = _state_before(hid_ptr, hid_offs, t, S, io_mask)
+                da = dh * alpha
+                tl.store(step_du, da, mask=io_mask)
+                if not DW_OUTSIDE:
+                    dw0 += _mm(tl.trans(_act(v_prev, ACT)), da, TF32)
+                db0 += tl.sum(da, axis=0)
+                dh = dh * (1.0 - alpha) + _mm(da, wt0, TF32) * _act_grad(v_prev, ACT)
             else:  # tanh, relu: the derivative from the stored output h_t
                 h_t = tl.load(hid_ptr + step_hid, mask=io_mask, other=0.0)
                 if CELL == 1:  # noqa: SIM108 (a static branch, kept as in the forward)
