@@ -136,6 +136,9 @@ def _check_for_save(members: list[Member]) -> None:
         if problem or m.id in seen:
             raise ValueError(problem or f"duplicate member id {m.id!r}")
         seen.add(m.id)
+        refusal = getattr(architectures.get(m.architecture), "save_refusal", None)
+        if refusal is not None:  # e.g. 'module' members, which run a user's code
+            raise ValueError(refusal(m))
         if m.group_key not in shapes:
             shapes[m.group_key] = _expected_shapes(m.architecture, m.config)
         architectures.check_member_state(m.state, shapes[m.group_key], f"member {m.id!r}")

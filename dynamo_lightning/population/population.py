@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from dynamo_lightning.checks import optional_positive_int
 from dynamo_lightning.population import architectures
 from dynamo_lightning.population.architectures import Architecture
+from dynamo_lightning.population.array_import import members_from_arrays
 from dynamo_lightning.population.format import load_population, save_population
 from dynamo_lightning.population.member import Member
 from dynamo_lightning.population.torch_import import members_from_torch
@@ -100,19 +101,34 @@ class Population(Sequence[Member]):
         return cls(members)
 
     @classmethod
-    def from_torch(cls, members: Mapping[str, tuple[nn.Module, nn.Module] | nn.Sequential],
+    def from_torch(cls, members: Mapping[str, tuple[nn.Module, nn.Module] | nn.Module],
                    metadata: Mapping[str, Mapping[str, Any]] | None = None,
                    device: torch.device | str = "cpu", input_size: int | None = None
                    ) -> Population:
         """Members made from users' own torch networks, computing exactly what they compute.
 
         Args:
-            members: ``{id: (rnn, readout)}``: a single-layer ``batch_first`` ``nn.RNN``
-                (tanh or relu), ``nn.GRU`` or ``nn.LSTM``, and an ``nn.Linear`` of its hidden
-                state, so that ``outputs = readout(rnn(x)[0])`` for ``x [B, T, I]``; or
-                ``{id: sequential}``: an ``nn.Sequential`` of ``Conv2d``/``ReLU`` stages, then
-                ``[AdaptiveAvgPool2d(p)], Flatten, Linear``, run on ``x.unsqueeze(1)``
-                (becomes a ``cnn`` member).
+            members: ``{id: network}``, each network one of:
+
+                - ``(rnn, readout)``: a single-layer ``batch_first`` ``nn.RNN`` (tanh or
+                  relu), ``nn.GRU`` or ``nn.LSTM``, and an ``nn.Linear`` of its hidden
+                  state, so that ``outputs = readout(rnn(x)[0])`` for ``x [B, T, I]``;
+                - a continuous-time RNN module as neurogym's tutorials write it (attributes
+                  ``input2h``, ``h2h`` — an ``nn.Linear`` or a Dale's-law module with
+                  ``weight`` and ``mask`` —, ``alpha`` or ``dt``/``tau``, ``hidden_size``;
+                  time-major), as ``(ctrnn, readout)`` or as a net with ``.rnn`` and
+                  ``.fc``: a ``ctrnn`` member, checked against the module on a probe input
+                  (which also settles its form and activation unless it declares them);
+                - an ``nn.Sequential`` of ``Conv2d``/``ReLU`` stages, then
+                  ``[AdaptiveAvgPool2d(p)], Flatten, Linear``, run on ``x.unsqueeze(1)``
+                  (becomes a ``cnn`` member);
+                - any other recurrent module with ``input_size``, ``hidden_size``,
+                  ``step(h [B, H], x [B, I]) -> [B, H]``, ``readout(h [B, ..., H]) ->
+                  [B, ..., O]`` (and optionally ``initial_state(batch_size)``): a
+                  ``module`` member running a frozen copy of it, one member at a time.
+                  It runs, steps and has fixed points like any member but cannot be saved
+                  (a population directory never runs code), so the CLI cannot use it.
+
             metadata: optional ``{id: dict}`` merged over the defaults (``architecture``,
                 ``hidden_size``, ``source="torch"``, ``torch_class``).
             device: as for ``Population``.
@@ -127,6 +143,37 @@ class Population(Sequence[Member]):
                                                    nn.Linear(16, 2))})
         """
         return cls(members_from_torch(members, metadata, input_size), device=device)
+
+    @classmethod
+    def from_arrays(cls, members: Mapping[str, Mapping[str, Any]],
+                    metadata: Mapping[str, Mapping[str, Any]] | None = None,
+                    device: torch.device | str = "cpu") -> Population:
+        """``ctrnn`` members from weight arrays (PsychRNN, numpy, another framework).
+
+        Args:
+            members: ``{id: {"W_in" [H, I], "W_rec" [H, H], "b_rec" [H] (optional, zeros),
+                "W_out" [O, H], "b_out" [O], "alpha" (or "dt" and "tau"), options...}}``:
+                numpy arrays or tensors in the post×pre convention of PsychRNN and
+                ``nn.Linear`` (also ``"b_in" [H]``, an input bias, default zeros). Options:
+                ``activation``, ``form``, ``dale_ratio``, ``autapses``, ``noise_std``, as
+                the ``ctrnn`` architecture takes them; with ``dale_ratio``, ``W_rec`` holds
+                the signed effective weights.
+            metadata: optional ``{id: dict}`` merged over ``architecture="ctrnn"``,
+                ``hidden_size`` and ``source="arrays"``.
+            device: as for ``Population``.
+
+        Raises:
+            ValueError: naming the member, the array, its shape and the expected shape
+                (also for non-finite values, unknown keys, and ``W_rec`` signs that
+                contradict ``dale_ratio``).
+
+        Example::
+
+            pop = Population.from_arrays({"net": {"W_in": w_in, "W_rec": w_rec,
+                                                  "W_out": w_out, "b_out": b_out,
+                                                  "alpha": 0.2}})
+        """
+        return cls(members_from_arrays(members, metadata), device=device)
 
     @classmethod
     def concat(cls, populations: Iterable[Population]) -> Population:

@@ -1,16 +1,23 @@
-"""Networks users bring: plain ``torch.nn`` recurrent modules as population members, and back.
+"""Networks users bring: ``torch.nn`` modules as population members, and back.
 
-A single-layer, ``batch_first`` ``torch.nn.RNN`` (tanh or relu), ``torch.nn.GRU`` or
-``torch.nn.LSTM`` plus an ``nn.Linear`` readout of its hidden units is exactly one of our
-recurrent members: our stacked cells follow torch's equations and gate order, and store the
-same weights transposed (input-major, ``x @ W``). Converting is therefore a relabelling of
-tensors, and the member computes what the original computes, to float rounding.
+A single-layer ``torch.nn.RNN`` (tanh or relu), ``torch.nn.GRU`` or ``torch.nn.LSTM`` plus an
+``nn.Linear`` readout of its hidden units is exactly one of our recurrent members: our
+stacked cells follow torch's equations and gate order, and store the same weights transposed
+(input-major, ``x @ W``). Converting is therefore a relabelling of tensors, and the member
+computes what the original computes, to float rounding. A time-major module
+(``batch_first=False``, as neurogym's tutorials build them) has the same weights: its member
+takes the same inputs batch-first (``[B, T, I]``, the population's convention), which is
+exact, and its metadata records ``time_major: true``.
 
 Anything our cells cannot reproduce (several layers, two directions, an LSTM projection,
-time-major inputs, a readout that is not a linear map of ``h``) is refused with one
+a readout that is not a linear map of ``h``) is refused with one
 ``ValueError`` that names the member and the fault, rather than converted approximately.
-Weights are stored as float32 on the CPU, like every member. A ``torch.nn.Sequential`` CNN
-(conv/ReLU stages and a linear head) becomes a ``cnn`` member (``torch_import_cnn``).
+Weights are stored as float32 on the CPU, like every member. The other networks
+``members_from_torch`` takes each have their own module: a ``torch.nn.Sequential`` CNN
+becomes a ``cnn`` member (``torch_import_cnn``), a continuous-time RNN module written as
+neurogym's tutorials write it a ``ctrnn`` member (``torch_import_ctrnn``), and any other
+module that follows the recurrent-module protocol a ``module`` member that runs the module
+itself (``module_member``; it cannot be saved).
 """
 
 from __future__ import annotations
@@ -21,29 +28,45 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dynamo_lightning.population.member import Member, check_member_id
+from dynamo_lightning.population.import_metadata import check_import, merge_metadata
+from dynamo_lightning.population.member import Member
+from dynamo_lightning.population.module_member import member_from_module
 from dynamo_lightning.population.torch_import_cnn import member_from_sequential
+from dynamo_lightning.population.torch_import_ctrnn import (
+    CTRNN_ATTRIBUTES,
+    is_ctrnn_module,
+    member_from_ctrnn,
+)
 
 #: torch's ``RNNBase.mode`` → our registered architecture.
 ARCHITECTURE_OF_MODE = {"RNN_TANH": "vanilla", "RNN_RELU": "relu", "GRU": "gru", "LSTM": "lstm"}
 #: The accepted torch classes, for the messages.
 ACCEPTED = ("torch.nn.RNN (nonlinearity 'tanh' or 'relu'), torch.nn.GRU or torch.nn.LSTM, "
-            "single-layer, batch_first=True")
-#: Metadata keys that are facts of the modules: a metadata dict may repeat them, not contradict.
-_DERIVED = ("architecture", "hidden_size")
+            "single-layer (batch-first or time-major); or a CTRNN module with input2h and "
+            "h2h")
+#: The forms ``members_from_torch`` takes, for the messages.
+FORMS = ("(rnn, readout), a net with .rnn (a CTRNN module) and .fc, an nn.Sequential CNN, "
+         "or a module with the recurrent-module protocol")
 
 
-def members_from_torch(members: Mapping[str, tuple[nn.Module, nn.Module] | nn.Sequential],
+def members_from_torch(members: Mapping[str, Any],
                        metadata: Mapping[str, Mapping[str, Any]] | None = None,
                        input_size: int | None = None) -> list[Member]:
     """Members computing exactly what the given torch networks compute.
 
     Args:
-        members: ``{id: (rnn, readout)}``; ``rnn`` as in ``ACCEPTED``, ``readout`` an
-            ``nn.Linear(hidden_size, O)`` applied to ``rnn(x)[0]``, or ``{id: sequential}``: a
-            ``torch.nn.Sequential`` CNN (``torch_import_cnn.ACCEPTED_SEQUENTIAL``). Input and
-            output sizes are read from the modules and may differ between members (they
-            then form groups).
+        members: ``{id: network}``, each network one of:
+
+            - ``(rnn, readout)``: ``rnn`` as in ``ACCEPTED``, ``readout`` an
+              ``nn.Linear(hidden_size, O)`` applied to ``rnn(x)[0]``;
+            - ``(ctrnn, readout)`` or a net with ``.rnn`` (a CTRNN module) and ``.fc``, as
+              neurogym's tutorials write them (``torch_import_ctrnn``): a ``ctrnn`` member;
+            - a ``torch.nn.Sequential`` CNN (``torch_import_cnn.ACCEPTED_SEQUENTIAL``);
+            - any module with the recurrent-module protocol (``module_member.PROTOCOL``): a
+              ``module`` member running a frozen copy of it (not saveable).
+
+            Input and output sizes are read from the modules and may differ between members
+            (they then form groups).
         metadata: optional ``{id: dict}``, merged over the defaults ``architecture``,
             ``hidden_size``, ``source="torch"`` and ``torch_class``.
         input_size: image width of ``Sequential`` CNNs that pool adaptively (unused else).
@@ -54,31 +77,37 @@ def members_from_torch(members: Mapping[str, tuple[nn.Module, nn.Module] | nn.Se
     Raises:
         ValueError: naming the member id, the fault and what is accepted.
     """
-    if not isinstance(members, Mapping) or not members:
-        raise ValueError("from_torch takes a non-empty dict {id: (rnn, readout)}, got "
-                         f"{type(members).__name__} {members!r:.80}")
-    metadata = {} if metadata is None else metadata
-    if not isinstance(metadata, Mapping):
-        raise ValueError(f"metadata must be None or a dict {{id: dict}}, got "
-                         f"{type(metadata).__name__}")
-    unknown = sorted(set(metadata) - set(members), key=str)
-    if unknown:
-        raise ValueError(f"metadata given for unknown member id(s) {unknown} "
-                         f"(member ids: {list(members)})")
-    result = []
-    for member_id, pair in members.items():
-        problem = check_member_id(member_id)
-        if problem:
-            raise ValueError(problem)
-        if isinstance(pair, nn.Sequential):
-            result.append(member_from_sequential(member_id, pair, input_size,
-                                                 metadata.get(member_id)))
-            continue
-        if not isinstance(pair, tuple | list) or len(pair) != 2:
-            raise ValueError(f"member {member_id!r}: expected a pair (rnn, readout) or an "
-                             f"nn.Sequential CNN, got {type(pair).__name__}")
-        result.append(member_from_torch(member_id, pair[0], pair[1], metadata.get(member_id)))
-    return result
+    metadata = check_import(members, metadata, "from_torch", "(rnn, readout)")
+    return [_member(member_id, network, input_size, metadata.get(member_id))
+            for member_id, network in members.items()]
+
+
+def _member(member_id: str, network: object, input_size: int | None,
+            metadata: Mapping[str, Any] | None) -> Member:
+    """One member from whichever form ``network`` has (see ``members_from_torch``)."""
+    if isinstance(network, nn.Sequential):
+        return member_from_sequential(member_id, network, input_size, metadata)
+    if isinstance(network, tuple | list):
+        if len(network) != 2:
+            raise ValueError(f"member {member_id!r}: expected a pair (rnn, readout), got a "
+                             f"{type(network).__name__} of {len(network)}")
+        if is_ctrnn_module(network[0]):
+            return member_from_ctrnn(member_id, network[0], network[1], metadata=metadata)
+        return member_from_torch(member_id, network[0], network[1], metadata)
+    if not isinstance(network, nn.Module):
+        raise ValueError(f"member {member_id!r}: expected {FORMS}, got "
+                         f"{type(network).__name__}")
+    inner, readout = getattr(network, "rnn", None), getattr(network, "fc", None)
+    if is_ctrnn_module(inner) and isinstance(readout, nn.Module):
+        return member_from_ctrnn(member_id, inner, readout, net=network, metadata=metadata)
+    hint = ""
+    if inner is not None and readout is not None:
+        hint = (f"; its .rnn is a {type(inner).__name__}, not a CTRNN module "
+                f"({CTRNN_ATTRIBUTES}): for a torch.nn.RNN/GRU/LSTM pass (net.rnn, net.fc)")
+    elif is_ctrnn_module(network):
+        hint = "; a CTRNN module needs its readout: pass (ctrnn, readout)"
+    return member_from_module(member_id, network, metadata,
+                              hint or f" (or pass one of {FORMS})")
 
 
 def member_from_torch(member_id: str, rnn: nn.Module, readout: nn.Module,
@@ -93,6 +122,8 @@ def member_from_torch(member_id: str, rnn: nn.Module, readout: nn.Module,
     architecture = _check_rnn(member_id, rnn)
     _check_readout(member_id, readout, rnn.hidden_size)
     meta = _metadata(member_id, rnn, architecture, metadata)
+    if not rnn.batch_first:
+        meta.setdefault("time_major", True)
     config = {"input_size": rnn.input_size, "output_size": readout.out_features,
               "hidden_size": rnn.hidden_size}
     gate_units = rnn.weight_ih_l0.shape[0]
@@ -164,8 +195,6 @@ def _check_rnn(member_id: str, rnn: nn.Module) -> str:
                       "network separately)")
     if rnn.bidirectional:
         faults.append("bidirectional=True (only forward-in-time networks have a step map)")
-    if not rnn.batch_first:
-        faults.append("batch_first=False (build it with batch_first=True, inputs [B, T, I])")
     if getattr(rnn, "proj_size", 0):
         faults.append(f"proj_size={rnn.proj_size} (LSTM projections are not supported)")
     if rnn.mode not in ARCHITECTURE_OF_MODE:
@@ -191,13 +220,4 @@ def _metadata(member_id: str, rnn: nn.RNNBase, architecture: str,
     """Defaults describing the conversion, with the user's ``extra`` merged over them."""
     defaults = {"architecture": architecture, "hidden_size": rnn.hidden_size,
                 "source": "torch", "torch_class": type(rnn).__name__}
-    if extra is None:
-        return defaults
-    if not isinstance(extra, Mapping):
-        raise ValueError(f"member {member_id!r}: metadata must be a dict, got "
-                         f"{type(extra).__name__}")
-    for key in _DERIVED:
-        if key in extra and extra[key] != defaults[key]:
-            raise ValueError(f"member {member_id!r}: metadata says {key}={extra[key]!r} but "
-                             f"the {type(rnn).__name__} module gives {defaults[key]!r}")
-    return {**defaults, **extra}
+    return merge_metadata(member_id, defaults, extra, f"the {type(rnn).__name__} module")

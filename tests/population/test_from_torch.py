@@ -185,7 +185,6 @@ def _transformer() -> nn.Module:
 REFUSED = {  # case → (pair builder, message fragment naming the fault)
     "bidirectional": (lambda: make_pair("gru", bidirectional=True), "bidirectional=True"),
     "two_layers": (lambda: make_pair("lstm", num_layers=2, dropout=0.1), "num_layers=2"),
-    "time_major": (lambda: (nn.RNN(IN, H), nn.Linear(H, OUT)), "batch_first=False"),
     "lstm_projection": (lambda: make_pair("lstm", proj_size=4), "proj_size=4"),
     "transformer": (lambda: (_transformer(), nn.Linear(H, OUT)),
                     "unsupported module Transformer"),
@@ -198,6 +197,23 @@ REFUSED = {  # case → (pair builder, message fragment naming the fault)
                      "in_features=7 but the RNN's hidden_size is 8"),
     "not_a_pair": (lambda: (make_pair("gru")[0],), "expected a pair"),
 }
+
+
+@pytest.mark.parametrize("kind", ["rnn_tanh", "gru", "lstm"])
+def test_a_time_major_module_becomes_a_batch_first_member(kind: str) -> None:
+    """neurogym's tutorials build time-major RNNs: the weights are the same, the member takes
+    the inputs batch-first, exactly."""
+    torch.manual_seed(0)
+    rnn, readout = KINDS[kind][0](IN), nn.Linear(H, OUT)
+    assert not rnn.batch_first
+    member = Population.from_torch({"tm": (rnn, readout)})["tm"]
+    x = torch.randn(5, 9, IN)  # [B, T, I]
+    with torch.no_grad():
+        states = rnn(x.transpose(0, 1))[0].transpose(0, 1)
+        outputs, hidden = member.module(x)
+    torch.testing.assert_close(outputs, readout(states), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(hidden[..., :H], states, atol=1e-5, rtol=1e-5)
+    assert member.metadata["time_major"] is True
 
 
 @pytest.mark.parametrize("case", REFUSED)
