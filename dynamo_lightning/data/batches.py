@@ -71,13 +71,15 @@ def gather(store: ArrayStore, split: str, members: Tensor, trials: Tensor) -> Ba
 
     Returns:
         ``member [M]``, ``trial [M, S]``, ``inputs [M, S, T, I]``, ``targets [M, S, ...]``
-        (the task's targets), ``task_id [M, S]``, and when the store holds trajectories
+        (the task's targets), ``task_id [M, S]``, ``mask [M, S, T]`` (bool, real steps) when
+        the store holds one (a task of padded trials), and when the store holds trajectories
         ``hidden [M, S, T_h, k]`` and ``outputs [M, S, T_o, O]`` (float32).
     """
     m, t = members.numpy(), trials.numpy()
     batch = {"member": members, "trial": trials}
-    for name in ("inputs", "targets", "task_id"):
-        batch[name] = torch.from_numpy(np.ascontiguousarray(store[f"{split}_{name}"][t]))
+    for name in ("inputs", "targets", "task_id", "mask"):
+        if name != "mask" or f"{split}_mask" in store:
+            batch[name] = torch.from_numpy(np.ascontiguousarray(store[f"{split}_{name}"][t]))
     for name in ("hidden", "outputs"):
         if f"{split}_{name}" in store:
             rows = store[f"{split}_{name}"][m[:, None], t]

@@ -69,9 +69,11 @@ class TrajectoryDataModule(pl.LightningDataModule):
     Batches are dicts: ``member [M]`` (population indices), ``trial [M, S]`` (trial indices in
     the split), ``inputs [M, S, T, I]``, ``targets [M, S, ...]`` (task targets),
     ``task_id [M, S]`` (``Task.sample_with_ids``: the sub-task of a mixture, else 0),
-    ``hidden [M, S, T_h, k]`` (projected member states) and ``outputs [M, S, T_o, O]``
-    (member outputs). Training batch d draws M distinct members and S distinct trials per
-    member from ``derive_seed(seed, "train", d)``; val/test batches cover every (member, trial) once
+    ``hidden [M, S, T_h, k]`` (projected member states), ``outputs [M, S, T_o, O]``
+    (member outputs) and, for a task of padded trials (``Task.step_mask``), ``mask [M, S, T]``
+    (bool, True on real steps; each member's PCA is fitted on those only). Training batch d
+    draws M distinct members and S distinct trials per member from
+    ``derive_seed(seed, "train", d)``; val/test batches cover every (member, trial) once
     (under DDP, Lightning's ``DistributedSampler`` pads the pass, repeating a few batches).
 
     Args:
@@ -141,8 +143,11 @@ class TrajectoryDataModule(pl.LightningDataModule):
         self.task_spec = task_spec_of(self.task)
         self.num_members = len(self._population)
         self.member_ids = self._population.ids
-        probe = self.task.sample(1, generator=torch.Generator().manual_seed(seed))[0].float()
-        self.layout: StageLayout | None = probe_layout(self._population, probe)
+        probe, probe_targets, probe_ids = self.task.sample_with_ids(
+            1, generator=torch.Generator().manual_seed(seed))
+        self.layout: StageLayout | None = probe_layout(self._population, probe.float())
+        # Padded trials (Task.step_mask): batches carry ``mask`` and the PCA fits real steps.
+        self.has_mask = self.task.step_mask(probe_targets, probe_ids) is not None
         self.member_metadata = [dict(m.metadata) for m in self._population]
         if self.layout is not None:  # depth is what sizes the meta-CNN
             for meta, stages in zip(self.member_metadata, self.layout.stages, strict=True):
@@ -167,7 +172,8 @@ class TrajectoryDataModule(pl.LightningDataModule):
                                    seed=seed, trials=self.trials, num_components=num_components,
                                    dtype="float32",
                                    **({} if self.layout is None else
-                                      {"stages": list(self.layout.stages)}))
+                                      {"stages": list(self.layout.stages)}),
+                                   **({"step_mask": True} if self.has_mask else {}))
         self.cache_path: Path | None = None
         self.reused_cache = False
         self._written_here = False  # this process wrote the cache entry (prepare_data)
@@ -196,7 +202,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
             return
         if self.mode == "online":
             draws = {split: self._draw(split) for split in SPLITS}
-            self.projections = self._fit(draws["train"]["inputs"], self._device())
+            self.projections = self._fit(draws["train"], self._device())
             self._stores = {s: ArrayStore({f"{s}_{k}": v for k, v in draws[s].items()})
                             for s in SPLITS}
             return
@@ -224,19 +230,27 @@ class TrajectoryDataModule(pl.LightningDataModule):
                         for s in SPLITS}
 
     def _draw(self, split: str) -> dict[str, np.ndarray]:
-        """The split's fixed trials: ``inputs [n, T, I]``, ``targets [n, ...]``, ``task_id [n]``."""
+        """The split's fixed trials: ``inputs [n, T, I]``, ``targets [n, ...]``, ``task_id [n]``
+        and, for a task of padded trials, ``mask [n, T]`` (bool, True on real steps)."""
         g = torch.Generator().manual_seed(derive_seed(self.seed, split))
         n = self.trials[split]
         x, y, ids = self.task.sample_with_ids(n, generator=g, split=split)
-        return {"inputs": x.float().numpy(), "targets": y.numpy(), "task_id": ids.long().numpy()}
+        drawn = {"inputs": x.float().numpy(), "targets": y.numpy(), "task_id": ids.long().numpy()}
+        mask = self.task.step_mask(y, ids) if self.has_mask else None
+        if mask is not None:
+            drawn["mask"] = mask.bool().numpy()
+        return drawn
+
+    def _chunks(self, array: np.ndarray) -> tuple[Tensor, ...]:
+        """``array`` ``[n, T, ...]`` cut into the trial chunks the population runs on."""
+        return torch.from_numpy(array).split(trajectory_chunk(self._population, array.shape[1]))
 
     def _run(self, inputs: np.ndarray, device: torch.device, desc: str | None = None
              ) -> Iterator[tuple[Tensor | list[Tensor], Tensor]]:
         """Trajectories of every member, chunk by chunk: yields ``(hidden, outputs)``; with
         ``desc``, a progress bar over the chunks (on a terminal)."""
         population = self._population.to(device)
-        chunks = torch.from_numpy(inputs).split(trajectory_chunk(population, inputs.shape[1]))
-        for chunk in tqdm(chunks, desc=desc, unit="chunk", leave=False,
+        for chunk in tqdm(self._chunks(inputs), desc=desc, unit="chunk", leave=False,
                           disable=True if desc is None else None):  # None: on a terminal
             traj = population.trajectories(chunk.to(device))
             steps = {h.shape[1] for h in traj.hidden}
@@ -246,13 +260,17 @@ class TrajectoryDataModule(pl.LightningDataModule):
                                  "them all — split the population")
             yield traj.hidden, traj.outputs
 
-    def _fit(self, train_inputs: np.ndarray, device: torch.device) -> MemberProjections:
+    def _fit(self, train: dict[str, np.ndarray], device: torch.device) -> MemberProjections:
+        """Each member's PCA on the train trials' states (real steps only, when padded)."""
         fitter: ProjectionFitter | None = None
-        for hidden, _ in self._run(train_inputs, device, "trajectories: fitting projections"):
+        runs = self._run(train["inputs"], device, "trajectories: fitting projections")
+        masks = (self._chunks(train["mask"]) if "mask" in train
+                 else (None,) * len(self._chunks(train["inputs"])))
+        for (hidden, _), mask in zip(runs, masks, strict=True):
             sizes = [h.shape[-1] for h in hidden]
             if self.layout is None:
                 fitter = fitter or ProjectionFitter(sizes)
-                fitter.update(hidden)
+                fitter.update(hidden, None if mask is None else mask.to(device))
             else:
                 fitter = fitter or self.layout.fitter(sizes)
                 self.layout.update(fitter, list(hidden))
@@ -261,7 +279,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
 
     def _write_entry(self, device: torch.device) -> None:
         draws = {split: self._draw(split) for split in SPLITS}
-        projections = self._fit(draws["train"]["inputs"], device).to(device)
+        projections = self._fit(draws["train"], device).to(device)
         arrays = {f"projection_{k}": v.numpy() for k, v in projections.to_state_dict().items()}
         for split, drawn in draws.items():
             arrays.update({f"{split}_{k}": v for k, v in drawn.items()})

@@ -95,13 +95,25 @@ class ProjectionFitter:
         self._sum = torch.zeros(n, hmax, dtype=torch.float64)
         self._outer = torch.zeros(n, hmax, hmax, dtype=torch.float64)
 
-    def update(self, hidden: Hidden) -> None:
+    def update(self, hidden: Hidden, mask: Tensor | None = None) -> None:
         """Add states ``[N, B, S, H]`` or a list of N ``[B, S, H_n]`` (any leading dims).
 
         The moments are summed where the states are (on a GPU: no copy of the trajectories
         to the host), in float64, over blocks of members with one batched matmul each.
+
+        Args:
+            hidden: the members' states.
+            mask: ``[B, S]`` bool (the leading dims of every member's states), True for the
+                states to count: the real steps of padded trials (``Task.step_mask``).
+                None: every state counts.
         """
         states = _as_list(hidden, len(self.state_sizes))
+        if mask is not None:
+            if any(s.shape[:-1] != mask.shape for s in states):
+                raise ValueError(f"ProjectionFitter.update: mask {tuple(mask.shape)} must "
+                                 "match the states' leading dims "
+                                 f"{tuple(states[0].shape[:-1])}")
+            states = [s[mask.to(s.device)] for s in states]  # [R, H_n]: the real steps
         device = states[0].device
         if self._sum.device != device:
             self._count, self._sum, self._outer = (

@@ -14,6 +14,10 @@ Feed-forward populations use the same module with a ``MetaCNN`` (``meta_choice``
 depth, ``A_n`` is one ``[k, H̃]`` map per member *and stage* (``[N, S̃, k, H̃]``, one einsum),
 and targets a shallower member lacks (NaN, see ``data.stages``) are left out of the loss and
 the metrics; ``{stage}/stage_hidden_r2`` is the median over members and stages.
+
+Trials of different lengths padded to one (``Task.step_mask``, e.g. neurogym's tasks) come
+with ``mask [M, S, T]``: the hidden and output terms (``losses.py``) and the per-member
+metrics then count real steps only.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.utilities.parsing import AttributeDict
 from torch import Tensor, nn
 
@@ -33,9 +36,12 @@ from dynamo_lightning.meta.embedded import EmbeddedNetwork
 from dynamo_lightning.module.checkpoints import check_population
 from dynamo_lightning.module.config import LossWeights, MetaModelConfig, Optimization, as_config
 from dynamo_lightning.module.embedding_api import EmbeddingAPI
+from dynamo_lightning.module.losses import masked_squared_error, output_loss, squared_error
 from dynamo_lightning.module.meta_choice import build_meta
 from dynamo_lightning.module.metrics import PerMemberAgreement, PerMemberR2, PerMemberStageR2
 from dynamo_lightning.module.task_scores import TaskScores
+
+__all__ = ["LOGGED_MEMBERS_UP_TO", "DynamoModule", "masked_squared_error"]
 
 LOGGED_MEMBERS_UP_TO = 256
 """Loggers record ``member_ids`` and ``member_metadata`` whole up to this many members."""
@@ -156,30 +162,47 @@ class DynamoModule(EmbeddingAPI, pl.LightningModule):
         return outputs, aligned.reshape(m, s, t, -1)
 
     def losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """The three loss terms and their weighted sum for a member-major batch."""
+        """The three loss terms and their weighted sum for a member-major batch.
+
+        A batch of padded trials carries ``mask [M, S, T]`` (True on real steps): the hidden
+        and output losses then average over real steps only, and what the members did on
+        padded steps changes nothing."""
         member, target_hidden, target_out = batch["member"], batch["hidden"], batch["outputs"]
+        mask = self._step_mask(batch)
         if self.meta.recurrent and target_hidden.shape[2] != batch["inputs"].shape[2]:
             raise ValueError("MetaRNN emulates recurrent members: their hidden trajectories need "
                              f"one state per input step, got {target_hidden.shape[2]} states for "
                              f"{batch['inputs'].shape[2]} steps (feed-forward members?)")
         outputs, aligned = self(member, batch["inputs"])
         hidden_loss = (masked_squared_error(aligned, target_hidden) if not self.meta.recurrent
-                       else (aligned - target_hidden).pow(2).sum(-1).mean())
-        output_loss = self.output_loss(outputs, target_out)
+                       else squared_error(aligned, target_hidden, mask))
+        output_loss = self.output_loss(outputs, target_out, mask)
         theta_loss = self.theta(member).pow(2).sum(-1).mean()
         weights = self.hparams.loss
         total = hidden_loss + weights["output"] * output_loss + weights["theta"] * theta_loss
         return {"loss": total, "hidden_loss": hidden_loss, "output_loss": output_loss,
                 "theta_loss": theta_loss, "outputs": outputs, "aligned": aligned}
 
-    def output_loss(self, outputs: Tensor, member_outputs: Tensor) -> Tensor:
-        """MSE for regression; KL(member ‖ meta) of the output distributions for classifiers."""
-        if self.hparams.output_kind == "regression":
-            return F.mse_loss(outputs, member_outputs)
-        classes = outputs.shape[-1]
-        return F.kl_div(F.log_softmax(outputs.reshape(-1, classes), -1),
-                        F.log_softmax(member_outputs.reshape(-1, classes).to(outputs.dtype), -1),
-                        log_target=True, reduction="batchmean")
+    def output_loss(self, outputs: Tensor, member_outputs: Tensor,
+                    mask: Tensor | None = None) -> Tensor:
+        """MSE for regression; KL(member ‖ meta) of the output distributions for classifiers
+        (``losses.output_loss``; with ``mask [M, S, T]``, over real steps only)."""
+        return output_loss(outputs, member_outputs, self.hparams.output_kind, mask)
+
+    def _step_mask(self, batch: dict[str, Tensor]) -> Tensor | None:
+        """The batch's ``mask [M, S, T]`` (None without one, or for a feed-forward meta-model,
+        whose steps are stages, not time).
+
+        Raises:
+            ValueError: a mask whose shape is not the inputs' ``[M, S, T]``.
+        """
+        mask = batch.get("mask")
+        if mask is None or not self.meta.recurrent:
+            return None
+        if tuple(mask.shape) != tuple(batch["inputs"].shape[:3]):
+            raise ValueError(f"batch mask {tuple(mask.shape)} must be [M, S, T] = "
+                             f"{tuple(batch['inputs'].shape[:3])} (the inputs' leading dims)")
+        return mask.bool()
 
     # ------------------------------------------------------------------ Lightning hooks
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
@@ -202,10 +225,10 @@ class DynamoModule(EmbeddingAPI, pl.LightningModule):
     def _evaluate(self, batch: dict[str, Tensor], stage: str) -> None:
         terms = self.losses(batch)
         member = batch["member"]
-        metrics = self.metrics[stage]
-        metrics["hidden_r2"].update(terms["aligned"], batch["hidden"], member)
-        metrics["output_r2"].update(terms["outputs"], batch["outputs"], member)
-        metrics["output_agreement"].update(terms["outputs"], batch["outputs"], member)
+        metrics, mask = self.metrics[stage], self._step_mask(batch)
+        metrics["hidden_r2"].update(terms["aligned"], batch["hidden"], member, mask)
+        metrics["output_r2"].update(terms["outputs"], batch["outputs"], member, mask)
+        metrics["output_agreement"].update(terms["outputs"], batch["outputs"], member, mask)
         if "stage_hidden_r2" in metrics:
             metrics["stage_hidden_r2"].update(terms["aligned"], batch["hidden"], member)
         self.log(f"{stage}/loss", terms["loss"], batch_size=member.numel())
@@ -304,12 +327,3 @@ class DynamoModule(EmbeddingAPI, pl.LightningModule):
         if not bool(torch.isfinite(theta).all()):
             raise ValueError(f"meta_model_at: theta must be finite, got {theta.tolist()}")
         return EmbeddedNetwork(self.meta, theta)
-
-
-def masked_squared_error(pred: Tensor, target: Tensor) -> Tensor:
-    """Mean over target vectors of ``‖pred − target‖²``, leaving out all-NaN target vectors
-    (stages a shallower feed-forward member lacks); any other NaN still propagates."""
-    missing = target.isnan().all(-1, keepdim=True)
-    error = (pred - target.masked_fill(missing, 0.0)).pow(2).sum(-1)
-    valid = ~missing.squeeze(-1)
-    return (error * valid).sum() / valid.sum().clamp(min=1)

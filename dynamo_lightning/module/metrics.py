@@ -18,7 +18,7 @@ class PerMemberR2(Metric):
     ``R²_n = 1 − Σ (pred − target)² / Σ (target − mean_n)²`` where the mean is taken per
     member and component over everything seen. ``compute()`` returns ``[N]`` (NaN for members
     never seen). All-NaN target vectors (stages a shallower feed-forward member lacks) are
-    left out.
+    left out, and so are the padded steps of a ``mask`` passed to ``update``.
     """
 
     full_state_update = False
@@ -33,11 +33,15 @@ class PerMemberR2(Metric):
                        dist_reduce_fx="sum")
         self.add_state("count", torch.zeros(num_members, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, pred: Tensor, target: Tensor, member: Tensor) -> None:
-        """``pred``/``target`` ``[M, ..., F]`` for members ``member [M]``."""
+    def update(self, pred: Tensor, target: Tensor, member: Tensor,
+               mask: Tensor | None = None) -> None:
+        """``pred``/``target`` ``[M, ..., F]`` for members ``member [M]``; ``mask [M, ...]``
+        (bool, the leading dims) True on the steps to count (None: all)."""
         pred = pred.detach().double().flatten(1, -2)
         target = target.detach().double().flatten(1, -2)
         missing = target.isnan().all(-1, keepdim=True)  # a stage the member lacks
+        if mask is not None:  # padded steps count as missing
+            missing = missing | ~mask.reshape(*missing.shape[:2], 1).to(missing.device)
         valid = (~missing).double()  # [M, P, 1]
         target = target.masked_fill(missing, 0.0)
         # Out of place: after a reset under inference mode (trainer.validate) the states are
@@ -83,7 +87,8 @@ class PerMemberAgreement(Metric):
     Classification (``kind="classification"``): the argmax of the last output step agrees.
     Regression: the sign agrees, counted on entries where the member is committed
     (``|y| ≥ commit · RMS(y)`` of the member's outputs in the batch) — near-zero outputs
-    carry no decision (e.g. a flip-flop bit before its first pulse).
+    carry no decision (e.g. a flip-flop bit before its first pulse). With a ``mask`` of
+    padded trials, the last *real* step of each trial, and real entries only.
     """
 
     full_state_update = False
@@ -97,10 +102,14 @@ class PerMemberAgreement(Metric):
         self.add_state("agree", torch.zeros(num_members, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.zeros(num_members, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, pred: Tensor, target: Tensor, member: Tensor) -> None:
-        """``pred``/``target`` member outputs ``[M, S, T, O]``; ``member [M]``."""
+    def update(self, pred: Tensor, target: Tensor, member: Tensor,
+               mask: Tensor | None = None) -> None:
+        """``pred``/``target`` member outputs ``[M, S, T, O]``; ``member [M]``; ``mask
+        [M, S, T]`` (bool) True on real steps (None: all)."""
         pred, target = pred.detach(), target.detach()
-        if self.kind == "classification":
+        if mask is not None:
+            same, counted = _masked_agreement(pred, target, mask.bool(), self.kind, self.commit)
+        elif self.kind == "classification":
             same = pred[:, :, -1].argmax(-1) == target[:, :, -1].argmax(-1)
             counted = torch.ones_like(same)
         else:
@@ -114,3 +123,22 @@ class PerMemberAgreement(Metric):
     def compute(self) -> Tensor:
         return (self.agree / self.count.clamp(min=1)).where(
             self.count > 0, torch.full_like(self.agree, float("nan"))).float()
+
+
+def _masked_agreement(pred: Tensor, target: Tensor, mask: Tensor, kind: str, commit: float
+                      ) -> tuple[Tensor, Tensor]:
+    """``(same, counted)`` of :class:`PerMemberAgreement` on real steps only: for a
+    classifier, each trial's last real step (``[M, S]``); for regression, the committed real
+    entries (``[M, S, T, O]``, the RMS taken over real entries)."""
+    if kind == "classification":
+        steps = torch.arange(mask.shape[-1], device=mask.device)
+        last = torch.where(mask, steps, -1).amax(-1)  # [M, S]; -1: no real step
+        index = last.clamp(min=0)[..., None, None].expand(-1, -1, 1, pred.shape[-1])
+        same = (pred.gather(2, index).argmax(-1) == target.gather(2, index).argmax(-1))
+        return same.squeeze(-1) & (last >= 0), last >= 0
+    real = mask.unsqueeze(-1).expand_as(target)
+    target = target.masked_fill(~real, 0.0)
+    count = real.flatten(1).sum(1).clamp(min=1)
+    rms = (target.flatten(1).pow(2).sum(1) / count).sqrt().view(-1, *([1] * (target.dim() - 1)))
+    counted = (target.abs() >= commit * rms) & real
+    return (torch.sign(pred) == torch.sign(target)) & counted, counted

@@ -12,6 +12,7 @@ from dynamo_lightning.tasks import (
     digits,
     flipflop,
     integrator,
+    neurogym,
     sine,
 )
 from dynamo_lightning.tasks.base import OutputKind, Split, Task
@@ -31,6 +32,7 @@ __all__ = [
     "get_class",
     "integrator",
     "names",
+    "neurogym",
     "register",
     "sine",
     "task_from_spec",

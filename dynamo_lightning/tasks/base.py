@@ -24,6 +24,7 @@ class Task(ABC):
 
     Subclasses set ``input_size``, ``output_size`` and ``seq_len`` in ``__init__``, declare
     ``output_kind`` and ``metric_name``, and implement ``sample``, ``loss`` and ``metric``
+    (a task of padded trials also ``step_mask``)
     (``loss``/``metric`` take an optional ``task_ids`` that a single task ignores; a task
     made of several, like :class:`~.mixture.MixtureTask`, also overrides
     ``sample_with_ids`` and ``sub_tasks``).
@@ -95,6 +96,24 @@ class Task(ABC):
         """Which of :attr:`sub_tasks` (its index) a member with ``metadata`` was trained on,
         when that is not every trial's: None for a single task, whose metric is already
         each member's own."""
+        return None
+
+    def step_mask(self, targets: Tensor, task_ids: Tensor | None = None) -> Tensor | None:
+        """Which time steps of each trial are real, from the task's ``targets``.
+
+        A task whose trials differ in length pads them to ``seq_len`` and says here which
+        steps are padding, so that every layer leaves those out (the DYNAMO losses and
+        metrics, each member's PCA); its own ``loss`` and ``metric`` skip them already.
+
+        Args:
+            targets: what :meth:`sample` returns as targets, ``[batch, ...]``.
+            task_ids: each trial's sub-task ``[batch]`` (:meth:`sample_with_ids`), for a
+                task made of several; a single task ignores it.
+
+        Returns:
+            ``[batch, time]`` bool, True on a real step; None (the default) when every step
+            of every trial is real.
+        """
         return None
 
     @abstractmethod

@@ -118,6 +118,28 @@ class MixtureTask(Task):
             return None
         return named[0] if len(named) == 1 else None
 
+    def step_mask(self, targets: Tensor, task_ids: Tensor | None = None) -> Tensor | None:
+        """Each trial's real steps ``[batch, time]`` by its own sub-task's ``step_mask``
+        (every step of a trial whose sub-task has none); None when no sub-task has one.
+
+        Raises:
+            ValueError: sub-tasks with masks and no ``task_ids`` to say whose each trial is.
+        """
+        if task_ids is None:
+            if all(task.step_mask(targets) is None for task in self.tasks):
+                return None
+            raise ValueError("MixtureTask.step_mask needs task_ids (from sample_with_ids): "
+                             "its tasks pad their trials")
+        masks = [(task_ids == j, task.step_mask(targets[task_ids == j]))
+                 for j, task in enumerate(self.tasks)]
+        if all(mask is None for _, mask in masks):
+            return None
+        mask = torch.ones(targets.shape[:2], dtype=torch.bool, device=targets.device)
+        for rows, part in masks:
+            if part is not None:
+                mask[rows] = part
+        return mask
+
     def loss(self, outputs: Tensor, targets: Tensor, task_ids: Tensor | None = None) -> Tensor:
         """Trial-weighted mean of the sub-task losses (needs ``task_ids``)."""
         if task_ids is None:
