@@ -34,6 +34,7 @@ from dynamo_lightning.cli.run_folders import (
 from dynamo_lightning.cli.warnings import quiet_known_warnings
 from dynamo_lightning.data import TrajectoryDataModule
 from dynamo_lightning.module import DynamoModule, read_checkpoint
+from dynamo_lightning.module.checkpoints import check_population
 from dynamo_lightning.population.datamodule import TaskDataModule
 from dynamo_lightning.population.training import PopulationModule
 from dynamo_lightning.population.writer import PopulationWriter
@@ -111,8 +112,9 @@ class SafeCheckpointCLI(LightningCLI):
         if str(config.get("ckpt_path")) == "last":
             config["ckpt_path"] = self._last_checkpoint(config, subcommand)
         ckpt = config.get("ckpt_path")
+        self.checkpoint_hparams: dict[str, Any] = {}
         if ckpt and str(ckpt) not in CHECKPOINT_KEYWORDS:
-            read_checkpoint(ckpt)
+            self.checkpoint_hparams = dict(read_checkpoint(ckpt)["hyper_parameters"] or {})
         super()._parse_ckpt_path()
 
     @staticmethod
@@ -170,8 +172,14 @@ class DynamoCLI(SafeCheckpointCLI):
                  "the checkpoint was fitted (its checksum differs)")
 
     def before_run(self) -> None:
+        """Refuse a ``--ckpt_path`` fitted on other members now, before the trajectories of
+        this population are computed (minutes at tens of members), not after."""
         config = self.config[self.subcommand] if self.subcommand else self.config
-        self.model.allow_population_change = bool(config.get("allow_population_change"))
+        allow = bool(config.get("allow_population_change"))
+        self.model.allow_population_change = allow
+        recorded = getattr(self, "checkpoint_hparams", {}).get("population_checksum")
+        check_population(recorded, self.datamodule.population_checksum,
+                         self.datamodule.population_path, allow)
 
 
 def dynamo_main(args: Sequence[str] | dict[str, Any]) -> DynamoCLI:

@@ -307,3 +307,15 @@ def test_traceback_flag_shows_the_trace(ctx: dict) -> None:
                             cwd=ctx["root"], capture_output=True, text=True, timeout=600)
     assert result.returncode != 0 and "Traceback" in result.stderr
     assert "CheckpointError" in result.stderr
+
+
+def test_a_checkpoint_of_other_members_is_refused_before_any_trajectory_is_built(ctx: dict):
+    """The checksum is compared before the data module runs the population: no cache entry
+    is written for a run that is then refused."""
+    cache = Path(ctx["root"]) / "cache_refused"
+    argv = ["test", *fit(ctx, "w2", "--ckpt_path", ctx["ckpt"],
+                         population=ctx["changed_weights"])[1:], f"--data.cache_dir={cache}"]
+    result = subprocess.run([sys.executable, "-m", "dynamo_lightning.cli", *argv],
+                            cwd=ctx["root"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2 and "not the one this checkpoint" in result.stderr
+    assert not cache.exists() or not any(cache.iterdir())
