@@ -242,6 +242,14 @@ CLI_CASES: dict[str, tuple[Callable[[dict], list[str]], str]] = {
                                         "unknown architecture 'nope'"),
     "population-unknown-task": (lambda c: population(c, "--data.tasks", '[{"name": "nope"}]'),
                                 "unknown task 'nope'"),
+    "population-unknown-neurogym-env": (
+        lambda c: population(c, "--data.tasks",
+                             '[{"name": "neurogym", "config": {"env": "yang19.dm1"}}]'),
+        "unknown neurogym env 'yang19.dm1' (close: yang19.dm1-v0"),
+    "population-neurogym-envs-differ": (
+        lambda c: population(c, "--data.tasks", '[{"name": "neurogym", "config": {"env": '
+                                                '["yang19.dm1-v0", "GoNogo-v0"]}}]'),
+        "neurogym envs differ in observation or action size"),
     "population-zero-batch": (lambda c: population(c, "--data.batch_size", "0"),
                               "batch_size must be a positive integer"),
     "population-zero-width": (lambda c: population(c, "--model.hidden_sizes", "[0]"),
