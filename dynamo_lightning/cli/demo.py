@@ -11,6 +11,13 @@ LSTM and UGRNN × 4 seeds, hidden size 32), the same grid as
 3. ``runs/demo/report/`` — the analysis report of that checkpoint (what ``dynamo analyze``
    writes): ``report.html``, ``report.json`` and the PNGs, with the stage-2 test scores and
    the lighter fixed-point settings of ``DEMO_REPORT``.
+
+Every stage runs on ``--threads`` torch intra-op threads (default 1; restored after). The
+stages are thousands of small ops, each a parallel region whose threads must all get a core:
+on a 2-core machine with other work running, torch's default of one thread per core made the
+population stage 11× and the fit 9× slower than one thread (``benchmarks/demo_stages.py``;
+a user saw the fit at 0.67 it/s against 16.7 it/s), while one thread costs about 20% on a
+quiet machine.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dynamo_lightning.checks import positive_int
 from dynamo_lightning.cli.options import command_parser
 
 DEMO_POPULATION: dict[str, Any] = {
@@ -56,6 +64,13 @@ DEMO_DYNAMO: dict[str, Any] = {
 }
 
 
+DEMO_THREADS = 1
+"""torch intra-op threads of every demo stage (``--threads``): see the module docstring."""
+
+NEXT_STEP = ("Next: open {report} in a browser; README.md's \"Fit DYNAMO\" section fits "
+             "DYNAMO on this population with your own settings.")
+"""The line the demo ends with (``{report}``: the report's path)."""
+
 DEMO_REPORT: dict[str, Any] = {
     # dynamo analyze's defaults, spelled out (the searches run on one intra-op thread; see
     # ReportOptions.threads; docs/report.md gives measured times).
@@ -71,12 +86,16 @@ def run_demo(argv: Sequence[str] = ()) -> Path:
                         help="cap on population training steps (for a quick look)")
     parser.add_argument("--max_epochs", "--max-epochs", type=int, default=None,
                         help="cap on DYNAMO training epochs (for a quick look)")
+    parser.add_argument("--threads", type=int, default=DEMO_THREADS,
+                        help="torch intra-op threads of every stage, restored after (1 is "
+                             "fastest on a small or shared machine; more on a quiet one "
+                             "with many cores)")
     args = parser.parse_args(list(argv))
+    threads = positive_int("--threads", args.threads, "dynamo demo")
     out = Path(args.out)
     started = time.perf_counter()
-    population_dir = train_demo_population(out, args.max_steps)
-    summary = fit_demo_dynamo(out, population_dir, args.max_epochs)
-    report_dir = write_demo_report(out, summary)
+    population_dir, summary, report_dir = run_stages(out, threads, args.max_steps,
+                                                     args.max_epochs)
     minutes = (time.perf_counter() - started) / 60
     print(f"\nDemo finished in {minutes:.1f} min. Outputs:\n"
           f"  population   {population_dir}/manifest.json (+ weights/)\n"
@@ -85,8 +104,23 @@ def run_demo(argv: Sequence[str] = ()) -> Path:
           f"  emulation    {out / 'fit' / 'emulation.json'}  "
           f"(median hidden R² {summary['median_hidden_r2']:.3f}, "
           f"output agreement {summary['median_output_agreement']:.3f})\n"
-          f"  report       {report_dir / 'report.html'}  (data: report.json)")
+          f"  report       {report_dir / 'report.html'}  (data: report.json)\n\n"
+          + NEXT_STEP.format(report=report_dir / "report.html"))
     return out
+
+
+def run_stages(out: Path, threads: int, max_steps: int | None = None,
+               max_epochs: int | None = None) -> tuple[Path, dict[str, Any], Path]:
+    """The three stages in order, on ``threads`` intra-op threads (the count before is
+    restored after, also when a stage fails); returns the population's directory, the
+    emulation summary and the report's directory."""
+    from dynamo_lightning.analysis.report.timing import threads as intra_op_threads
+
+    with intra_op_threads(threads):
+        population_dir = train_demo_population(out, max_steps)
+        summary = fit_demo_dynamo(out, population_dir, max_epochs)
+        report_dir = write_demo_report(out, summary)
+    return population_dir, summary, report_dir
 
 
 def train_demo_population(out: Path, max_steps: int | None = None) -> Path:

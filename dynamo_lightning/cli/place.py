@@ -18,8 +18,14 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
+from dynamo_lightning.checks import optional_positive_int
 from dynamo_lightning.cli.options import CommandParser, command_parser
 from dynamo_lightning.cli.outputs import run_folder_of, writable_dir
+
+PLACE_THREADS = 1
+"""torch intra-op threads while placing (``--threads``). Each θ fit is hundreds of Adam steps
+through the meta-model on one batch of trials: small ops, each a parallel region whose
+threads must all get a core."""
 
 
 class PlacementInputError(ValueError):
@@ -33,20 +39,21 @@ def place_main(argv: Sequence[str] = ()) -> int:
     out = run_placement(args.ckpt_path, args.population, args.out, trials=args.trials,
                         steps=args.steps, seed=args.seed, key=args.key,
                         use_hidden=not args.no_hidden, neighbours=args.neighbours,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, threads=args.threads)
     print((out / "placement.md").read_text(encoding="utf-8"))
     print(f"Placement written to {out} (placement.json, placement.png, placement.md)")
     return 0
 
 
 def run_placement(ckpt: str | Path, population: str | Path, out: str | Path | None = None,
-                  **settings: Any) -> Path:
+                  threads: int | None = PLACE_THREADS, **settings: Any) -> Path:
     """Load ``ckpt`` and the new ``population``, place it, write the three files to ``out``.
 
     Args:
         ckpt: a ``DynamoModule`` checkpoint.
         population: the directory of the members to place.
         out: output directory; None: ``placement/`` in the checkpoint's run directory.
+        threads: torch intra-op threads while placing (restored after; None: unchanged).
         **settings: :func:`~dynamo_lightning.analysis.placement.place` keywords.
 
     Returns:
@@ -59,11 +66,13 @@ def run_placement(ckpt: str | Path, population: str | Path, out: str | Path | No
     """
     from dynamo_lightning.analysis.placement import check_placeable, place
     from dynamo_lightning.analysis.placement_figure import placement_figure
+    from dynamo_lightning.analysis.report.timing import threads as intra_op_threads
     from dynamo_lightning.population import Population
 
     ckpt = Path(ckpt)
     module = load_module(ckpt)
     try:
+        optional_positive_int("threads", threads, "dynamo place")
         pop = Population.load(Path(population).expanduser())
         check_placeable(module, pop, settings.get("key", "task"),
                         **{k: settings[k] for k in ("trials", "steps", "neighbours")
@@ -71,7 +80,8 @@ def run_placement(ckpt: str | Path, population: str | Path, out: str | Path | No
     except ValueError as err:
         raise PlacementInputError(str(err)) from None
     out = writable_dir(run_folder_of(ckpt) / "placement" if out is None else out, "--out")
-    placement = place(module, pop, **settings)
+    with intra_op_threads(threads):
+        placement = place(module, pop, **settings)
     record = {"checkpoint": str(ckpt), "population": str(population),
               "settings": {k: v for k, v in settings.items() if k != "progress"},
               **placement.to_dict()}
@@ -124,6 +134,9 @@ def _parser() -> CommandParser:
                         help="metadata key whose groups' centres are compared")
     parser.add_argument("--neighbours", type=int, default=3,
                         help="nearest fitted members reported per new member")
+    parser.add_argument("--threads", type=int, default=PLACE_THREADS,
+                        help="torch intra-op threads while placing, restored after (small "
+                             "ops: 1 is usually fastest, and far faster on a shared machine)")
     parser.add_argument("--no_hidden", "--no-hidden", action="store_true",
                         help="fit θ to the outputs only, not the hidden states")
     parser.add_argument("--no_progress", "--no-progress", action="store_true",
