@@ -22,8 +22,11 @@ Usage::
     python experiments/neurogym_ctrnn.py --population-steps 300 --hidden-size 32 \
         --batch-size 32 --results experiments/results/neurogym_ctrnn_cpu.json  # 2-core CPU
 
-Writes ``<out>/population``, ``<out>/fit``, ``<out>/report`` and the numbers, settings and
-machine to ``experiments/results/neurogym_ctrnn.json``.
+``--reuse-population`` fits again on ``<out>/population`` (with, say, another
+``--output-weight``) without training it again.
+
+Writes ``<out>/population``, ``<out>/fit/version_<k>``, ``<out>/report/version_<k>`` and
+the numbers, settings and machine to ``experiments/results/neurogym_ctrnn.json``.
 """
 
 from __future__ import annotations
@@ -64,6 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="override the population's trials per step and task")
     parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--output-weight", type=float, default=None,
+                        help="override DYNAMO's λ_out (model.loss.output; the config's: 1)")
+    parser.add_argument("--components", type=int, default=None,
+                        help="override the members' principal components (data.num_components)")
+    parser.add_argument("--reuse-population", action="store_true",
+                        help="fit on <out>/population as it is, if it exists (no training)")
     parser.add_argument("--accelerator", default="gpu" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--results", default=str(RESULTS))
     return parser.parse_args(argv)
@@ -96,6 +105,10 @@ def dynamo_config(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                               "enable_progress_bar": False})
     if args.epochs is not None:
         config["trainer"]["max_epochs"] = args.epochs
+    if args.output_weight is not None:
+        config.setdefault("model", {}).setdefault("loss", {})["output"] = args.output_weight
+    if args.components is not None:
+        config["data"]["num_components"] = args.components
     return config
 
 
@@ -114,8 +127,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": machine_info()}
 
     started = time.perf_counter()
-    population_main({"fit": population})
-    seconds["population"] = round(time.perf_counter() - started, 1)
+    reused = args.reuse_population and (out / "population").is_dir()
+    if not reused:
+        population_main({"fit": population})
+    seconds["population"] = 0.0 if reused else round(time.perf_counter() - started, 1)
+    result["population_reused"] = reused
     from dynamo_lightning import Population
 
     members = Population.load(out / "population")
@@ -140,7 +156,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     started = time.perf_counter()
     device = "cuda" if args.accelerator == "gpu" else "cpu"
-    report = run_analysis(ckpt, out / "report", scores=scores, device=device, **REPORT)
+    report = run_analysis(ckpt, out / "report" / ckpt.parents[1].name, scores=scores,
+                          device=device, **REPORT)
     seconds["report"] = round(time.perf_counter() - started, 1)
     written = json.loads((report / "report.json").read_text())
     result.update({"report": str(report / "report.html"),

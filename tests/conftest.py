@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("WANDB_MODE", "offline")
+# Lightning's DDP launcher sets torch's thread count (one per core) in the test's own process
+# unless OMP_NUM_THREADS is set, and the next test would inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 import matplotlib
@@ -98,3 +102,14 @@ def fit_tiny(population: Population, root: Path) -> dict:
     ckpt = root / "checkpoints" / "last.ckpt"
     module = DynamoModule.load_from_checkpoint(ckpt, map_location="cpu").eval()
     return {"root": root, "population": pop_dir, "ckpt": ckpt, "module": module}
+
+
+@pytest.fixture(autouse=True)
+def _threads_left_as_found() -> Iterator[None]:
+    """A test that changes torch's intra-op thread count must give it back: the next test (and
+    its timing-sensitive defaults) would otherwise run on the leaked count."""
+    before = torch.get_num_threads()
+    yield
+    after = torch.get_num_threads()
+    torch.set_num_threads(before)
+    assert after == before, f"the test left torch on {after} threads (it found {before})"

@@ -120,4 +120,8 @@ def _umap(x: np.ndarray, n_components: int, random_state: int | None) -> np.ndar
             n_neighbors=min(15, x.shape[0] - 1),
             random_state=random_state,
         )
-        return np.asarray(reducer.fit_transform(x), dtype=np.float64)
+        threads = torch.get_num_threads()
+        try:
+            return np.asarray(reducer.fit_transform(x), dtype=np.float64)
+        finally:  # numba's OpenMP layer resets the process's count (torch's too): give it back
+            torch.set_num_threads(threads)

@@ -110,10 +110,13 @@ def test_demo_threads_flag_sets_the_stages_count(tiny_demo: list[dict[str, Any]]
                                                  tmp_path: Path) -> None:
     """``--threads 2`` from a process on one thread: every stage on two, one again after."""
     before = torch.get_num_threads()
-    assert before == 1  # the suite's setting (tests/conftest.py)
-    demo.run_demo(["--out", str(tmp_path / "demo"), "--max-steps", "2", "--threads", "2"])
-    assert [s["threads"] for s in tiny_demo] == [2, 2, 2]
-    assert torch.get_num_threads() == before
+    torch.set_num_threads(1)
+    try:
+        demo.run_demo(["--out", str(tmp_path / "demo"), "--max-steps", "2", "--threads", "2"])
+        assert [s["threads"] for s in tiny_demo] == [2, 2, 2]
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_demo_refuses_a_thread_count_below_one(tmp_path: Path,
