@@ -27,10 +27,12 @@ __all__ = [
     "is_int",
     "is_real",
     "non_negative_int",
+    "non_negative_real",
     "open_interval",
     "optional_positive_int",
     "positive_int",
     "positive_real",
+    "seed",
 ]
 
 
@@ -104,6 +106,23 @@ def finite_real(name: str, value: object, ok: Callable[[float], bool], valid: st
 def positive_real(name: str, value: object, owner: str | None = None) -> float:
     """``value`` as a ``float`` if it is a finite number > 0."""
     return finite_real(name, value, lambda v: v > 0, "> 0", owner)
+
+
+def non_negative_real(name: str, value: object, owner: str | None = None) -> float:
+    """``value`` as a ``float`` if it is a finite number >= 0: a weight, a decay, a scale."""
+    return finite_real(name, value, lambda v: v >= 0, ">= 0", owner)
+
+
+def seed(name: str, value: object, owner: str | None = None, bits: int = 64) -> int:
+    """``value`` as an ``int`` if it is an integer in ``[0, 2**bits)``: what a torch generator
+    takes (64 bits; larger values overflow inside torch) or NumPy's global seed (32).
+
+    Raises:
+        ValueError: ``"{name} must be an integer in [0, 2**{bits}), got …"``.
+    """
+    if not is_int(value) or not 0 <= value < 2**bits:
+        raise _fail(name, f"an integer in [0, 2**{bits})", value, owner)
+    return int(value)
 
 
 def open_interval(name: str, value: object, low: float, high: float, unit: str = "",

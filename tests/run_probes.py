@@ -35,3 +35,16 @@ class EpochLog(Callback):
         with self.path.open("a") as f:
             f.write(json.dumps({"epoch": trainer.current_epoch, "step": trainer.global_step,
                                 "lr": lr}) + "\n")
+
+
+class SignalDuringEpoch(Callback):
+    """Send this process ``signum`` (default SIGTERM, as a scheduler's kill or ``timeout``
+    does) after the first training batch of epoch ``epoch``; Lightning's own handler runs."""
+
+    def __init__(self, epoch: int, signum: int = int(signal.SIGTERM)) -> None:
+        self.epoch, self.signum, self.sent = epoch, signum, False
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.current_epoch == self.epoch and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), self.signum)

@@ -19,6 +19,10 @@ CONVERTING = [
     (checks.fraction, (), 0.25, 0.25),
     (checks.open_interval, (0.0, 0.5, "cycles per step"), 0.1, 0.1),
     (checks.finite_real, (lambda v: v >= 0, ">= 0"), 2, 2.0),
+    (checks.non_negative_real, (), 0, 0.0),
+    (checks.non_negative_real, (), np.float32(0.5), 0.5),
+    (checks.seed, (), np.int64(7), 7),
+    (checks.seed, (), 2**64 - 1, 2**64 - 1),
 ]
 
 
@@ -48,6 +52,16 @@ def test_checks_convert_good_values_and_reject_bools(
     (lambda: checks.boolean("flag", 1), r"flag must be a bool \(true or false\), got 1"),
     (lambda: checks.positive_int("k", 0, owner="Thing"),
      "Thing: k must be a positive integer, got 0"),
+    (lambda: checks.non_negative_real("w", -0.5), "w must be a finite number >= 0, got -0.5"),
+    (lambda: checks.non_negative_real("w", math.nan), "w must be a finite number >= 0, got nan"),
+    (lambda: checks.non_negative_real("w", math.inf), "w must be a finite number >= 0, got inf"),
+    (lambda: checks.non_negative_real("w", "0.1"), "w must be a finite number >= 0, got '0.1'"),
+    (lambda: checks.seed("seed", -1), r"seed must be an integer in \[0, 2\*\*64\), got -1"),
+    (lambda: checks.seed("seed", 2**64), r"seed must be an integer in \[0, 2\*\*64\), got "
+                                         f"{2**64}"),
+    (lambda: checks.seed("seed", 2**32, bits=32),
+     r"seed must be an integer in \[0, 2\*\*32\), got 4294967296"),
+    (lambda: checks.seed("seed", 1.0), r"seed must be an integer in \[0, 2\*\*64\), got 1\.0"),
 ])
 def test_messages_name_the_argument_and_the_value(call: Callable[[], object],
                                                   message: str) -> None:

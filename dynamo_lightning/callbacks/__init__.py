@@ -10,6 +10,7 @@ from dynamo_lightning.callbacks.figures import log_figure, log_table
 from dynamo_lightning.callbacks.fixed_points import FixedPoints
 from dynamo_lightning.callbacks.interpolation import Interpolation
 from dynamo_lightning.callbacks.last_checkpoint import LastCheckpoint
+from dynamo_lightning.callbacks.progress_bar import RunProgressBar
 from dynamo_lightning.callbacks.stage_times import StageTimes
 from dynamo_lightning.callbacks.wandb_logger import DynamoWandbLogger
 
@@ -19,6 +20,7 @@ __all__ = [
     "FixedPoints",
     "Interpolation",
     "LastCheckpoint",
+    "RunProgressBar",
     "StageTimes",
     "log_figure",
     "log_table",

@@ -85,8 +85,10 @@ def run_analysis(ckpt: str | Path, out: str | Path | None = None,
     """
     from dynamo_lightning.analysis.report import write_report
     from dynamo_lightning.analysis.report.compute import make_options
+    from dynamo_lightning.analysis.report.memory_check import check_report
     from dynamo_lightning.analysis.report.pairs import resolve_pairs
     from dynamo_lightning.analysis.report.timing import threads as intra_op_threads
+    from dynamo_lightning.data.memory_check import check_population_dir
     from dynamo_lightning.module import load_module
 
     ckpt = Path(ckpt)
@@ -99,13 +101,17 @@ def run_analysis(ckpt: str | Path, out: str | Path | None = None,
         raise AnalysisInputError(f"--device {device}: {err}") from None
     module = load_module(ckpt)
     pop_dir = population_dir(module, population)
+    check_population_dir(pop_dir)  # pre-flight memory checks: the members, then the report
     pop = _load_population(module, pop_dir)
     try:  # bad options and outputs fail here, before the test pass, not after it
-        threads = make_options(options).threads
-        resolve_pairs(options.get("pairs", "auto"), module.member_ids, module.member_metadata)
+        report_options = make_options(options)
+        threads = report_options.threads
+        pairs = resolve_pairs(options.get("pairs", "auto"), module.member_ids,
+                              module.member_metadata)
         writable_dir(out, "--out")
     except ValueError as err:
         raise AnalysisInputError(str(err)) from None
+    check_report(module, pop, report_options, len(pairs), target)
     if scores is None and test:  # on the searches' threads: small ops too (see --threads)
         with intra_op_threads(threads):
             scores = emulation_scores(module, ckpt, pop_dir,

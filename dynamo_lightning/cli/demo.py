@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dynamo_lightning.checks import positive_int
+from dynamo_lightning.checks import optional_positive_int, positive_int
 from dynamo_lightning.cli.options import command_parser
 
 DEMO_POPULATION: dict[str, Any] = {
@@ -91,7 +91,9 @@ def run_demo(argv: Sequence[str] = ()) -> Path:
                              "fastest on a small or shared machine; more on a quiet one "
                              "with many cores)")
     args = parser.parse_args(list(argv))
-    threads = positive_int("--threads", args.threads, "dynamo demo")
+    threads = positive_int("--threads", args.threads)  # all three before any stage runs
+    for name, value in (("--max_steps", args.max_steps), ("--max_epochs", args.max_epochs)):
+        optional_positive_int(name, value)
     out = Path(args.out)
     started = time.perf_counter()
     population_dir, summary, report_dir = run_stages(out, threads, args.max_steps,

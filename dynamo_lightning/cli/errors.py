@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from dynamo_lightning.memory import is_out_of_memory, out_of_memory_line
 from dynamo_lightning.registry import PluginLoadError, UnknownNameError
 
 TRACEBACK_FLAG = "--traceback"
@@ -25,6 +26,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, UnknownName
                                                  PluginLoadError)
 """What counts as the user's error (a bad input), not the package's."""
 EXIT_USER_ERROR = 2
+EXIT_SIGTERM = 128 + 15
+"""The shell's status for a process ended by SIGTERM: a scheduler's kill is not a success."""
 
 
 def split_traceback_flag(argv: list[str]) -> tuple[list[str], bool]:
@@ -38,7 +41,19 @@ def run_command(command: str, run: Callable[[], int], traceback: bool = False) -
     """``run()``'s exit status; a user error becomes one line on stderr and status 2."""
     try:
         return run()
+    except SystemExit as stop:
+        # Lightning turns SIGTERM into SIGTERMException, a SystemExit without a code (status
+        # 0); recognised by name so that `dynamo --help` need not import Lightning.
+        if type(stop).__name__ != "SIGTERMException":
+            raise
+        print(f"dynamo {command}: interrupted by SIGTERM before the run finished; the last "
+              "checkpoint it wrote (checkpoints/last.ckpt in the run folder) is kept: run the "
+              "same command with --ckpt_path last to resume", file=sys.stderr)
+        return EXIT_SIGTERM
     except Exception as err:
+        if is_out_of_memory(err) and not traceback:  # the setting to lower, in one line
+            print(f"dynamo {command}: error: {out_of_memory_line(err)}", file=sys.stderr)
+            return EXIT_USER_ERROR
         if traceback or not is_user_error(err):
             raise
         print(f"dynamo {command}: error: {one_line(err)}", file=sys.stderr)
@@ -74,6 +89,8 @@ class OneLineErrors:
         sys.exit(EXIT_USER_ERROR)
 
 
+_NOT_FINITE = ("nan", "inf", "infinity", ".nan", ".inf")
+"""What a float flag was given when jsonargparse refuses it as not a float: NaN or ∞."""
 _KEY = re.compile(r'^Parser key "(?P<key>[^"]+)":\s*(?P<rest>.*)$', re.DOTALL)
 _CLASS = re.compile(r"<class '(?:[\w.]+\.)?(?P<name>\w+)'>")
 
@@ -96,9 +113,36 @@ def readable_type_error(message: str) -> str:
     found = union or single
     if found is None:
         return message
+    reason = union_reason(rest) if union else None
+    if reason is not None:
+        return f"{key}: {reason}"
     names = [m["name"] for m in _CLASS.finditer(found["types"])] or [found["types"]]
+    if "float" in names and found["value"].strip().lower().lstrip("+-") in _NOT_FINITE:
+        return f"{key}: expected a finite number, got {found['value']!r}"
     expected = " or ".join("None" if n == "NoneType" else n for n in names)
     return f"{key}: expected {expected}, got {found['value']!r}"
+
+
+_UNION = re.compile(r"Does not validate against any of the Union subtypes .*?Errors: "
+                    r"(?P<errors>.*?) Given value type: ")
+_NOT_A_REASON = ("Expected a ", "Expected an ", "Does not validate against", "Not a valid ")
+"""How jsonargparse's own subtype errors start: that the value is not of that type."""
+
+
+def union_reason(message: str) -> str | None:
+    """The reason in a jsonargparse union error, where one subtype did take the value and
+    then refused it: a settings dataclass (``Optimization | dict | None``) whose check
+    raised ``DynamoModule: optim.lr must be a finite number > 0, got -1.0``, reported by
+    jsonargparse among the other subtypes' ``Expected a <class 'dict'>`` as ``Does not
+    validate against any of the Union subtypes ... Given value: Namespace(...)``. None when
+    every subtype only says that the value is not of its type.
+    """
+    match = _UNION.search(" ".join(message.split()))
+    if match is None:
+        return None
+    errors = [e.strip() for e in re.split(r"(?:^| )- ", match["errors"]) if e.strip()]
+    reasons = [e for e in errors if not e.startswith(_NOT_A_REASON)]
+    return reasons[0] if reasons else None
 
 
 def report_usage_error(prog: str, message: str) -> None:
@@ -109,5 +153,7 @@ def report_usage_error(prog: str, message: str) -> None:
 
 
 def one_line(err: BaseException) -> str:
-    """The error's message on one line (its type's name when it has none)."""
-    return " ".join(str(err).split()) or type(err).__name__
+    """The error's message on one line (its type's name when it has none); of a
+    jsonargparse union error, the one subtype's reason (:func:`union_reason`)."""
+    message = " ".join(str(err).split())
+    return union_reason(message) or message or type(err).__name__

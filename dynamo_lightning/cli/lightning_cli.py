@@ -12,29 +12,38 @@ them by their short class name (``class_path: LastCheckpoint``).
 from __future__ import annotations
 
 import glob
+import inspect
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
 import dynamo_lightning.callbacks  # noqa: F401  (short class names in configs)
-from dynamo_lightning.cli.errors import OneLineErrors
+from dynamo_lightning.callbacks import RunProgressBar
+from dynamo_lightning.cli.config_files import guard_yaml_loading
+from dynamo_lightning.cli.errors import OneLineErrors, one_line
 from dynamo_lightning.cli.outputs import check_run_outputs
+from dynamo_lightning.cli.resume_flags import changed_model_settings
 from dynamo_lightning.cli.run_folders import (
     find_last_checkpoint,
     resume_run,
     run_root,
     settle_root,
 )
+from dynamo_lightning.cli.trainer_flags import check_trainer_flags
 from dynamo_lightning.cli.warnings import quiet_known_warnings
 from dynamo_lightning.data import TrajectoryDataModule
 from dynamo_lightning.module import DynamoModule, read_checkpoint
 from dynamo_lightning.module.checkpoints import check_population
+from dynamo_lightning.module.config import check_schedule_length
 from dynamo_lightning.population.datamodule import TaskDataModule
 from dynamo_lightning.population.training import PopulationModule
 from dynamo_lightning.population.writer import PopulationWriter
@@ -50,6 +59,14 @@ DYNAMO_SUBCOMMANDS = ("fit", "validate", "test")
 CHECKPOINT_KEYWORDS = ("last", "best", "hpc", "registry")
 MatmulPrecision = Literal["highest", "high", "medium"]
 """``--ckpt_path`` values that Lightning resolves itself (not file paths)."""
+
+
+TRAINER_FLAGS = frozenset(inspect.signature(Trainer.__init__).parameters) - {"self"}
+_FIRST_FLAG = re.compile(r"`(?:Trainer\()?(?P<flag>\w+)")
+
+
+class TrainerFlagError(ValueError):
+    """A Trainer flag that Lightning refused as it built the Trainer (one line, status 2)."""
 
 
 class OneLineParser(OneLineErrors, LightningArgumentParser):
@@ -108,6 +125,7 @@ class SafeCheckpointCLI(LightningCLI):
         if not subcommand:
             return
         config = self.config[subcommand]
+        check_trainer_flags(config["trainer"])  # before the model and data are built
         settle_root(config["trainer"])
         if str(config.get("ckpt_path")) == "last":
             config["ckpt_path"] = self._last_checkpoint(config, subcommand)
@@ -115,7 +133,18 @@ class SafeCheckpointCLI(LightningCLI):
         self.checkpoint_hparams: dict[str, Any] = {}
         if ckpt and str(ckpt) not in CHECKPOINT_KEYWORDS:
             self.checkpoint_hparams = dict(read_checkpoint(ckpt)["hyper_parameters"] or {})
+        given = config.get("model")
+        given = given.clone() if hasattr(given, "clone") else given
         super()._parse_ckpt_path()
+        if self.checkpoint_hparams:
+            defaults = self._parser(subcommand).get_defaults().get("model")
+            changed = changed_model_settings(given, defaults, self.checkpoint_hparams,
+                                             DATA_TO_MODEL)
+            if changed:
+                raise ValueError(
+                    f"--ckpt_path {ckpt} runs the checkpoint's model, but "
+                    f"{'; '.join(changed)} differs from it; leave the setting out to resume, "
+                    "or start a new run without --ckpt_path")
 
     @staticmethod
     def _last_checkpoint(config: Any, subcommand: str) -> str | None:
@@ -132,6 +161,20 @@ class SafeCheckpointCLI(LightningCLI):
         resume_run(config["trainer"], found)
         rank_zero_info(f"--ckpt_path last: {found}")
         return str(found)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The Trainer; Lightning's refusal of a flag is one line naming the Trainer
+        (``MisconfigurationException``, ``ValueError``, and a ``TypeError`` that names a
+        flag, e.g. ``--trainer.devices -1`` on a CPU). Any other error is a bug: kept."""
+        try:
+            return readable_progress_bar(super().instantiate_trainer(**kwargs))
+        except (MisconfigurationException, ValueError) as err:
+            raise TrainerFlagError(f"trainer flags: {one_line(err)}") from err
+        except TypeError as err:
+            flag = _FIRST_FLAG.search(str(err))
+            if flag is None or flag["flag"] not in TRAINER_FLAGS:
+                raise
+            raise TrainerFlagError(f"trainer.{flag['flag']}: {one_line(err)}") from err
 
     def before_fit(self) -> None:
         self.before_run()
@@ -171,6 +214,13 @@ class DynamoCLI(SafeCheckpointCLI):
             help="with --ckpt_path: go on although the population's members changed since "
                  "the checkpoint was fitted (its checksum differs)")
 
+    def before_fit(self) -> None:
+        """Also refuse a decaying schedule over a run of no set length before the
+        trajectories are computed (``configure_optimizers`` would, after them)."""
+        check_schedule_length(self.model.hparams.optim.get("schedule", "none"),
+                              self.trainer.max_epochs, self.trainer.max_steps)
+        super().before_fit()
+
     def before_run(self) -> None:
         """Refuse a ``--ckpt_path`` fitted on other members now, before the trajectories of
         this population are computed (minutes at tens of members), not after."""
@@ -182,10 +232,21 @@ class DynamoCLI(SafeCheckpointCLI):
                          self.datamodule.population_path, allow)
 
 
+def readable_progress_bar(trainer: Trainer) -> Trainer:
+    """``trainer`` with Lightning's default rich bar (none configured) replaced by
+    :class:`~dynamo_lightning.callbacks.RunProgressBar`, whose epoch count a run limited by
+    ``max_steps`` can read."""
+    bar = trainer.progress_bar_callback
+    if type(bar) is RichProgressBar:
+        trainer.callbacks[trainer.callbacks.index(bar)] = RunProgressBar()
+    return trainer
+
+
 def dynamo_main(args: Sequence[str] | dict[str, Any]) -> DynamoCLI:
     """``dynamo <fit|validate|test> ...``; ``args`` may be a config dict ``{"fit": {...}}``.
     Either way the shared base ``DYNAMO_BASE`` lies below it (``subcommand_defaults``)."""
     quiet_known_warnings()
+    guard_yaml_loading()
     return DynamoCLI(DynamoModule, TrajectoryDataModule, parser_class=OneLineParser,
                      auto_configure_optimizers=False, save_config_callback=LoggedConfig,
                      args=args if isinstance(args, dict) else list(args),
@@ -204,6 +265,7 @@ def population_main(args: Sequence[str] | dict[str, Any]) -> PopulationCLI:
     """``dynamo population <fit|validate> ...``; ``args`` may also be a config dict
     ``{"fit": {...}}`` (how ``dynamo demo`` calls it)."""
     quiet_known_warnings()
+    guard_yaml_loading()
     return PopulationCLI(PopulationModule, TaskDataModule, parser_class=OneLineParser,
                          auto_configure_optimizers=False, save_config_callback=LoggedConfig,
                          args=args if isinstance(args, dict) else list(args),

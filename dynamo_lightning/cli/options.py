@@ -9,6 +9,7 @@ import argparse
 
 from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter
 
+from dynamo_lightning.cli.config_files import guard_yaml_loading
 from dynamo_lightning.cli.errors import OneLineErrors
 
 __all__ = ["CommandParser", "command_parser"]
@@ -24,6 +25,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
 
 def command_parser(prog: str, description: str | None) -> CommandParser:
     """A command's parser with ``--config`` (and, with it, ``--print_config``)."""
+    guard_yaml_loading()
     parser = CommandParser(prog=prog, description=description, formatter_class=_Formatter)
     parser.add_argument("--config", action=ActionConfigFile,
                         help="a YAML file of these options (keys with underscores)")

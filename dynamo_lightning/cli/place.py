@@ -19,6 +19,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 
 from dynamo_lightning.checks import optional_positive_int
+from dynamo_lightning.checks import seed as check_seed
 from dynamo_lightning.cli.options import CommandParser, command_parser
 from dynamo_lightning.cli.outputs import run_folder_of, writable_dir
 
@@ -72,7 +73,9 @@ def run_placement(ckpt: str | Path, population: str | Path, out: str | Path | No
     ckpt = Path(ckpt)
     module = load_module(ckpt)
     try:
-        optional_positive_int("threads", threads, "dynamo place")
+        optional_positive_int("threads", threads)
+        if "seed" in settings:
+            check_seed("seed", settings["seed"])
         pop = Population.load(Path(population).expanduser())
         check_placeable(module, pop, settings.get("key", "task"),
                         **{k: settings[k] for k in ("trials", "steps", "neighbours")

@@ -50,8 +50,9 @@ def write_cache(cache_dir: str | Path, key: str, arrays: dict[str, np.ndarray],
                 meta: dict[str, Any]) -> Path:
     """Write ``arrays`` (one ``<name>.npy`` each) and ``meta`` atomically under ``<dir>/<key>``.
 
-    An existing entry (e.g. a corrupted one) is replaced. If another process moves a complete
-    entry into place first, that one is kept and ours is discarded.
+    An existing damaged entry is replaced. An intact one (another process, e.g. a second fit
+    of the same population, moved its complete entry into place first) is kept and ours is
+    discarded: the key fixes the content, and that process may be reading its entry.
 
     Args:
         cache_dir: parent directory (created when missing).
@@ -84,6 +85,8 @@ def write_cache(cache_dir: str | Path, key: str, arrays: dict[str, np.ndarray],
         for file in [*tmp.iterdir(), tmp]:
             fsync(file)
         if final.exists():
+            if _intact(root, key):  # another fit of the same key wrote it first: the same
+                return final        # content, and that fit may be reading it right now
             trash = root / f".{key}.old-{uuid.uuid4().hex}"
             os.replace(final, trash)
             shutil.rmtree(trash, ignore_errors=True)
@@ -96,6 +99,14 @@ def write_cache(cache_dir: str | Path, key: str, arrays: dict[str, np.ndarray],
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _intact(root: Path, key: str) -> bool:
+    """Whether the entry ``<root>/<key>`` reads back whole (its damage, if any, is the
+    caller's warning to give, not a second one here)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return read_cache(root, key) is not None
 
 
 def read_cache(cache_dir: str | Path, key: str, verify: bool = True

@@ -49,6 +49,7 @@ from dynamo_lightning.data.batches import (
 )
 from dynamo_lightning.data.cache import cache_key, read_cache, write_cache
 from dynamo_lightning.data.input_source import build_input_source
+from dynamo_lightning.data.memory_check import check_population_dir, check_trajectory_data
 from dynamo_lightning.data.projection import MemberProjections, ProjectionFitter, project_states
 from dynamo_lightning.data.stages import StageLayout, probe_layout
 from dynamo_lightning.population import Population
@@ -136,11 +137,15 @@ class TrajectoryDataModule(pl.LightningDataModule):
             raise ValueError(f"TrajectoryDataModule: samples_per_member ({samples_per_member}) "
                              f"must not exceed train_trials ({train_trials})")
         self.population_path = str(Path(population).expanduser().resolve())
+        check_population_dir(self.population_path)  # pre-flight memory checks
         # Trajectories (the cache, online batches) of GRU, tanh, ReLU and LSTM stacks run as one
         # Triton kernel each on a GPU instead of a few launches per time step.
         self._population = Population.load(self.population_path).use_fused_kernels()
         self.task = build_input_source(self._population, task)
         self.task_spec = task_spec_of(self.task)
+        check_trajectory_data(self._population, self.task, {  # before any trial is drawn
+            "train": train_trials, "val": val_trials, "test": test_trials}, num_components,
+            trajectory_chunk(self._population, self.task.seq_len))
         self.num_members = len(self._population)
         self.member_ids = self._population.ids
         probe, probe_targets, probe_ids = self.task.sample_with_ids(
@@ -174,6 +179,10 @@ class TrajectoryDataModule(pl.LightningDataModule):
                                    **({} if self.layout is None else
                                       {"stages": list(self.layout.stages)}),
                                    **({"step_mask": True} if self.has_mask else {}))
+        if mode == "cached":  # and the cache's arrays, unless the entry is there to reuse
+            check_trajectory_data(self._population, self.task, self.trials, num_components,
+                                  trajectory_chunk(self._population, self.seq_len),
+                                  self.cache_dir / self.cache_key)
         self.cache_path: Path | None = None
         self.reused_cache = False
         self._written_here = False  # this process wrote the cache entry (prepare_data)

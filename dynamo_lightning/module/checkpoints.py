@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +45,28 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             raise
         raise CheckpointError(f"{path} is not a readable checkpoint ({_why(path, err)}); "
                               "pass the last.ckpt a `dynamo fit` wrote") from None
+    damaged = _failed_crc(path)
+    if damaged:
+        raise CheckpointError(f"{path} is damaged: {damaged} (bytes changed since it was "
+                              "written); use another checkpoint or fit again")
     missing = [k for k in REQUIRED_KEYS if not isinstance(checkpoint, dict) or k not in checkpoint]
     if missing:
         raise CheckpointError(f"{path} is not a DYNAMO checkpoint (no {', '.join(missing)})")
     return checkpoint
+
+
+def _failed_crc(path: Path) -> str | None:
+    """What fails the CRC-32 checks of a zip checkpoint's entries (torch's format since 1.6
+    stores one per entry; ``torch.load`` does not check them, so a flipped byte in a tensor
+    loads as a wrong weight), or None."""
+    if not zipfile.is_zipfile(path):
+        return None  # torch.load read it: an older, non-zip checkpoint
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as err:
+        return f"its zip structure is broken ({err})"
+    return None if bad is None else f"entry {bad} fails its CRC check"
 
 
 def check_population(recorded: str | None, given: str | None, where: str,

@@ -31,12 +31,19 @@ import torch
 from lightning.pytorch.utilities.parsing import AttributeDict
 from torch import Tensor, nn
 
-from dynamo_lightning.checks import positive_int
+from dynamo_lightning.checks import non_negative_real, positive_int
 from dynamo_lightning.meta.embedded import EmbeddedNetwork
 from dynamo_lightning.module.checkpoints import check_population
-from dynamo_lightning.module.config import LossWeights, MetaModelConfig, Optimization, as_config
+from dynamo_lightning.module.config import (
+    LossWeights,
+    MetaModelConfig,
+    Optimization,
+    as_config,
+    check_schedule_length,
+)
 from dynamo_lightning.module.embedding_api import EmbeddingAPI
 from dynamo_lightning.module.losses import masked_squared_error, output_loss, squared_error
+from dynamo_lightning.module.memory_check import check_fit_batches, check_meta_model
 from dynamo_lightning.module.meta_choice import build_meta
 from dynamo_lightning.module.metrics import PerMemberAgreement, PerMemberR2, PerMemberStageR2
 from dynamo_lightning.module.task_scores import TaskScores
@@ -71,7 +78,9 @@ class DynamoModule(EmbeddingAPI, pl.LightningModule):
         task_spec: the input task ``{name, config}`` the members were compared on.
 
     Raises:
-        ValueError: a non-positive size, an unknown output kind, or a bad sub-config.
+        ValueError: a non-positive size, an unknown output kind, a bad sub-config (a rate
+            that is not a finite number > 0, a negative or NaN loss weight, ...) or a
+            negative ``theta_init_scale``.
     """
 
     def __init__(self, num_members: int, input_size: int, output_size: int, num_components: int,
@@ -91,10 +100,9 @@ class DynamoModule(EmbeddingAPI, pl.LightningModule):
             raise ValueError(f"DynamoModule: output_kind must be 'regression' or "
                              f"'classification', got {output_kind!r}")
         meta, loss = as_config(MetaModelConfig, meta), as_config(LossWeights, loss)
-        optim = as_config(Optimization, optim)
-        if optim.schedule not in ("cosine", "none"):
-            raise ValueError(f"DynamoModule: optim.schedule must be 'cosine' or 'none', "
-                             f"got {optim.schedule!r}")
+        optim = as_config(Optimization, optim)  # the groups check their own fields
+        theta_init_scale = non_negative_real("theta_init_scale", theta_init_scale,
+                                             "DynamoModule")
         ids = list(member_ids) if member_ids else [str(i) for i in range(num_members)]
         if len(ids) != num_members:
             raise ValueError(f"DynamoModule: {len(ids)} member_ids for {num_members} members")
@@ -106,6 +114,8 @@ class DynamoModule(EmbeddingAPI, pl.LightningModule):
             "member_metadata": list(member_metadata or [{} for _ in ids]),
             "population_path": population_path, "population_checksum": population_checksum,
             "task_spec": task_spec})
+        check_meta_model(meta, input_size, output_size, embedding_dim,  # pre-flight memory
+                         self.hparams.member_metadata, num_members, num_components)
         self.meta = build_meta(meta, input_size, output_size, embedding_dim,
                                self.hparams.member_metadata)
         self.theta = nn.Embedding(num_members, embedding_dim)
@@ -282,18 +292,27 @@ class DynamoModule(EmbeddingAPI, pl.LightningModule):
             {"params": rest, "lr": optim["lr"], "weight_decay": optim["weight_decay"]},
             {"params": self.theta.parameters(), "lr": optim["theta_lr"], "weight_decay": 0.0},
         ])
-        if optim.get("schedule", "none") == "none":
+        schedule = optim.get("schedule", "none")
+        if schedule == "none":
             return optimizer
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        check_schedule_length(schedule, self.trainer.max_epochs, self.trainer.max_steps)
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):  # e.g. an endless train loader
+            raise ValueError(f"DynamoModule: optim.schedule {schedule!r} needs a run of known "
+                             f"length, but it has {total} steps: set trainer.max_steps, or "
+                             "model.optim.schedule none")
+        total = max(1, int(total))
         floor = optim.get("final_lr_fraction", 0.02)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: floor + (1 - floor) * 0.5 * (1 + math.cos(
                 math.pi * min(step, total) / total)))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule,
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler,
                                                          "interval": "step"}}
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if self._trainer is not None and stage == "fit":  # before the first batch
+            check_fit_batches(self, datamodule, self.trainer.strategy.root_device)
         if datamodule is not None and hasattr(datamodule, "projection_state"):
             state = datamodule.projection_state()
             self.projections = {k: v.detach().cpu() for k, v in state.items()}

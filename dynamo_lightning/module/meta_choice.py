@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from dynamo_lightning.checks import optional_positive_int
 from dynamo_lightning.meta.cnn import MetaCNN
 from dynamo_lightning.meta.rnn import MetaRNN
 from dynamo_lightning.module.config import MetaModelConfig
@@ -54,7 +55,8 @@ def build_meta(meta: MetaModelConfig, input_size: int, output_size: int, embeddi
                        cell=meta.cell, conditioning=meta.conditioning,
                        **meta.conditioning_options)
     depths = [int(m["stages"]) for m in metadata if "stages" in m]
-    stages = meta.stages or (max(depths) if depths else None)
+    stages = optional_positive_int("meta.stages", meta.stages, "DynamoModule")
+    stages = stages or (max(depths) if depths else None)
     if stages is None:
         raise ValueError("DynamoModule: the meta-CNN's depth is unknown: the members' metadata "
                          "has no 'stages' (TrajectoryDataModule writes it); set "

@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
 from dynamo_lightning.checks import positive_int
+from dynamo_lightning.checks import seed as check_seed
 from dynamo_lightning.population.grid import TaskSpec, parse_task_specs
 from dynamo_lightning.seeding import derive_seed
 from dynamo_lightning.tasks.base import Split, Task
@@ -65,6 +66,7 @@ class TaskDataModule(pl.LightningDataModule):
         for key, value in (("batch_size", batch_size), ("steps_per_epoch", steps_per_epoch),
                            ("val_batch_size", val_batch_size), ("val_batches", val_batches)):
             positive_int(key, value, "TaskDataModule")
+        seed = check_seed("seed", seed, "TaskDataModule")
         self.specs: list[TaskSpec] = parse_task_specs(tasks)
         self.batch_size, self.steps_per_epoch = batch_size, steps_per_epoch
         self.val_batch_size, self.val_batches, self.seed = val_batch_size, val_batches, seed

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dynamo_lightning import tasks as task_registry
-from dynamo_lightning.checks import positive_int
+from dynamo_lightning.checks import positive_int, seed
 from dynamo_lightning.population import architectures
 from dynamo_lightning.population.member import check_member_id
 from dynamo_lightning.tasks.base import Task
@@ -106,7 +106,8 @@ def parse_architecture_specs(entries: list[ArchitectureEntry],
     """
     options = dict(architecture_options or {})
     if not isinstance(entries, list) or not entries:
-        raise ValueError(f"architectures must be a non-empty list, got {entries!r}")
+        raise ValueError("architectures must be a non-empty list (an empty axis is a grid of "
+                         f"no members), got {entries!r}")
     specs = [_architecture_spec(i, entry, options) for i, entry in enumerate(entries)]
     unused = set(options) - {s.name for s in specs}
     if unused:
@@ -174,12 +175,15 @@ def expand_grid(tasks: list[TaskSpec], architecture_names: list[ArchitectureEntr
     """
     specs = parse_architecture_specs(architecture_names, architecture_options)
     for axis, values in (("hidden_sizes", hidden_sizes), ("seeds", seeds)):
-        if not values:
-            raise ValueError(f"{axis} must not be empty")
+        if not isinstance(values, (list, tuple)) or not values:
+            raise ValueError(f"{axis} must be a non-empty list (an empty axis is a grid of no "
+                             f"members), got {values!r}")
         if len(set(values)) != len(values):
             raise ValueError(f"{axis} has duplicates: {values}")
     for i, h in enumerate(hidden_sizes):
         positive_int(f"hidden_sizes[{i}]", h)
+    for i, s in enumerate(seeds):
+        seed(f"seeds[{i}]", s)
     groups = []
     for spec in tasks:
         task = spec.build()

@@ -17,17 +17,25 @@ from dynamo_lightning.population.step_shapes import check_step_shapes
 _SAFE_ID = re.compile(r"[A-Za-z0-9_.\-]+")
 
 
+MAX_ID_LENGTH = 255 - len(".safetensors")
+"""Longest member id whose weights file name fits 255 bytes (ids are ASCII)."""
+
+
 def check_member_id(member_id: object) -> str | None:
     """Why ``member_id`` is not a safe file name, or None when it is.
 
-    Ids name the weights file, so they may hold only letters, digits, ``-``, ``_`` and ``.``
-    and must not be ``.`` or ``..``.
+    Ids name the weights file, so they may hold only letters, digits, ``-``, ``_`` and ``.``,
+    must not be ``.`` or ``..`` and are at most :data:`MAX_ID_LENGTH` characters.
     """
     if not isinstance(member_id, str):
         return f"member id must be a string, got {type(member_id).__name__} {member_id!r}"
     if not _SAFE_ID.fullmatch(member_id) or member_id in {".", ".."}:
         return (f"member id {member_id!r} is not a safe file name "
                 "(use letters, digits, '-', '_' and '.')")
+    if len(member_id) > MAX_ID_LENGTH:
+        return (f"member id {member_id[:24]!r}… is {len(member_id)} characters long; ids name "
+                f"the weights file <id>.safetensors, so at most {MAX_ID_LENGTH} fit the "
+                "file-name limit of common filesystems (255 bytes)")
     return None
 
 

@@ -54,17 +54,26 @@ class Population(Sequence[Member]):
 
     # ------------------------------------------------------------------ construction / IO
     @classmethod
-    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> Population:
+    def load(cls, path: str | Path, device: torch.device | str = "cpu", *,
+             convert_dtypes: bool = False) -> Population:
         """Read a population directory (JSON + safetensors, never pickle).
 
         A save to ``path`` that was killed midway is finished or rolled back first.
 
+        Args:
+            path: the population directory.
+            device: where ``groups()`` stacks live and ``trajectories`` runs.
+            convert_dtypes: convert weights stored in another real dtype (float16, float64,
+                int32, ...) to their architecture's (float32) instead of refusing them;
+                ``Population.load(path, convert_dtypes=True).save(new_path)`` repairs a file.
+
         Raises:
             PopulationFormatError: one line naming the bad file and the fault (also for a
-                population without members, non-finite weights, two members sharing a
-                weights file, or a weights file that links outside ``path``).
+                population without members, non-finite weights, weights of another dtype,
+                two members sharing a weights file, a hard link or a copy of one, a manifest
+                nested too deep, or a manifest or weights file that links outside ``path``).
         """
-        return cls(load_population(path), device=device)
+        return cls(load_population(path, convert_dtypes=convert_dtypes), device=device)
 
     def save(self, path: str | Path, **manifest_extras: str) -> Path:
         """Write atomically to ``path`` (``created_by``/``description`` go to the manifest).

@@ -78,8 +78,20 @@ def members_from_torch(members: Mapping[str, Any],
         ValueError: naming the member id, the fault and what is accepted.
     """
     metadata = check_import(members, metadata, "from_torch", "(rnn, readout)")
-    return [_member(member_id, network, input_size, metadata.get(member_id))
+    return [_finite(_member(member_id, network, input_size, metadata.get(member_id)))
             for member_id, network in members.items()]
+
+
+def _finite(member: Member) -> Member:
+    """``member`` if its weights are finite: NaN weights give NaN trajectories, and the
+    fit would fail on them much later with nothing naming the member."""
+    bad = [name for name, t in member.state.items()
+           if isinstance(t, torch.Tensor) and t.is_floating_point()
+           and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ValueError(f"from_torch: member {member.id!r} has NaN or infinite weights in "
+                         f"{', '.join(bad)}; retrain it or leave it out")
+    return member
 
 
 def _member(member_id: str, network: object, input_size: int | None,

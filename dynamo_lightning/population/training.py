@@ -26,8 +26,16 @@ from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import Tensor, nn
 
-from dynamo_lightning.checks import is_int, positive_int
+from dynamo_lightning.checks import (
+    boolean,
+    is_int,
+    non_negative_real,
+    positive_int,
+    positive_real,
+)
+from dynamo_lightning.memory import check_population_training
 from dynamo_lightning.population import architectures
+from dynamo_lightning.population.architectures import build as build_architecture
 from dynamo_lightning.population.datamodule import Batch
 from dynamo_lightning.population.evaluation import summed_member_loss
 from dynamo_lightning.population.graphed_step import GraphedStep
@@ -38,6 +46,8 @@ from dynamo_lightning.population.grid import (
     parse_task_specs,
 )
 
+OWNER = "PopulationModule"
+"""Who its settings' errors name."""
 GRAPHED_PRECISIONS = ("32-true", "32", 32)
 """Trainer precisions the CUDA graph runs under (mixed precision runs the eager step)."""
 
@@ -54,11 +64,13 @@ class PopulationModule(pl.LightningModule):
             entries of one architecture need distinct labels (the labels name the members).
         hidden_sizes: widths to train (RNN units or CNN channels).
         seeds: initialisation seeds, one member per seed in every group; or a count ``n``
-            for seeds ``0 … n−1`` (a grid of thousands of members).
+            for seeds ``0 … n−1`` (a grid of thousands of members). Left out (None),
+            ``architectures``, ``hidden_sizes`` and ``seeds`` default to ``[gru]``, ``[32]``
+            and ``[0, 1, 2, 3]``; an empty list is an empty grid and is refused.
         architecture_options: extra constructor options per architecture name, for the
             plain-name entries, e.g. ``{"cnn": {"n_layers": 3}}`` (lists are crossed too).
-        lr: Adam learning rate.
-        weight_decay: Adam weight decay.
+        lr: Adam learning rate (a finite number > 0).
+        weight_decay: Adam weight decay (a finite number >= 0).
         clip_norm: per-member gradient-norm clip (None or 0 turns it off). Lightning's own
             ``gradient_clip_val`` would clip the whole stack and couple the members.
         cuda_graphs: on one CUDA device with 32-bit precision, capture the step (forward,
@@ -78,6 +90,10 @@ class PopulationModule(pl.LightningModule):
             first step takes the kernels' compile time (seconds). If a kernel fails while
             the step is captured, the plain path and the eager step run instead, with a
             warning, as for ``compile_cells``.
+
+    Raises:
+        ValueError: a setting out of range or of the wrong type (named), an empty grid axis,
+            or a bad grid (:func:`~dynamo_lightning.population.grid.expand_grid`).
     """
 
     def __init__(self, tasks: list[dict[str, Any]],
@@ -90,17 +106,23 @@ class PopulationModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False  # the step is written out: see the module doc
-        if lr <= 0:
-            raise ValueError(f"PopulationModule: lr must be positive, got {lr}")
-        if clip_norm is not None and clip_norm < 0:
-            raise ValueError(f"PopulationModule: clip_norm must be >= 0 or null, got {clip_norm}")
+        positive_real("lr", lr, OWNER)
+        non_negative_real("weight_decay", weight_decay, OWNER)
+        if clip_norm is not None:
+            non_negative_real("clip_norm", clip_norm, OWNER)
+        for name, value in (("cuda_graphs", cuda_graphs), ("compile_cells", compile_cells),
+                            ("fused_cells", fused_cells)):
+            boolean(name, value, OWNER)
         if is_int(seeds):
-            seeds = list(range(positive_int("seeds", seeds, "PopulationModule")))
+            seeds = list(range(positive_int("seeds", seeds, OWNER)))
         specs = parse_task_specs(tasks)
+        # Only an axis left out takes its default: an empty list is an empty grid (refused).
         self.groups: list[GroupSpec] = expand_grid(
-            specs, architectures or ["gru"], hidden_sizes or [32], seeds or [0, 1, 2, 3],
-            architecture_options)
+            specs, ["gru"] if architectures is None else architectures,
+            [32] if hidden_sizes is None else hidden_sizes,
+            [0, 1, 2, 3] if seeds is None else seeds, architecture_options)
         self.tasks = {spec.label: spec.build() for spec in specs}
+        check_population_training(self.groups, self.tasks, build_architecture)  # pre-flight
         self.stacks = nn.ModuleList(
             _build_stack(group) for group in self.groups)
         self._graphed: GraphedStep | None = None
@@ -136,6 +158,15 @@ class PopulationModule(pl.LightningModule):
         optimizer.step()
         self.log("train/loss", total / len(self.member_ids), prog_bar=True)
         return total
+
+    def setup(self, stage: str) -> None:
+        """Before the first batch: refuse a grid whose training step (its batch sizes from
+        the data module) does not fit on the device (:mod:`dynamo_lightning.memory`)."""
+        data = getattr(self.trainer, "datamodule", None)
+        check_population_training(self.groups, self.tasks, build_architecture,
+                                  getattr(data, "batch_size", None),
+                                  getattr(data, "val_batch_size", None),
+                                  self.trainer.strategy.root_device)
 
     def on_fit_start(self) -> None:
         if self.device.type != "cuda" or self._plain_cells:

@@ -10,6 +10,7 @@ training step, not after the last.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from typing_extensions import override
 
 from dynamo_lightning.checks import non_negative_int, positive_int
+from dynamo_lightning.checks import seed as check_seed
 from dynamo_lightning.population import architectures
 from dynamo_lightning.population.destination import check_destination
 from dynamo_lightning.population.evaluation import evaluate_stack
@@ -40,7 +42,8 @@ class PopulationWriter(pl.Callback):
         eval_seed: seed of those trials.
 
     Raises:
-        ValueError: negative snapshot steps or non-positive ``eval_trials``.
+        ValueError: negative snapshot steps or ``eval_seed``, or non-positive
+            ``eval_trials``.
         PopulationFormatError: at the start of fit, when ``path`` is not absent, empty or a
             population, or its parent is not writable.
     """
@@ -50,6 +53,7 @@ class PopulationWriter(pl.Callback):
         steps = sorted({non_negative_int(f"snapshot_steps[{i}]", s, "PopulationWriter")
                         for i, s in enumerate(snapshot_steps or [])})
         eval_trials = positive_int("eval_trials", eval_trials, "PopulationWriter")
+        eval_seed = check_seed("eval_seed", eval_seed, "PopulationWriter")
         self.path = path
         self.snapshot_steps = steps
         self.eval_trials = eval_trials
@@ -72,6 +76,13 @@ class PopulationWriter(pl.Callback):
             raise TypeError("PopulationWriter needs a PopulationModule, "
                             f"got {type(pl_module).__name__}")
         self._started = time.perf_counter()
+        last = trainer.estimated_stepping_batches  # max_steps, or epochs × batches
+        late = [s for s in self.snapshot_steps if math.isfinite(last) and s > last]
+        if late:
+            raise ValueError(f"PopulationWriter: snapshot_steps {late} lie past the run's last "
+                             f"step ({int(last)}: trainer.max_steps, or max_epochs × "
+                             "steps_per_epoch), so they would never be taken; lower them or "
+                             "train longer")
         if 0 in self.snapshot_steps and trainer.global_step == 0 and not self._taken(0):
             self._snapshot(pl_module, 0)  # (a resumed run restored its snapshots already)
 

@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -16,7 +17,7 @@ from paths import CONF as TEST_CONF
 
 from dynamo_lightning import tasks
 from dynamo_lightning.analysis import build_report, map_figure
-from dynamo_lightning.analysis.report import validate_report
+from dynamo_lightning.analysis.report import validate_report, write_report
 from dynamo_lightning.analysis.report.pairs import parse_pairs, resolve_pairs
 from dynamo_lightning.analysis.selection import auto_pairs
 from dynamo_lightning.cli import main
@@ -406,3 +407,28 @@ def test_a_mixed_populations_emulation_boxes_split_by_task_on_its_own_metric(
     assert len(seen["ticks"]) == 6  # 3 architectures × 2 tasks
     assert "gru\nflipflop\n(20)" in seen["ticks"] and "lstm\nintegrator\n(20)" in seen["ticks"]
     assert seen["ylabel"] == ["own task's metric"]
+
+
+def test_a_report_stopped_while_writing_is_marked(fitted: dict, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """An earlier report's index must not sit beside half of a new report's figures."""
+    import dynamo_lightning.analysis.report as report_module
+
+    out = tmp_path / "report"
+    shutil.copytree(fitted["out"], out)  # an earlier, complete report in the folder
+    assert not (out / report_module.INCOMPLETE).exists()
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report_module, "write_html", stopped)
+    module = DynamoModule.load_from_checkpoint(fitted["ckpt"])
+    with pytest.raises(KeyboardInterrupt):
+        write_report(module, Population.load(fitted["population"]), out, steps=2, trials=8,
+                     inits_per_member=4, max_iters=10, progress=False, grid_resolution=0)
+    assert "Run `dynamo analyze` again" in (out / report_module.INCOMPLETE).read_text()
+    assert not (out / "report.html").exists()  # the earlier one's index is gone
+    monkeypatch.undo()
+    write_report(module, Population.load(fitted["population"]), out, steps=2, trials=8,
+                 inits_per_member=4, max_iters=10, progress=False, grid_resolution=0)
+    assert not (out / report_module.INCOMPLETE).exists() and (out / "report.html").is_file()

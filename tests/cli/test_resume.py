@@ -107,3 +107,76 @@ def test_killed_population_training_resumes_to_the_same_members(tmp_path: Path) 
     for member in reference:
         for name, value in member.state.items():
             torch.testing.assert_close(done[member.id].state[name], value, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("command", ["fit", "population fit"])
+def test_sigterm_exits_non_zero_says_so_and_keeps_the_checkpoint(
+        command: str, tiny_population, tmp_path: Path) -> None:
+    """A scheduler's SIGTERM is not a success: Lightning stops the loop and would exit 0."""
+    root = tmp_path / "run"
+    if command == "fit":
+        config = run_config(root, tiny_population.save(tmp_path / "population"), kill=False)
+    else:
+        config = population_config(root, kill=False)
+    spec = yaml.safe_load(config.read_text())
+    spec["trainer"]["callbacks"].append({"class_path": "run_probes.SignalDuringEpoch",
+                                         "init_args": {"epoch": 1}})
+    config.write_text(yaml.safe_dump(spec))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    stopped = subprocess.run([sys.executable, "-m", "dynamo_lightning.cli", *command.split(),
+                              "--config", str(config)],
+                             env=env, capture_output=True, text=True, timeout=600)
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-2000:]
+    assert "Traceback" not in stopped.stderr
+    last = stopped.stderr.strip().splitlines()[-1]
+    assert "interrupted by SIGTERM" in last and "--ckpt_path last" in last
+    assert read_checkpoint(root / "checkpoints" / "last.ckpt")["epoch"] == 0  # epoch 0's
+
+
+def test_a_second_fit_into_a_folder_in_use_is_refused_and_the_claim_ends_with_the_fit(
+        tiny_population, tmp_path: Path) -> None:
+    from dynamo_lightning.callbacks.last_checkpoint import LOCK_NAME
+
+    root = tmp_path / "run"
+    config = run_config(root, tiny_population.save(tmp_path / "population"), kill=False)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (root / "checkpoints").mkdir(parents=True)
+        (root / "checkpoints" / LOCK_NAME).write_text(str(holder.pid))
+        refused = subprocess.run([sys.executable, "-m", "dynamo_lightning.cli", "fit",
+                                  "--config", str(config)], capture_output=True, text=True,
+                                 timeout=600, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                     [str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])})
+    finally:
+        holder.kill()
+        holder.wait()
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "in use by another fit" in refused.stderr.strip().splitlines()[-1]
+    assert not (root / "checkpoints" / "last.ckpt").exists()
+    assert main(["fit", "--config", str(config)]) == 0  # the holder is gone: taken over
+    assert (root / "checkpoints" / "last.ckpt").is_file()
+    assert not (root / "checkpoints" / LOCK_NAME).exists()
+
+
+def test_a_model_setting_that_differs_from_the_checkpoint_is_refused_on_resume(
+        tiny_population, tmp_path: Path, capsys) -> None:
+    """LightningCLI merges the checkpoint's hyper-parameters over the flags: without this
+    check `--model.meta.hidden_size 16` ran the checkpoint's width without a word."""
+    root = tmp_path / "run"
+    config = run_config(root, tiny_population.save(tmp_path / "population"), kill=False)
+    spec = yaml.safe_load(config.read_text())
+    spec["trainer"]["max_epochs"] = 1
+    config.write_text(yaml.safe_dump(spec))
+    assert main(["fit", "--config", str(config)]) == 0
+    ckpt = root / "checkpoints" / "last.ckpt"
+    width = read_checkpoint(ckpt)["hyper_parameters"]["meta"]["hidden_size"]
+    capsys.readouterr()
+    assert main(["test", "--config", str(config), "--ckpt_path", str(ckpt),
+                 "--model.meta.hidden_size", str(width + 8)]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"model.meta.hidden_size {width + 8} (checkpoint: {width})" in line
+    assert "leave the setting out to resume" in line
+    assert main(["test", "--config", str(config), "--ckpt_path", str(ckpt)]) == 0
+    assert main(["test", "--config", str(config), "--ckpt_path", str(ckpt),  # restated: fine
+                 "--model.meta.hidden_size", str(width)]) == 0

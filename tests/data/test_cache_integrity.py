@@ -62,3 +62,22 @@ def test_datamodule_rebuilds_a_changed_cache(tiny_population: Population,
     assert not again.reused_cache
     np.testing.assert_array_equal(np.load(target), original)
     np.testing.assert_array_equal(again._stores["train"]["train_hidden"], original)
+
+
+def test_a_second_writer_keeps_the_first_writers_intact_entry(tmp_path: Path) -> None:
+    """Two fits of one population build the same entry: the later one must not delete the
+    entry the first is already reading (it did, and the first fit crashed)."""
+    first = write_cache(tmp_path, "k", {"x": np.arange(4.0)}, {"by": "first"})
+    opened, _ = read_cache(tmp_path, "k")
+    second = write_cache(tmp_path, "k", {"x": np.arange(4.0)}, {"by": "second"})
+    assert second == first
+    assert read_cache(tmp_path, "k")[1] == {"by": "first"}
+    np.testing.assert_array_equal(opened["x"], np.arange(4.0))  # still readable
+    assert [p.name for p in tmp_path.iterdir()] == ["k"]  # ours was discarded
+
+
+def test_a_damaged_entry_is_replaced(tmp_path: Path) -> None:
+    entry = write_cache(tmp_path, "k", {"x": np.arange(4.0)}, {"by": "first"})
+    (entry / "x.npy").write_bytes(b"torn")
+    write_cache(tmp_path, "k", {"x": np.arange(4.0)}, {"by": "second"})
+    assert read_cache(tmp_path, "k")[1] == {"by": "second"}

@@ -237,3 +237,22 @@ def test_unsupported_networks_are_refused_naming_member_and_fault(case: str) -> 
 def test_bad_ids_and_containers_are_refused(members: object, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         Population.from_torch(members)  # type: ignore[arg-type]
+
+
+def test_networks_with_nan_weights_are_refused_naming_member_and_tensor() -> None:
+    rnn = nn.GRU(3, 8, batch_first=True)
+    with torch.no_grad():
+        rnn.weight_hh_l0[2, 5] = float("nan")
+    with pytest.raises(ValueError, match=r"member 'broken' has NaN or infinite weights in .*"
+                                         r"weight_hh"):
+        Population.from_torch({"fine": (nn.GRU(3, 8, batch_first=True), nn.Linear(8, 2)),
+                               "broken": (rnn, nn.Linear(8, 2))})
+
+
+def test_ids_longer_than_a_file_name_allows_are_refused_before_any_save() -> None:
+    from dynamo_lightning.population.member import MAX_ID_LENGTH
+
+    net = (nn.GRU(3, 8, batch_first=True), nn.Linear(8, 2))
+    Population.from_torch({"a" * MAX_ID_LENGTH: net})  # the longest id that saves
+    with pytest.raises(ValueError, match=rf"is {MAX_ID_LENGTH + 1} characters long"):
+        Population.from_torch({"a" * (MAX_ID_LENGTH + 1): net})

@@ -222,3 +222,13 @@ def test_bad_population_gives_one_clear_error(saved: Path, case: str) -> None:
     for word in words:
         assert word in message
     assert isinstance(info.value, ValueError)
+
+
+def test_the_longest_allowed_member_id_saves_and_loads(tmp_path) -> None:
+    from torch import nn
+
+    from dynamo_lightning.population.member import MAX_ID_LENGTH
+
+    member_id = "m" * MAX_ID_LENGTH
+    pop = dl.Population.from_torch({member_id: (nn.GRU(2, 4, batch_first=True), nn.Linear(4, 1))})
+    assert dl.Population.load(pop.save(tmp_path / "population")).ids == [member_id]

@@ -31,6 +31,7 @@ from dynamo_lightning.population import Population
 from dynamo_lightning.tasks import Task
 
 __all__ = [
+    "INCOMPLETE",
     "SCHEMA",
     "SCHEMA_VERSION",
     "ReportOptions",
@@ -39,6 +40,12 @@ __all__ = [
     "write_html",
     "write_report",
 ]
+
+
+INCOMPLETE = "INCOMPLETE.txt"
+"""The marker of a report folder whose writing was stopped midway."""
+INCOMPLETE_TEXT = ("This report was being written when its run stopped: the files here may mix "
+                   "it with an earlier report in this folder. Run `dynamo analyze` again.\n")
 
 
 def write_report(m: FittedMap, population: Population, out_dir: str | Path,
@@ -50,7 +57,8 @@ def write_report(m: FittedMap, population: Population, out_dir: str | Path,
         m: the fitted module (``DynamoModule``, read duck-typed).
         population: the population it was fitted on.
         out_dir: where the files go (created if needed; files of an earlier report with
-            the same names are replaced).
+            the same names are replaced). While they are written, ``INCOMPLETE.txt`` marks
+            the folder, so a run stopped then leaves a folder that says so.
         scores: per-member emulation scores ``{name: [N]}`` from a test pass
             (``m.member_scores``); default ``m.member_scores`` if it has any.
         task: the task driving the analysis (default ``m.task``).
@@ -69,9 +77,15 @@ def write_report(m: FittedMap, population: Population, out_dir: str | Path,
     data = compute_report(m, population, task, scores=scores, checkpoint=checkpoint,
                           options=opts)
     out.mkdir(parents=True, exist_ok=True)
-    write_figures(data, out, opts.figure_members)
+    # Everything is computed; only the writing is left. A run stopped while writing leaves
+    # the marker, and no index of an earlier report beside this one's figures.
+    (out / INCOMPLETE).write_text(INCOMPLETE_TEXT, encoding="utf-8")
+    for index in ("report.json", "report.html"):
+        (out / index).unlink(missing_ok=True)
+    write_figures(data, out, opts.figure_members)  # and lists them in the report
     validate_report(data.report)
     text = json.dumps(data.report, indent=1, allow_nan=False)
     (out / "report.json").write_text(text + "\n", encoding="utf-8")
     write_html(data.report, out)
+    (out / INCOMPLETE).unlink()
     return out

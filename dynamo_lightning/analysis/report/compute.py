@@ -68,9 +68,12 @@ from dynamo_lightning.checks import (
     boolean,
     int_at_least,
     is_int,
+    non_negative_int,
+    non_negative_real,
     optional_positive_int,
     positive_int,
     positive_real,
+    seed,
 )
 from dynamo_lightning.population import Population
 from dynamo_lightning.tasks import Task
@@ -145,6 +148,9 @@ class ReportOptions:
         self.baselines = parse_methods(self.baselines)
         boolean("averaging", self.averaging, OWNER)
         positive_real("tol", self.tol, OWNER)
+        non_negative_real("init_noise", self.init_noise, OWNER)
+        non_negative_int("figure_members", self.figure_members, OWNER)
+        seed("seed", self.seed, OWNER)
 
     def search(self, trials: int, inits: int) -> SearchOptions:
         """One stage's fixed-point search: its trials and initial states, the rest shared."""

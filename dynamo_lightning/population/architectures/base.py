@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from dynamo_lightning.checks import positive_int
+from dynamo_lightning.memory import check_construction
 
 
 class Architecture(nn.Module, ABC):
@@ -43,6 +44,9 @@ class Architecture(nn.Module, ABC):
 
     registered_name: ClassVar[str] = ""
     recurrent: ClassVar[bool] = True
+    parameter_dtype: ClassVar[torch.dtype] = torch.float32
+    """The dtype a population stores this architecture's parameters in (saves cast floating
+    weights to it; loading refuses other dtypes unless asked to convert)."""
 
     def __init__(
         self,
@@ -70,6 +74,7 @@ class Architecture(nn.Module, ABC):
         if len(seeds) != num_members:
             raise ValueError(f"got {len(seeds)} seeds for {num_members} members")
         shapes = self.parameter_shapes()
+        check_construction(type(self).__name__, shapes, num_members, hidden_size)  # pre-flight
         inits = [self.init_member(torch.Generator().manual_seed(int(s))) for s in seeds]
         for name, shape in shapes.items():
             stacked = torch.stack([m[name] for m in inits]) if inits else torch.empty(0, *shape)
