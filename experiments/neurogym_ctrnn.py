@@ -2,11 +2,12 @@
 
 Stages, each timed:
 
-1. ``population`` — ``configs/population/neurogym_ctrnn.yaml``: three ``yang19`` tasks from
-   neurogym (Go, Anti, DM1; dt 20 ms, trials padded to 80 steps) × continuous-time rate RNNs
-   (``ctrnn``: α = dt/τ = 0.2, ReLU, recurrent noise while training) with and without Dale's
-   law, and GRUs × seeds, trained stacked on whole trials; every member is scored on its own
-   task's decision accuracy (fixation kept, then the right choice);
+1. ``population`` — ``configs/population/neurogym_ctrnn.yaml``: the three context-dependent
+   decision tasks of ``yang19`` from neurogym (ctxdm1, ctxdm2, multidm: the same trials, three
+   computations; dt 20 ms, trials padded to 80 steps) × continuous-time rate RNNs (``ctrnn``:
+   α = dt/τ = 0.2, ReLU, recurrent noise while training) with and without Dale's law, and
+   GRUs × seeds, trained stacked on whole trials; every member is scored on its own task's
+   decision accuracy (fixation kept, then the right choice);
 2. ``fit`` — ``configs/dynamo/neurogym_ctrnn.yaml``: DYNAMO on one input distribution that
    mixes the three tasks' trials, then one test pass (held-out hidden R² per member);
 3. ``report`` — ``dynamo analyze`` with the similarity baselines (CKA, Procrustes, DSA).

@@ -12,7 +12,7 @@ from paths import REPO
 
 tomllib = pytest.importorskip("tomllib")
 
-IMPORT_NAME = {"scikit-learn": "sklearn", "umap-learn": "umap"}
+IMPORT_NAME = {"scikit-learn": "sklearn", "umap-learn": "umap", "PyYAML": "yaml"}
 USED_INDIRECTLY = {
     "tensorboard": "Lightning's TensorBoardLogger, chosen by configs/logger/tensorboard.yaml",
 }

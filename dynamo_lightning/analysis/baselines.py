@@ -150,6 +150,9 @@ def _panel(ax: Any, name: str, entry: Mapping[str, Any], values: list[str],
     xy = np.asarray(entry["mds"], dtype=np.float64)
     ax.scatter(xy[:, 0], xy[:, 1], s=30, c=[colours[v] for v in values], edgecolors="black",
                linewidths=0.4)
+    axis = "map axis" if name == "dynamo" else "MDS"  # θ itself at d = 2, else θ's PCs
+    ax.set_xlabel(f"{axis} 1", fontsize=8)
+    ax.set_ylabel(f"{axis} 2", fontsize=8)
     ari = (entry.get("scores") or {}).get(key, {}).get("ari")
     ax.set_title(f"{label}: ARI vs {key} = " + ("n/a" if ari is None else f"{ari:.2f}"),
                  fontsize=9)

@@ -109,6 +109,17 @@ class SafeCheckpointCLI(LightningCLI):
         finally:
             torch.set_float32_matmul_precision(before)
 
+    def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """LightningCLI's core arguments, the module's and the data's before the Trainer's:
+        ``--help`` lists the options of this package first, Lightning's ~60 flags after."""
+        parser.add_lightning_class_args(self._model_class, "model",
+                                        subclass_mode=self.subclass_mode_model)
+        parser.add_lightning_class_args(self._datamodule_class, "data",
+                                        subclass_mode=self.subclass_mode_data)
+        parser.add_lightning_class_args(self.trainer_class, "trainer")
+        parser.set_defaults({f"trainer.{k}": v for k, v in self.trainer_defaults.items()
+                             if k != "callbacks"})
+
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
         kwargs = super()._prepare_subcommand_kwargs(subcommand)
         if kwargs.get("weights_only", False) is None:
@@ -258,7 +269,16 @@ def dynamo_main(args: Sequence[str] | dict[str, Any]) -> DynamoCLI:
 def subcommand_defaults(base: Path, subcommands: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Each subcommand parser's own kwargs (a fresh dict each: LightningCLI adds to them):
     ``base`` as its default config file (escaped: jsonargparse globs the name)."""
-    return {name: {"default_config_files": [glob.escape(str(base))]} for name in subcommands}
+    return {name: {"default_config_files": [glob.escape(str(base))],
+                   "usage": SHORT_USAGE.format(name=name)} for name in subcommands}
+
+
+SHORT_USAGE = ("dynamo {name} [--config FILE ...] [--print_config] [--model.<option> VALUE ...]\n"
+               "       [--data.<option> VALUE ...] [--trainer.<flag> VALUE ...] "
+               "[--ckpt_path PATH]")
+"""The usage line of a LightningCLI subcommand: jsonargparse's lists every one of the ~150
+options (170 lines before the first description); the options follow it, the module's and
+the data's first."""
 
 
 def population_main(args: Sequence[str] | dict[str, Any]) -> PopulationCLI:
@@ -270,4 +290,7 @@ def population_main(args: Sequence[str] | dict[str, Any]) -> PopulationCLI:
                          auto_configure_optimizers=False, save_config_callback=LoggedConfig,
                          args=args if isinstance(args, dict) else list(args),
                          save_config_kwargs={"overwrite": True},
-                         parser_kwargs={"prog": "dynamo population"})
+                         parser_kwargs={"prog": "dynamo population",
+                                        **{name: {"usage": SHORT_USAGE.format(
+                                            name=f"population {name}")}
+                                           for name in ("fit", "validate")}})

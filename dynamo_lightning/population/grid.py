@@ -42,6 +42,14 @@ class GroupSpec:
     seeds: tuple[int, ...]
     ids: tuple[str, ...] = field(default=())
 
+    @property
+    def name(self) -> str:
+        """The members' common id, the seed left out (``ctxdm1-ctrnn_dale-h64``): unique
+        per group, where task and architecture name alone are not (two configs of one
+        architecture, or two widths)."""
+        return self.ids[0].rsplit("-s", 1)[0] if self.ids else (
+            f"{self.task.label}-{self.architecture}")
+
 
 def parse_task_specs(entries: list[dict[str, Any]]) -> list[TaskSpec]:
     """Validate the ``tasks`` list of a config: ``[{name, config?, label?}, ...]``.

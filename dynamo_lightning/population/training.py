@@ -285,8 +285,7 @@ class PopulationModule(pl.LightningModule):
             for member, score in zip(group.ids, scores, strict=True):
                 self.log(f"val_member/{member}", score)
             worst = min(worst, *scores)
-            label = f"val/{group.task.label}/{group.architecture}/{task.metric_name}"
-            self.log(label, sum(scores) / len(scores))
+            self.log(f"val/{group.name}/{task.metric_name}", sum(scores) / len(scores))
         self.log("val/worst_member_metric", worst, prog_bar=True)
 
     def configure_optimizers(self) -> OptimizerLRScheduler:

@@ -60,6 +60,9 @@ def test_missing_package_is_recorded_not_raised(tiny_population, inputs, setup, 
         ari = result["methods"]["dynamo"]["scores"]["architecture"]["ari"]
         assert fig.axes[0].get_title() == f"DYNAMO map: ARI vs architecture = {ari:.2f}"
         assert fig.axes[2].get_title() == "dsa (MDS)"  # the panel says why it is empty
+        assert (fig.axes[0].get_xlabel(), fig.axes[0].get_ylabel()) == ("map axis 1",
+                                                                         "map axis 2")
+        assert fig.axes[1].get_xlabel() == "MDS 1"
     finally:
         plt.close(fig)
 

@@ -209,3 +209,19 @@ def test_the_run_logs_its_whole_config(run: dict, tmp_path: Path) -> None:
     config = yaml.safe_load(hparams.read_text())["config"]
     assert config["seed_everything"] == 0 and config["trainer"]["max_epochs"] == 1
     assert config["model"]["embedding_dim"] == 2 and config["data"]["population"]
+
+
+@pytest.mark.parametrize("command", [["fit"], ["population", "fit"]])
+def test_help_leads_with_this_packages_options(command: list[str],
+                                               capsys: pytest.CaptureFixture) -> None:
+    """A short usage line, then the module's and the data's options before the Trainer's
+    (jsonargparse's usage alone listed all ~150 options, and DYNAMO's came last)."""
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    lines = capsys.readouterr().out.splitlines()
+    usage = lines[: next(i for i, line in enumerate(lines) if not line.strip())]
+    assert len(usage) == 2 and usage[0].startswith(f"usage: dynamo {' '.join(command)} ")
+    first = {prefix: next(i for i, line in enumerate(lines)
+                          if line.lstrip().startswith(f"--{prefix}."))
+             for prefix in ("model", "data", "trainer")}
+    assert first["model"] < first["trainer"] and first["data"] < first["trainer"]

@@ -28,6 +28,25 @@ def test_grid_expands_every_combination_into_stackable_groups() -> None:
     assert "flipflop-gru-h8-s0" in ids and "integrator-lstm-h16-s2" in ids
 
 
+def test_each_group_logs_its_validation_metric_under_its_own_name(monkeypatch) -> None:
+    """Two configs of one architecture (with and without Dale's law) and two widths are four
+    groups of one task; their metrics were logged under one key (val/<task>/<arch>/...)."""
+    module = PopulationModule(
+        [{"name": "flipflop", "config": {"n_bits": 2, "seq_len": 8}}],
+        architectures=["gru", {"name": "ctrnn", "label": "ctrnn_dale",
+                               "config": {"dale_ratio": 0.8}}, "ctrnn"],
+        hidden_sizes=[4, 6], seeds=[0, 1])
+    assert len({g.name for g in module.groups}) == len(module.groups) == 6
+    assert "flipflop-ctrnn_dale-h4" in {g.name for g in module.groups}
+    logged: dict[str, float] = {}
+    monkeypatch.setattr(module, "log", lambda key, value, **_: logged.__setitem__(key, value))
+    task = module.tasks["flipflop"]
+    batch = {"flipflop": task.sample(3, torch.Generator().manual_seed(0))}
+    module.validation_step(batch, 0)
+    groups = {key for key in logged if key.startswith("val/") and key.count("/") == 2}
+    assert groups == {f"val/{g.name}/{task.metric_name}" for g in module.groups}
+
+
 @pytest.mark.parametrize(("entry", "message"), [
     ({"config": {}}, "'name'"),
     ({"name": "flipflop", "cfg": {}}, "unknown keys"),
