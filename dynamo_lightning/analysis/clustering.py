@@ -100,15 +100,24 @@ def cluster_scores(labels: Sequence[Any], truth: Sequence[Any],
 
 
 def scorable_keys(metadata: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Metadata keys (first-seen order) with hashable scalar values and ≥ 2 distinct values."""
+    """Metadata keys (first-seen order) with hashable scalar values and ≥ 2 distinct values,
+    leaving out continuous ones (fractional numbers, distinct for more than half of the
+    members, such as a task metric): as categories, every member would be its own."""
     keys = list(dict.fromkeys(k for m in metadata for k in m))
     out = []
     for key in keys:
         values = [m.get(key) for m in metadata]
         if all(v is None or isinstance(v, str | Number) for v in values) \
-                and len({_category(v) for v in values}) >= 2:
+                and len({_category(v) for v in values}) >= 2 and not _continuous(values):
             out.append(key)
     return out
+
+
+def _continuous(values: Sequence[Any]) -> bool:
+    """Fractional numbers with more distinct values than half the members (and than 2)."""
+    numbers = [v for v in values if isinstance(v, Number) and not isinstance(v, bool)]
+    fractional = any(isinstance(v, float) and not float(v).is_integer() for v in numbers)
+    return fractional and len(set(numbers)) > max(2, len(values) / 2)
 
 
 def silhouette(labels: Sequence[Any], dissimilarity: Any) -> float:

@@ -69,7 +69,10 @@ class Placement:
     @property
     def correct(self) -> list[bool | None]:
         """Whether the nearest centre is the member's own group (None: no ``key`` in its
-        metadata, nothing to check)."""
+        metadata, or a map with one group, where every member is "nearest" to it and the
+        check cannot fail)."""
+        if len(self.groups) < 2:
+            return [None] * len(self.ids)
         return [None if meta.get(self.key) is None else str(meta[self.key]) == near
                 for meta, near in zip(self.metadata, self.nearest_centre, strict=True)]
 

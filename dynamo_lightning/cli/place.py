@@ -116,6 +116,9 @@ def _markdown(placement: Any, ckpt: Path) -> str:
     score = placement.fraction_correct
     summary = ("" if score is None else
                f" Nearest centre is the member's own {placement.key}: {100 * score:.0f}%.")
+    if len(placement.groups) < 2:
+        summary = (f" The map has one {placement.key} group ({', '.join(placement.groups)}), "
+                   "so the nearest centre says nothing about a member's group.")
     return (f"# Placement on {ckpt}\n\n{len(placement.ids)} member(s) placed; distances in "
             f"θ-space (map diameter {placement.diameter:.3g}).{summary}\n\n"
             f"{placement.to_markdown()}\n")

@@ -87,6 +87,14 @@ def test_scores_every_scalar_metadata_key_with_two_values():
     assert set(scores) == {"task", "architecture", "seed", "silhouette"}
 
 
+def test_continuous_keys_are_not_scored_as_categories():
+    """A task metric is distinct per member: as categories it gave ARI 0 everywhere."""
+    metadata = [{"task": t, "task_metric": m, "dale_ratio": d, "lr": 0.5}
+                for t, m, d in zip("aabbcc", [0.91, 0.93, 0.72, 0.75, 0.88, 0.87],
+                                   [None, 0.8] * 3, strict=True)]
+    assert scorable_keys(metadata) == ["task", "dale_ratio"]  # a fraction of two values stays
+
+
 def test_silhouette_is_nan_for_a_single_cluster():
     assert np.isnan(cluster_scores([0, 0, 0], [1, 2, 3], np.ones((3, 3)) - np.eye(3))
                     ["silhouette"])

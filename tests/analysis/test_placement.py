@@ -50,6 +50,16 @@ def test_locate_finds_nearest_members_and_centres_on_known_thetas() -> None:
     assert p.diameter == pytest.approx(math.hypot(10, 2))
 
 
+def test_a_map_with_one_group_gives_no_verdict() -> None:
+    """Every member is nearest the only centre: "correct" could not come out otherwise."""
+    fitted = torch.tensor([[0.0, 0.0], [0.0, 2.0], [10.0, 0.0]])
+    p = locate(fitted, ["a0", "a1", "a2"], [{"task": "a"}] * 3, torch.tensor([[1.0, 1.0]]),
+               ["n0"], [{"task": "a"}], key="task", losses=[0.1], neighbours=2)
+    assert p.groups == ["a"] and p.nearest_centre == ["a"]
+    assert p.correct == [None] and p.fraction_correct is None
+    assert "| – |" in p.to_markdown()
+
+
 def test_to_dict_is_plain_json_with_relative_distances() -> None:
     record = json.loads(json.dumps(_hand_made().to_dict(), allow_nan=False))
     assert record["key"] == "task" and record["fraction_correct"] == 0.5
