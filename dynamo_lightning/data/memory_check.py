@@ -11,6 +11,7 @@ from typing import Any
 
 from dynamo_lightning.memory import Estimate, lead, skipped, stack_shape, trajectory_data
 from dynamo_lightning.population import Population, architectures
+from dynamo_lightning.population.manifest import read_manifest
 
 __all__ = ["check_population_dir", "check_trajectory_data", "population_load"]
 
@@ -48,10 +49,9 @@ def check_population_dir(path: str | Path) -> None:
     manifest that cannot be read is left to ``Population.load`` to report."""
     if skipped():
         return
-    try:
-        manifest = json.loads((Path(path) / "manifest.json").read_text(encoding="utf-8"))
-        estimate = population_load(manifest)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+    try:  # the loader's own checks (schema, depth, links): a bad manifest is its to report
+        estimate = population_load({"members": read_manifest(Path(path))})
+    except (OSError, ValueError):
         return
     if estimate is not None:  # name the manifest the setting is in
         Estimate({f"{estimate.largest} in {Path(path) / 'manifest.json'}": estimate.total}
